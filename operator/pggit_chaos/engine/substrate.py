@@ -1,0 +1,55 @@
+"""The engine's view of where an experiment runs: targets, faults, intent storage, probes.
+
+The local substrate (``pggit_chaos.local.substrate``) and the Kubernetes one
+(``pggit_chaos.kube``) implement :class:`Substrate`; the engine never imports either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pggit_chaos.faults.base import Fault, FaultIntent
+    from pggit_chaos.spec import Experiment
+
+
+@dataclass
+class Probe:
+    """One health probe: did the database answer, and what did ``pggit.health_check()`` say."""
+
+    reachable: bool
+    healthy: bool
+    detail: str = ""
+    components: dict[str, str] = field(default_factory=dict)
+
+
+class Substrate(Protocol):
+    """Target resolution, fault building, intent storage and health probing."""
+
+    name: str
+
+    def prepare(self, experiment: Experiment) -> None:
+        """Make the target ready (local: start PostgreSQL with pgGit); ``dsn`` works after."""
+
+    @property
+    def dsn(self) -> str:
+        """Connection string the workload, the probes and the checks use."""
+
+    def plan(self, experiment: Experiment) -> list[str]:
+        """Resolved targets and the steps a run would take (for ``dryRun``)."""
+
+    def build_fault(self, experiment: Experiment) -> Fault:
+        """The fault for this experiment; raises InsufficientPrivileges before any injection."""
+
+    def record_intent(self, intent: FaultIntent) -> None:
+        """Persist the intent before injection (local: state file; kube: CR status)."""
+
+    def clear_intent(self, intent: FaultIntent) -> None:
+        """Forget the intent once the fault is reverted."""
+
+    def probe(self, timeout: float) -> Probe:
+        """Connect, run ``pggit.health_check()``; never raises for an unreachable database."""
+
+    def close(self) -> None:
+        """Tear down whatever ``prepare`` made (idempotent)."""

@@ -1,0 +1,610 @@
+"""The ``PgGitChaosExperiment`` resource as pydantic models: the one source of truth.
+
+Loaded by :mod:`pggit_chaos.spec.loader` (YAML files, CR bodies), read by the engine, the
+substrates and the operator, and turned into the CRD schema by :mod:`pggit_chaos.spec.crd`.
+Defaults and limits sit on the fields; cross-field rules sit on the model that owns both
+fields and carry a CEL twin (``x-kubernetes-validations``) so the API server enforces them too.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from pggit_chaos.spec.units import Duration, DurationRange, Quantity, QuantityRange
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "VERSION",
+    "ConnectionKill",
+    "CpuThrottle",
+    "DatabaseSecretRef",
+    "Experiment",
+    "ExperimentSpec",
+    "Fault",
+    "FaultLevel",
+    "FaultType",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "Local",
+    "LockContention",
+    "MemoryPressure",
+    "Metadata",
+    "NetworkPartition",
+    "PodKill",
+    "PodPause",
+    "Recovery",
+    "Target",
+    "TriggerDisable",
+    "Verification",
+    "Workload",
+    "WorkloadMix",
+]
+
+GROUP = "chaos.pggit.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "PgGitChaosExperiment"
+
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+PG_PARAMETER = re.compile(r"^[a-z_][a-z0-9_.]*$")
+
+
+class _Model(BaseModel):
+    """Base of every spec section: camelCase aliases, unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=False,
+        use_attribute_docstrings=False,
+    )
+
+
+def _problem(reason: str, at: str | None = None) -> PydanticCustomError:
+    """A validation error; ``at`` names a child field (alias) the problem belongs to."""
+    context: dict[str, Any] = {"reason": reason}
+    if at is not None:
+        context["at"] = at
+    return PydanticCustomError("spec", "{reason}", context)
+
+
+# ---------------------------------------------------------------------------- metadata
+
+
+class Metadata(BaseModel):
+    """Kubernetes object metadata; lenient, since the API server adds uid, generation, ..."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
+    namespace: Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=DNS1123_LABEL)] = (
+        "default"
+    )
+    labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ target
+
+
+class LabelSelectorRequirement(_Model):
+    """One matchExpressions entry of a Kubernetes label selector."""
+
+    key: Annotated[StrictStr, Field(min_length=1)]
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[StrictStr] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> Self:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise _problem(f"operator {self.operator} needs at least one value", at="values")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise _problem(f"operator {self.operator} takes no values", at="values")
+        return self
+
+
+class LabelSelector(_Model):
+    """Which pods are targets; must not be empty (an empty selector selects every pod)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.matchLabels) && size(self.matchLabels) > 0) || "
+                    "(has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+                    "message": "the selector must not be empty: it would select every pod",
+                }
+            ]
+        }
+    )
+
+    match_labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.match_labels and not self.match_expressions:
+            raise _problem("the selector must not be empty: it would select every pod")
+        return self
+
+
+class DatabaseSecretRef(_Model):
+    """A Secret in the experiment's namespace holding the database connection string."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
+    key: Annotated[StrictStr, Field(min_length=1, description="Key of the DSN in the Secret.")] = (
+        "dsn"
+    )
+
+
+class Target(_Model):
+    """The database pods a fault hits and the database the workload and checks use."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.mode) || self.mode != 'fixed-percent' || "
+                    "!has(self.value) || self.value <= 100",
+                    "message": "value is a percentage with mode fixed-percent: at most 100",
+                }
+            ]
+        }
+    )
+
+    selector: LabelSelector
+    mode: Literal["one", "all", "fixed", "fixed-percent"] = Field(
+        default="one",
+        description="How many selected pods to hit: one, all, a fixed number (value) "
+        "or a percentage (value).",
+    )
+    value: Annotated[
+        StrictInt,
+        Field(ge=1, description="Pod count or percentage for modes fixed / fixed-percent."),
+    ] = 1
+    database_secret_ref: DatabaseSecretRef | None = Field(
+        default=None, description="Secret with the connection string (credentials never inline)."
+    )
+    database: Annotated[StrictStr, Field(min_length=1, max_length=63)] = Field(
+        default="postgres", description="Database name (embedded cluster, or in the Secret's DSN)."
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _percentage(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("mode") == "fixed-percent" and value > 100:
+            raise _problem("must be at most 100 with mode fixed-percent (it is a percentage)")
+        return value
+
+
+# ------------------------------------------------------------------------------- fault
+
+
+class FaultType(StrEnum):
+    """What the experiment breaks."""
+
+    POD_KILL = "pod-kill"
+    CPU_THROTTLE = "cpu-throttle"
+    MEMORY_PRESSURE = "memory-pressure"
+    POD_PAUSE = "pod-pause"
+    NETWORK_PARTITION = "network-partition"
+    CONNECTION_KILL = "connection-kill"
+    LOCK_CONTENTION = "lock-contention"
+    TRIGGER_DISABLE = "trigger-disable"
+
+
+class FaultLevel(StrEnum):
+    """Where a fault acts, which decides which substrate code injects it."""
+
+    PROCESS = "process"  # the server process: killed or frozen
+    RESOURCE = "resource"  # the server's cgroup: cpu quota, memory limit
+    NETWORK = "network"  # the server's network: partitioned
+    SQL = "sql"  # inside PostgreSQL: same code on every substrate
+
+
+_LEVELS: dict[FaultType, FaultLevel] = {
+    FaultType.POD_KILL: FaultLevel.PROCESS,
+    FaultType.POD_PAUSE: FaultLevel.PROCESS,
+    FaultType.CPU_THROTTLE: FaultLevel.RESOURCE,
+    FaultType.MEMORY_PRESSURE: FaultLevel.RESOURCE,
+    FaultType.NETWORK_PARTITION: FaultLevel.NETWORK,
+    FaultType.CONNECTION_KILL: FaultLevel.SQL,
+    FaultType.LOCK_CONTENTION: FaultLevel.SQL,
+    FaultType.TRIGGER_DISABLE: FaultLevel.SQL,
+}
+
+
+class PodKill(_Model):
+    """Kill the server (SIGKILL with grace 0) and let it be restarted."""
+
+    grace_period_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] = 0
+    restart_delay: Annotated[Duration, DurationRange(max="10m")] = Field(
+        default=Duration("1s"),
+        description="How long the server stays down before it is restarted (the 'kubelet').",
+    )
+
+
+class CpuThrottle(_Model):
+    """Cap the server's CPU to a share of one core."""
+
+    cpu_percent: Annotated[StrictInt, Field(ge=1, le=100)] = Field(
+        default=10, description="CPU quota as a percentage of one core."
+    )
+
+
+class MemoryPressure(_Model):
+    """Limit the server's memory."""
+
+    limit: Annotated[Quantity, QuantityRange(min="16Mi")] = Field(
+        default=Quantity("128Mi"), description="Memory limit, e.g. 128Mi; at least 16Mi."
+    )
+
+
+class PodPause(_Model):
+    """Freeze the server's processes (cgroup freezer), then thaw them."""
+
+
+class NetworkPartition(_Model):
+    """Cut the server off the network."""
+
+    direction: Literal["both", "ingress"] = Field(
+        default="both", description="Drop traffic in both directions, or only incoming."
+    )
+
+
+class ConnectionKill(_Model):
+    """Terminate client backends (pg_terminate_backend) repeatedly."""
+
+    interval: Annotated[Duration, DurationRange(min="10ms", max="10m")] = Field(
+        default=Duration("2s"), description="Time between two rounds of terminations."
+    )
+    target_application: StrictStr | None = Field(
+        default=None,
+        description="Only kill backends whose application_name is this (default: all clients).",
+    )
+
+
+class LockContention(_Model):
+    """Hold a table lock for the experiment's duration."""
+
+    table: Annotated[
+        StrictStr, Field(min_length=1, max_length=127, pattern=r"^[A-Za-z_][A-Za-z0-9_$.]*$")
+    ] = Field(default="pggit.objects", description="Table to lock, schema-qualified.")
+    mode: Literal["ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE"] = Field(
+        default="ACCESS EXCLUSIVE", description="Lock mode; held for spec.duration."
+    )
+
+
+class TriggerDisable(_Model):
+    """Disable pgGit's event triggers (DDL then goes unrecorded: drift to detect)."""
+
+    triggers: Annotated[
+        list[Literal["pggit_ddl_trigger", "pggit_drop_trigger"]],
+        Field(min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(
+        default=["pggit_ddl_trigger", "pggit_drop_trigger"],
+        description="Event triggers to disable (pgGit's DDL and drop triggers).",
+    )
+
+    @field_validator("triggers")
+    @classmethod
+    def _unique(cls, triggers: list[str]) -> list[str]:
+        if len(set(triggers)) != len(triggers):
+            raise _problem("each trigger may be listed once")
+        return triggers
+
+
+#: fault type -> (attribute name, alias, settings class) of its sub-section.
+SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
+    FaultType.POD_KILL: ("pod_kill", "podKill", PodKill),
+    FaultType.CPU_THROTTLE: ("cpu_throttle", "cpuThrottle", CpuThrottle),
+    FaultType.MEMORY_PRESSURE: ("memory_pressure", "memoryPressure", MemoryPressure),
+    FaultType.POD_PAUSE: ("pod_pause", "podPause", PodPause),
+    FaultType.NETWORK_PARTITION: ("network_partition", "networkPartition", NetworkPartition),
+    FaultType.CONNECTION_KILL: ("connection_kill", "connectionKill", ConnectionKill),
+    FaultType.LOCK_CONTENTION: ("lock_contention", "lockContention", LockContention),
+    FaultType.TRIGGER_DISABLE: ("trigger_disable", "triggerDisable", TriggerDisable),
+}
+
+
+def _section_rules() -> list[JsonValue]:
+    return [
+        {
+            "rule": f"!has(self.{alias}) || self.type == '{fault_type.value}'",
+            "message": f"{alias} belongs to fault type {fault_type.value}",
+        }
+        for fault_type, (_, alias, _) in SECTIONS.items()
+    ]
+
+
+class Fault(_Model):
+    """The fault to inject: its type and, optionally, the settings section of that type."""
+
+    # After validation the section of ``type`` is always filled (defaults if not given), so
+    # ``fault.settings`` and e.g. ``fault.pod_kill`` are never None for the chosen type.
+    # Writing another type's section (even as null) is an error, as in the CRD's CEL rules.
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _section_rules()})
+
+    type: FaultType
+    pod_kill: PodKill | None = None
+    cpu_throttle: CpuThrottle | None = None
+    memory_pressure: MemoryPressure | None = None
+    pod_pause: PodPause | None = None
+    network_partition: NetworkPartition | None = None
+    connection_kill: ConnectionKill | None = None
+    lock_contention: LockContention | None = None
+    trigger_disable: TriggerDisable | None = None
+
+    @field_validator(*(attribute for attribute, _, _ in SECTIONS.values()), mode="before")
+    @classmethod
+    def _section_matches_type(cls, section: Any, info: ValidationInfo) -> Any:
+        fault_type = info.data.get("type")
+        if fault_type is None:  # the type itself is invalid: reported there
+            return section
+        attribute, alias, _ = SECTIONS[fault_type]
+        if info.field_name != attribute:
+            mine = next(t for t, (a, _, _) in SECTIONS.items() if a == info.field_name)
+            raise _problem(
+                f"belongs to fault type {mine.value}, but the fault type is "
+                f"{fault_type.value} (its settings go in {alias})"
+            )
+        return section
+
+    @model_validator(mode="after")
+    def _fill_section(self) -> Self:
+        attribute, _, settings_class = SECTIONS[self.type]
+        if getattr(self, attribute) is None:
+            setattr(self, attribute, settings_class())
+        return self
+
+    @property
+    def settings(self) -> _Model:
+        """The settings section of this fault's type (defaults if it was not written)."""
+        attribute, _, settings_class = SECTIONS[self.type]
+        section: _Model | None = getattr(self, attribute)
+        return section if section is not None else settings_class()
+
+    @property
+    def level(self) -> FaultLevel:
+        """Where the fault acts: ``process`` (pod-kill, pod-pause), ``resource`` (cpu-throttle,
+        memory-pressure), ``network`` (network-partition) or ``sql`` (connection-kill,
+        lock-contention, trigger-disable — the same code on every substrate)."""
+        return _LEVELS[self.type]
+
+
+# ------------------------------------------------------------- workload, recovery, checks
+
+
+class WorkloadMix(_Model):
+    """Relative weights of the workload's operations."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.commit) ? self.commit : 3) + "
+                    "(has(self.ddl) ? self.ddl : 1) > 0",
+                    "message": "commit and ddl weights must not both be 0",
+                }
+            ]
+        }
+    )
+
+    commit: Annotated[StrictInt, Field(ge=0, le=1000)] = Field(
+        default=3, description="Weight of pggit.commit_changes calls."
+    )
+    ddl: Annotated[StrictInt, Field(ge=0, le=1000)] = Field(
+        default=1, description="Weight of DDL statements (recorded by the event triggers)."
+    )
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Self:
+        if self.commit == 0 and self.ddl == 0:
+            raise _problem("commit and ddl weights must not both be 0")
+        return self
+
+
+class Workload(_Model):
+    """The recorded workload that runs before, during and after the fault."""
+
+    clients: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
+        default=4, description="Concurrent client connections."
+    )
+    rate: Annotated[StrictFloat, Field(ge=0, le=100000)] = Field(
+        default=50.0, description="Operations per second over all clients; 0 = as fast as possible."
+    )
+    operation_timeout: Annotated[Duration, DurationRange(min="10ms", max="10m")] = Field(
+        default=Duration("5s"), description="An operation taking longer is indeterminate."
+    )
+    mix: WorkloadMix = Field(default_factory=WorkloadMix)
+
+
+class Recovery(_Model):
+    """How recovery after the revert is awaited and measured."""
+
+    timeout: Annotated[Duration, DurationRange(min="1s", max="1h")] = Field(
+        default=Duration("120s"), description="Not healthy again within this: the verdict is Fail."
+    )
+    probe_interval: Annotated[Duration, DurationRange(min="10ms", max="250ms")] = Field(
+        default=Duration("250ms"), description="Time between health probes (at most 250ms)."
+    )
+
+
+CheckCategory = Literal["property", "concurrent", "transaction", "resource", "corruption"]
+
+
+class Verification(_Model):
+    """What is checked after recovery."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.checks) || size(self.checks) > 0 || "
+                    "!has(self.invariants) || self.invariants",
+                    "message": "nothing to verify: give checks or keep invariants true",
+                }
+            ]
+        }
+    )
+
+    checks: Annotated[
+        list[CheckCategory], Field(json_schema_extra={"x-kubernetes-list-type": "set"})
+    ] = Field(
+        default=["property", "corruption"],
+        description="Categories of the checks suite to run.",
+    )
+    hypothesis_profile: Literal["ci", "dev", "thorough"] = Field(
+        default="ci", description="Hypothesis profile of the checks suite."
+    )
+    timeout: Annotated[Duration, DurationRange(min="1s", max="6h")] = Field(
+        default=Duration("300s"), description="Time limit of the verification."
+    )
+    invariants: StrictBool = Field(
+        default=True, description="Check the workload history against the database."
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _unique(cls, checks: list[str]) -> list[str]:
+        duplicates = sorted({check for check in checks if checks.count(check) > 1})
+        if duplicates:
+            raise _problem(f"listed more than once: {', '.join(duplicates)}")
+        return checks
+
+    @model_validator(mode="after")
+    def _something_to_verify(self) -> Self:
+        if not self.checks and not self.invariants:
+            raise _problem("nothing to verify: give checks or keep invariants true", at="checks")
+        return self
+
+
+ParameterValue = StrictStr | StrictBool | StrictInt | StrictFloat
+
+
+class Local(_Model):
+    """Settings for the embedded (one machine) run; ignored in a cluster."""
+
+    postgresql: dict[StrictStr, Any] = Field(
+        default_factory=dict,
+        description="Server parameters of the embedded cluster, e.g. synchronous_commit: 'off'. "
+        "Values are strings, numbers or booleans.",
+        json_schema_extra={"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+
+    @field_validator("postgresql")
+    @classmethod
+    def _parameters(cls, parameters: dict[str, Any]) -> dict[str, ParameterValue]:
+        bad_names = [name for name in parameters if not PG_PARAMETER.match(name)]
+        if bad_names:
+            raise _problem(
+                f"not a server parameter name: {', '.join(map(repr, bad_names))} "
+                "(lower case letters, digits, _ and .)"
+            )
+        bad_values = [
+            name
+            for name, value in parameters.items()
+            if not isinstance(value, str | bool | int | float)
+        ]
+        if bad_values:
+            raise _problem(f"values must be a string, number or boolean: {', '.join(bad_values)}")
+        return parameters
+
+
+# ----------------------------------------------------------------------------- the resource
+
+
+class ExperimentSpec(_Model):
+    """What to break, what to run meanwhile, how to wait for recovery, what to check."""
+
+    target: Target
+    fault: Fault
+    duration: Annotated[Duration, DurationRange(min="1s", max="1h")] = Field(
+        default=Duration("30s"), description="How long the fault is held before it is reverted."
+    )
+    workload: Workload = Field(default_factory=Workload)
+    recovery: Recovery = Field(default_factory=Recovery)
+    verification: Verification = Field(default_factory=Verification)
+    local: Local = Field(default_factory=Local)
+    dry_run: StrictBool = Field(
+        default=False, description="Validate and resolve targets, inject nothing."
+    )
+
+
+class Experiment(_Model):
+    """A chaos experiment against a PostgreSQL database running pgGit.
+
+    The resource ``PgGitChaosExperiment`` (``chaos.pggit.io/v1alpha1``); ``status`` is
+    ignored on load. Durations (``spec.duration``, ``spec.recovery.timeout``, ...) are
+    :class:`Duration` values: floats of seconds that keep their text; ``.seconds`` gives a
+    plain float.
+    """
+
+    api_version: Literal["chaos.pggit.io/v1alpha1"]
+    kind: Literal["PgGitChaosExperiment"]
+    metadata: Metadata
+    spec: ExperimentSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_status(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "status" in data:
+            data = {key: value for key, value in data.items() if key != "status"}
+        return data
+
+    @classmethod
+    def new(
+        cls, name: str, spec: ExperimentSpec | dict[str, Any], namespace: str = "default"
+    ) -> Experiment:
+        """Build an experiment in code (tests, the CLI) without writing apiVersion/kind."""
+        return cls.model_validate(
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec.model_dump(by_alias=True)
+                if isinstance(spec, ExperimentSpec)
+                else spec,
+            }
+        )
+
+    @property
+    def name(self) -> str:
+        """``metadata.name``."""
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        """``metadata.namespace``."""
+        return self.metadata.namespace
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The resource as plain data with camelCase keys, as ``kubectl apply`` accepts it.
+
+        Every default is written out; API-server metadata (uid, ...) is kept; status is not.
+        """
+        manifest: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return manifest

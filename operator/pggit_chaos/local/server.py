@@ -140,6 +140,16 @@ def _reap(pid: int) -> bool:
         return not Path(f"/proc/{pid}").exists()
 
 
+def _make_traversable(path: Path) -> None:
+    """Give others search (o+x) on ``path``'s ancestors, so the server user reaches its folder."""
+    if os.geteuid() != 0:
+        return
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
 def _format_setting(value: object) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -213,6 +223,7 @@ class EmbeddedPostgres:
         with _live_lock:
             _live.add(self)
         os.chmod(self.base, 0o755)
+        _make_traversable(self.base)
         self.socket_dir.mkdir()
         _chown_to_server_user(self.base)
         cmd = [

@@ -1,18 +1,21 @@
 """Generate the ``PgGitChaosExperiment`` CustomResourceDefinition from the spec model.
 
 A pure builder (:func:`build_crd`) plus :func:`write_crd`, used by the chart's
-``crds/pggitchaosexperiments.yaml`` (regenerate with
-``python -m pggit_chaos.spec.crd charts/pggit-chaos/crds/pggitchaosexperiments.yaml``) and by
-the operator's tests. The openAPIV3Schema is pydantic's JSON schema turned into a Kubernetes
-*structural* schema: ``$ref`` inlined, Optional as ``nullable``, no titles, no
+``crds/pggitchaosexperiments.yaml`` (regenerate: see :data:`REGENERATE`; a test fails when
+the committed file is stale) and by the operator's tests. The openAPIV3Schema is pydantic's
+JSON schema turned into a Kubernetes *structural* schema: ``$ref`` inlined, no titles, no
 ``additionalProperties: false`` (the API server prunes, and ``kubectl`` rejects unknown fields
-with strict field validation), durations as patterned strings with CEL bounds.
+with strict field validation), durations as patterned strings with CEL bounds, cross-field
+rules as CEL ``x-kubernetes-validations``.
+
+Optional fields (``X | None = None``) become plain optional properties, deliberately *not*
+``nullable: true``: the API server prunes a null given for a non-nullable field, which is what
+the model does (null = not given), and the ``has(self.podKill)`` CEL rules stay correct.
 """
 
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +77,7 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, 
             raise ValueError(f"cannot express {options!r} in a structural schema")
         keys = {key: value for key, value in node.items() if key != "default"}
         node = {**_resolve(others[0], definitions), **keys}
-        if len(others) != len(options):
-            node["nullable"] = True
-        if node.get("default", 0) is not None and "default" in keys:
+        if keys.get("default") is not None:
             node["default"] = keys["default"]
     if "const" in node:
         node.setdefault("enum", [node["const"]])
@@ -195,10 +196,14 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+#: The command that regenerates the chart's CRD file from the model.
+REGENERATE = (
+    "python -c 'from pggit_chaos.spec import write_crd; "
+    'write_crd("charts/pggit-chaos/crds/pggitchaosexperiments.yaml")\''
+)
 _HEADER = (
     "# GENERATED from pggit_chaos.spec (the pydantic model) - do not edit by hand.\n"
-    "# Regenerate: python -m pggit_chaos.spec.crd charts/pggit-chaos/crds/"
-    "pggitchaosexperiments.yaml\n"
+    f"# Regenerate: {REGENERATE}\n"
 )
 
 
@@ -214,8 +219,3 @@ def write_crd(path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(crd_yaml(), encoding="utf-8")
     return path
-
-
-if __name__ == "__main__":  # pragma: no cover - a maintainer's convenience
-    default_target = "charts/pggit-chaos/crds/pggitchaosexperiments.yaml"
-    print(write_crd(sys.argv[1] if len(sys.argv) > 1 else default_target))

@@ -344,7 +344,8 @@ class Fault(_Model):
 
     # After validation the section of ``type`` is always filled (defaults if not given), so
     # ``fault.settings`` and e.g. ``fault.pod_kill`` are never None for the chosen type.
-    # Writing another type's section (even as null) is an error, as in the CRD's CEL rules.
+    # Writing another type's section is an error, as in the CRD's CEL rules; null counts as
+    # not given (the API server prunes nulls of non-nullable fields, so CEL never sees them).
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _section_rules()})
 
@@ -362,7 +363,7 @@ class Fault(_Model):
     @classmethod
     def _section_matches_type(cls, section: Any, info: ValidationInfo) -> Any:
         fault_type = info.data.get("type")
-        if fault_type is None:  # the type itself is invalid: reported there
+        if section is None or fault_type is None:  # null = not given; a bad type: said there
             return section
         attribute, alias, _ = SECTIONS[fault_type]
         if info.field_name != attribute:

@@ -1,0 +1,779 @@
+"""Unit tests of the experiment spec: model limits, loader errors, durations, the CRD.
+
+Every ``experiments/*.yaml`` must load with the model *and* validate against the generated
+CRD schema; the committed CRD must equal what :func:`build_crd` produces today.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pggit_chaos.errors import ChaosError, InvalidExperiment
+from pggit_chaos.spec import (
+    Duration,
+    Experiment,
+    FaultType,
+    Quantity,
+    build_crd,
+    format_duration,
+    load_experiments,
+    load_experiments_text,
+    parse_duration,
+    write_crd,
+)
+from pggit_chaos.spec.crd import crd_yaml
+from pggit_chaos.spec.loader import DOCUMENT, load_experiment_object
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "experiments").glob("*.yaml"))
+CRD_FILE = ROOT / "charts" / "pggit-chaos" / "crds" / "pggitchaosexperiments.yaml"
+
+
+def minimal() -> dict[str, Any]:
+    """The smallest valid experiment document."""
+    return {
+        "apiVersion": "chaos.pggit.io/v1alpha1",
+        "kind": "PgGitChaosExperiment",
+        "metadata": {"name": "x"},
+        "spec": {
+            "target": {"selector": {"matchLabels": {"app.kubernetes.io/name": "pggit-postgres"}}},
+            "fault": {"type": "pod-kill"},
+        },
+    }
+
+
+def setting(path: str, value: Any, document: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of ``document`` (default: minimal()) with the dotted ``path`` set to ``value``."""
+    document = copy.deepcopy(document if document is not None else minimal())
+    *parents, last = path.split(".")
+    node = document
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return document
+
+
+def problems(document: Any, source: str = "test.yaml") -> list[tuple[str, str]]:
+    with pytest.raises(InvalidExperiment) as caught:
+        load_experiment_object(document, source)
+    assert caught.value.source == source
+    return caught.value.problems
+
+
+def crd_spec_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def as_jsonschema(node: Any) -> Any:
+    """Kubernetes structural schema -> JSON Schema 2020-12, as the API server would validate.
+
+    ``nullable`` becomes a null type, list-type set becomes uniqueItems, and objects with
+    properties reject unknown fields (kubectl's strict field validation). CEL rules are not
+    evaluated here; the model's own validators are their twin.
+    """
+    if isinstance(node, list):
+        return [as_jsonschema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    result = {key: as_jsonschema(value) for key, value in node.items()}
+    if result.pop("nullable", False):
+        if "type" in result:
+            result["type"] = [result["type"], "null"]
+        if "enum" in result:
+            result["enum"] = [*result["enum"], None]
+    if result.pop("x-kubernetes-list-type", None) == "set":
+        result["uniqueItems"] = True
+    if "properties" in result and not result.get("x-kubernetes-preserve-unknown-fields"):
+        result["additionalProperties"] = False
+    for key in ("exclusiveMinimum", "exclusiveMaximum"):
+        if result.get(key) is True:
+            result[key] = result.pop("minimum" if key == "exclusiveMinimum" else "maximum")
+    return result
+
+
+CRD_VALIDATOR = jsonschema.Draft202012Validator(as_jsonschema(crd_spec_schema()))
+
+
+# ------------------------------------------------------------------------------ examples
+
+
+def test_there_is_one_example_per_fault_type() -> None:
+    faults = {load_experiments(path)[0].spec.fault.type for path in EXAMPLES}
+    assert faults == set(FaultType)
+    assert [path.name[:3] for path in EXAMPLES] == [f"{n:02d}-" for n in range(1, 9)]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def test_example_loads_and_is_ready_for_a_cluster(path: Path) -> None:
+    [experiment] = load_experiments(path)
+    spec = experiment.spec
+    assert path.stem.split("-", 1)[1] == spec.fault.type == experiment.name
+    assert experiment.namespace == "default"
+    assert spec.target.selector.match_labels == {"app.kubernetes.io/name": "pggit-postgres"}
+    assert spec.target.database_secret_ref is not None
+    assert spec.target.database_secret_ref.name == "pggit-db"
+    assert 5 <= spec.duration.seconds <= 10
+    assert spec.recovery.timeout.seconds == 60
+    assert spec.workload.clients == 4
+    assert spec.verification.checks == ["property", "corruption"]
+    assert spec.verification.hypothesis_profile == "ci"
+    assert spec.fault.settings is not None
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def test_example_validates_against_the_crd(path: Path) -> None:
+    [document] = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    CRD_VALIDATOR.validate(document)
+    [experiment] = load_experiments(path)
+    CRD_VALIDATOR.validate(experiment.to_manifest())
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def test_manifest_round_trip(path: Path) -> None:
+    [experiment] = load_experiments(path)
+    manifest = experiment.to_manifest()
+    assert Experiment.model_validate(manifest) == experiment
+    assert yaml.safe_load(yaml.safe_dump(manifest)) == manifest
+    again = load_experiments_text(yaml.safe_dump(manifest), "manifest")[0]
+    assert again.to_manifest() == manifest
+    assert manifest["spec"]["duration"] == str(experiment.spec.duration)
+
+
+# ------------------------------------------------------------------------------ defaults
+
+
+def test_defaults_are_applied() -> None:
+    experiment = load_experiment_object(minimal())
+    spec = experiment.spec
+    assert experiment.name == "x"
+    assert experiment.metadata.namespace == "default"
+    assert spec.target.mode == "one"
+    assert spec.target.value == 1
+    assert spec.target.database == "postgres"
+    assert spec.target.database_secret_ref is None
+    assert spec.fault.type is FaultType.POD_KILL
+    assert spec.fault.type == "pod-kill"  # type: ignore[comparison-overlap]  # a str enum
+    assert spec.fault.pod_kill is not None
+    assert spec.fault.pod_kill.grace_period_seconds == 0
+    assert spec.fault.pod_kill.restart_delay.seconds == 1.0
+    assert spec.fault.cpu_throttle is None
+    assert isinstance(spec.duration, Duration)
+    assert isinstance(spec.duration, float)
+    assert spec.duration == 30.0
+    assert str(spec.duration) == "30s"
+    assert spec.workload.clients == 4
+    assert spec.workload.rate == 50.0
+    assert spec.workload.operation_timeout.seconds == 5.0
+    assert (spec.workload.mix.commit, spec.workload.mix.ddl) == (3, 1)
+    assert spec.recovery.timeout.seconds == 120.0
+    assert spec.recovery.probe_interval.seconds == 0.25
+    assert spec.verification.checks == ["property", "corruption"]
+    assert spec.verification.hypothesis_profile == "ci"
+    assert spec.verification.timeout.seconds == 300.0
+    assert spec.verification.invariants is True
+    assert spec.local.postgresql == {}
+    assert spec.dry_run is False
+
+
+@pytest.mark.parametrize(
+    ("fault_type", "attribute", "expected"),
+    [
+        ("cpu-throttle", "cpu_percent", 10),
+        ("memory-pressure", "limit", 128 * 2**20),
+        ("network-partition", "direction", "both"),
+        ("connection-kill", "interval", 2.0),
+        ("lock-contention", "mode", "ACCESS EXCLUSIVE"),
+        ("lock-contention", "table", "pggit.objects"),
+        ("trigger-disable", "triggers", ["pggit_ddl_trigger", "pggit_drop_trigger"]),
+    ],
+)
+def test_fault_section_defaults(fault_type: str, attribute: str, expected: Any) -> None:
+    experiment = load_experiment_object(setting("spec.fault", {"type": fault_type}))
+    assert getattr(experiment.spec.fault.settings, attribute) == expected
+
+
+def test_default_lists_are_not_shared() -> None:
+    one = load_experiment_object(minimal())
+    one.spec.verification.checks.append("resource")
+    assert load_experiment_object(minimal()).spec.verification.checks == [
+        "property",
+        "corruption",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fault_type", "level"),
+    [
+        ("pod-kill", "process"),
+        ("pod-pause", "process"),
+        ("cpu-throttle", "resource"),
+        ("memory-pressure", "resource"),
+        ("network-partition", "network"),
+        ("connection-kill", "sql"),
+        ("lock-contention", "sql"),
+        ("trigger-disable", "sql"),
+    ],
+)
+def test_fault_level(fault_type: str, level: str) -> None:
+    experiment = load_experiment_object(setting("spec.fault", {"type": fault_type}))
+    assert experiment.spec.fault.level == level
+
+
+def test_status_is_ignored_and_api_server_metadata_is_kept() -> None:
+    document = minimal()
+    document["status"] = {"phase": "Passed", "anything": [1, 2]}
+    document["metadata"].update(
+        uid="0b4c", resourceVersion="12", generation=3, finalizers=["chaos.pggit.io/revert"]
+    )
+    experiment = load_experiment_object(document)
+    manifest = experiment.to_manifest()
+    assert "status" not in manifest
+    assert manifest["metadata"]["uid"] == "0b4c"
+    assert manifest["metadata"]["finalizers"] == ["chaos.pggit.io/revert"]
+
+
+def test_snake_case_names_are_accepted_in_code() -> None:
+    experiment = Experiment.new(
+        "made-in-code",
+        {
+            "target": {"selector": {"match_labels": {"app": "db"}}},
+            "fault": {"type": "cpu-throttle", "cpu_throttle": {"cpu_percent": 20}},
+            "dry_run": True,
+        },
+    )
+    assert experiment.spec.fault.cpu_throttle is not None
+    assert experiment.spec.fault.cpu_throttle.cpu_percent == 20
+    assert experiment.to_manifest()["spec"]["fault"]["cpuThrottle"] == {"cpuPercent": 20}
+    assert Experiment.new("copy", experiment.spec).spec == experiment.spec
+
+
+def test_local_postgresql_parameters() -> None:
+    parameters = {
+        "synchronous_commit": "off",
+        "wal_writer_delay": "10s",
+        "fsync": True,
+        "max_connections": 50,
+        "checkpoint_completion_target": 0.9,
+        "auto_explain.log_min_duration": 0,
+    }
+    experiment = load_experiment_object(setting("spec.local", {"postgresql": parameters}))
+    assert experiment.spec.local.postgresql == parameters
+    CRD_VALIDATOR.validate(experiment.to_manifest())
+
+
+# ------------------------------------------------------------------------------ limits
+
+BAD: list[tuple[str, Any, str]] = [
+    ("apiVersion", "chaos.pggit.io/v1", "apiVersion"),
+    ("kind", "Pod", "kind"),
+    ("metadata.name", "Bad_Name", "metadata.name"),
+    ("metadata.name", "a" * 254, "metadata.name"),
+    ("metadata.name", 7, "metadata.name"),
+    ("metadata.namespace", "a.b", "metadata.namespace"),
+    ("metadata", "x", "metadata"),
+    ("spec.target.selector", {}, "spec.target.selector"),
+    (
+        "spec.target.selector",
+        {"matchExpressions": [{"key": "a", "operator": "In"}]},
+        "spec.target.selector.matchExpressions[0].values",
+    ),
+    (
+        "spec.target.selector",
+        {"matchExpressions": [{"key": "a", "operator": "Maybe"}]},
+        "spec.target.selector.matchExpressions[0].operator",
+    ),
+    ("spec.target.mode", "some", "spec.target.mode"),
+    ("spec.target.value", 0, "spec.target.value"),
+    ("spec.target.value", "2", "spec.target.value"),
+    ("spec.target.databaseSecretRef", {"key": "dsn"}, "spec.target.databaseSecretRef.name"),
+    ("spec.target.database", "", "spec.target.database"),
+    ("spec.fault.type", "disk-fill", "spec.fault.type"),
+    ("spec.fault", {}, "spec.fault.type"),
+    ("spec.fault.podKill", {"gracePeriodSeconds": -1}, "spec.fault.podKill.gracePeriodSeconds"),
+    ("spec.fault.podKill", {"restartDelay": "soon"}, "spec.fault.podKill.restartDelay"),
+    (
+        "spec.fault",
+        {"type": "cpu-throttle", "cpuThrottle": {"cpuPercent": 0}},
+        "spec.fault.cpuThrottle.cpuPercent",
+    ),
+    (
+        "spec.fault",
+        {"type": "cpu-throttle", "cpuThrottle": {"cpuPercent": 101}},
+        "spec.fault.cpuThrottle.cpuPercent",
+    ),
+    (
+        "spec.fault",
+        {"type": "memory-pressure", "memoryPressure": {"limit": "8Mi"}},
+        "spec.fault.memoryPressure.limit",
+    ),
+    (
+        "spec.fault",
+        {"type": "memory-pressure", "memoryPressure": {"limit": "lots"}},
+        "spec.fault.memoryPressure.limit",
+    ),
+    ("spec.fault", {"type": "pod-pause", "podPause": {"for": "1s"}}, "spec.fault.podPause.for"),
+    (
+        "spec.fault",
+        {"type": "network-partition", "networkPartition": {"direction": "egress"}},
+        "spec.fault.networkPartition.direction",
+    ),
+    (
+        "spec.fault",
+        {"type": "connection-kill", "connectionKill": {"interval": "0s"}},
+        "spec.fault.connectionKill.interval",
+    ),
+    (
+        "spec.fault",
+        {"type": "lock-contention", "lockContention": {"mode": "ROW SHARE"}},
+        "spec.fault.lockContention.mode",
+    ),
+    (
+        "spec.fault",
+        {"type": "lock-contention", "lockContention": {"table": "x; drop"}},
+        "spec.fault.lockContention.table",
+    ),
+    (
+        "spec.fault",
+        {"type": "trigger-disable", "triggerDisable": {"triggers": []}},
+        "spec.fault.triggerDisable.triggers",
+    ),
+    (
+        "spec.fault",
+        {"type": "trigger-disable", "triggerDisable": {"triggers": ["other"]}},
+        "spec.fault.triggerDisable.triggers[0]",
+    ),
+    (
+        "spec.fault",
+        {"type": "pod-kill", "cpuThrottle": {"cpuPercent": 50}},
+        "spec.fault.cpuThrottle",
+    ),
+    (
+        "spec.fault",
+        {"type": "pod-kill", "cpuThrottle": {"cpuPercent": 0}},
+        "spec.fault.cpuThrottle",
+    ),
+    ("spec.duration", "0.5s", "spec.duration"),
+    ("spec.duration", "2h", "spec.duration"),
+    ("spec.duration", "-5s", "spec.duration"),
+    ("spec.duration", "30", "spec.duration"),
+    ("spec.duration", True, "spec.duration"),
+    ("spec.workload.clients", 0, "spec.workload.clients"),
+    ("spec.workload.clients", 65, "spec.workload.clients"),
+    ("spec.workload.rate", -1, "spec.workload.rate"),
+    ("spec.workload.rate", "fast", "spec.workload.rate"),
+    ("spec.workload.operationTimeout", "0s", "spec.workload.operationTimeout"),
+    ("spec.workload.mix", {"commit": 0, "ddl": 0}, "spec.workload.mix"),
+    ("spec.workload.mix", {"commit": -1}, "spec.workload.mix.commit"),
+    ("spec.recovery.timeout", "500ms", "spec.recovery.timeout"),
+    ("spec.recovery.probeInterval", "1s", "spec.recovery.probeInterval"),
+    ("spec.verification.checks", ["property", "fuzz"], "spec.verification.checks[1]"),
+    ("spec.verification.checks", ["property", "property"], "spec.verification.checks"),
+    ("spec.verification", {"checks": [], "invariants": False}, "spec.verification.checks"),
+    ("spec.verification.hypothesisProfile", "nightly", "spec.verification.hypothesisProfile"),
+    ("spec.verification.timeout", "10h", "spec.verification.timeout"),
+    ("spec.verification.invariants", "yes", "spec.verification.invariants"),
+    ("spec.local.postgresql", {"Shared Buffers": "1GB"}, "spec.local.postgresql"),
+    ("spec.local.postgresql", {"shared_buffers": ["1GB"]}, "spec.local.postgresql"),
+    ("spec.dryRun", "false", "spec.dryRun"),
+    ("spec.faults", {}, "spec.faults"),
+    ("spec.target.selector.matchLabel", {}, "spec.target.selector.matchLabel"),
+    ("extra", 1, "extra"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"), BAD, ids=[f"{p}={v!r}"[:60] for p, v, _ in BAD]
+)
+def test_limit_is_rejected_with_its_field_path(path: str, value: Any, expected: str) -> None:
+    found = problems(setting(path, value))
+    assert expected in [field for field, _ in found], found
+    assert all(reason for _, reason in found)
+
+
+def test_fixed_percent_is_at_most_100_but_fixed_is_not() -> None:
+    target = minimal()["spec"]["target"]
+    found = problems(setting("spec.target", {**target, "mode": "fixed-percent", "value": 101}))
+    assert found[0][0] == "spec.target.value"
+    assert "100" in found[0][1]
+    load_experiment_object(setting("spec.target", {**target, "mode": "fixed", "value": 101}))
+    load_experiment_object(
+        setting("spec.target", {**target, "mode": "fixed-percent", "value": 100})
+    )
+
+
+def test_mismatched_section_names_both_types() -> None:
+    found = problems(setting("spec.fault", {"type": "pod-kill", "cpuThrottle": {}}))
+    assert found == [
+        (
+            "spec.fault.cpuThrottle",
+            "belongs to fault type cpu-throttle, but the fault type is pod-kill "
+            "(its settings go in podKill)",
+        )
+    ]
+
+
+def test_unknown_field_is_reported_by_name() -> None:
+    found = problems(setting("spec.workload.client", 4))
+    assert found == [
+        ("spec.workload.client", "unknown field (check the spelling; fields are camelCase)")
+    ]
+
+
+def test_missing_required_fields() -> None:
+    document = minimal()
+    del document["spec"]["target"]
+    del document["metadata"]["name"]
+    found = dict(problems(document))
+    assert found["metadata.name"] == "required field is missing"
+    assert found["spec.target"] == "required field is missing"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    document = minimal()
+    document["spec"].update(
+        duration="2h",
+        workload={"clients": 0, "rate": -1},
+        recovery={"probeInterval": "1s"},
+        unknown=True,
+    )
+    document["spec"]["fault"] = {"type": "cpu-throttle", "cpuThrottle": {"cpuPercent": 0}}
+    fields = [field for field, _ in problems(document)]
+    assert sorted(fields) == sorted(
+        [
+            "spec.fault.cpuThrottle.cpuPercent",
+            "spec.duration",
+            "spec.workload.clients",
+            "spec.workload.rate",
+            "spec.recovery.probeInterval",
+            "spec.unknown",
+        ]
+    )
+
+
+def test_error_message_is_one_line_per_problem() -> None:
+    with pytest.raises(ChaosError) as caught:
+        load_experiments_text(yaml.safe_dump(setting("spec.duration", "2h")), "exp.yaml")
+    assert str(caught.value) == "exp.yaml: spec.duration: must be at most 1h (got 2h)"
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def test_multi_document_file(tmp_path: Path) -> None:
+    second = setting("metadata.name", "y")
+    text = "---\n" + yaml.safe_dump(minimal()) + "---\n---\n" + yaml.safe_dump(second)
+    path = tmp_path / "two.yaml"
+    path.write_text(text)
+    assert [experiment.name for experiment in load_experiments(path)] == ["x", "y"]
+    assert [experiment.name for experiment in load_experiments(str(path))] == ["x", "y"]
+
+
+def test_invalid_document_in_a_multi_document_file_is_numbered() -> None:
+    text = yaml.safe_dump(minimal()) + "---\n" + yaml.safe_dump(setting("spec.duration", "x"))
+    with pytest.raises(InvalidExperiment) as caught:
+        load_experiments_text(text, "experiments/x.yaml")
+    assert caught.value.source == "experiments/x.yaml#2"
+    assert caught.value.problems[0][0] == "spec.duration"
+    assert "must be a duration like 30s, 2m or 250ms" in caught.value.problems[0][1]
+
+
+def test_several_invalid_documents_are_all_reported() -> None:
+    bad_one = yaml.safe_dump(setting("spec.duration", "x"))
+    bad_two = yaml.safe_dump(setting("spec.workload.clients", 0))
+    text = bad_one + "---\n" + yaml.safe_dump(minimal()) + "---\n" + bad_two
+    with pytest.raises(InvalidExperiment) as caught:
+        load_experiments_text(text, "f.yaml")
+    assert caught.value.source == "f.yaml"
+    assert [field for field, _ in caught.value.problems] == [
+        "#1 spec.duration",
+        "#3 spec.workload.clients",
+    ]
+
+
+def test_yaml_syntax_error_has_line_and_column() -> None:
+    text = "apiVersion: chaos.pggit.io/v1alpha1\nspec:\n  fault: {type: pod-kill\n"
+    with pytest.raises(InvalidExperiment) as caught:
+        load_experiments_text(text, "broken.yaml")
+    [(field, reason)] = caught.value.problems
+    assert field == DOCUMENT
+    assert reason.startswith("YAML syntax error at line 4, column 1")
+    assert caught.value.source == "broken.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "what"), [("- a\n- b\n", "a list"), ("42\n", "a int"), ("just text\n", "a str")]
+)
+def test_non_mapping_document(text: str, what: str) -> None:
+    with pytest.raises(InvalidExperiment) as caught:
+        load_experiments_text(text, "odd.yaml")
+    [(field, reason)] = caught.value.problems
+    assert field == DOCUMENT
+    assert reason.endswith(f"not {what}")
+
+
+@pytest.mark.parametrize("text", ["", "---\n---\n", "# only a comment\n"])
+def test_empty_file(text: str) -> None:
+    with pytest.raises(InvalidExperiment, match="no experiment"):
+        load_experiments_text(text, "empty.yaml")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidExperiment, match="cannot read"):
+        load_experiments(tmp_path / "nope.yaml")
+
+
+def test_null_section_of_another_type_counts_as_not_given() -> None:
+    document = setting("spec.fault", {"type": "pod-kill", "cpuThrottle": None})
+    experiment = load_experiment_object(document)
+    assert experiment.spec.fault.cpu_throttle is None
+    assert Experiment.model_validate(experiment.model_dump()) == experiment
+    assert Experiment.model_validate(experiment.model_dump(by_alias=True)) == experiment
+
+
+def test_dotted_keys_are_quoted_in_paths() -> None:
+    document = setting("spec.target.selector.matchLabels", {"app.kubernetes.io/name": 5})
+    [(field, _)] = problems(document)
+    assert field == "spec.target.selector.matchLabels['app.kubernetes.io/name']"
+
+
+# ------------------------------------------------------------------------------ durations
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1m30s", 90.0),
+        ("1.5s", 1.5),
+        ("1h2m3s4ms", 3723.004),
+        ("100us", 0.0001),
+        ("0", 0.0),
+        (30, 30.0),
+        (0.25, 0.25),
+    ],
+)
+def test_duration_parsing(text: str | float, seconds: float) -> None:
+    duration = Duration(text)
+    assert duration.seconds == pytest.approx(seconds)
+    assert duration == pytest.approx(seconds)
+    assert type(duration.seconds) is float
+    if isinstance(text, str):
+        assert str(duration) == text
+
+
+@pytest.mark.parametrize("text", ["", "s", "30", "1d", "-1s", "1s 2m", "1.2.3s", "ms", None, True])
+def test_invalid_duration(text: Any) -> None:
+    with pytest.raises(ValueError, match="must be a duration like 30s, 2m or 250ms"):
+        Duration(text)
+
+
+def test_numbers_get_canonical_text() -> None:
+    assert str(Duration(90)) == "1m30s"
+    assert str(Duration(0.25)) == "250ms"
+    experiment = load_experiment_object(setting("spec.duration", 90))
+    assert experiment.to_manifest()["spec"]["duration"] == "1m30s"
+
+
+def test_duration_survives_copy_and_pickle() -> None:
+    duration = Duration("1m30s")
+    for clone in (copy.deepcopy(duration), pickle.loads(pickle.dumps(duration))):
+        assert clone == duration
+        assert str(clone) == "1m30s"
+        assert clone.nanoseconds == 90 * 10**9
+
+
+@given(
+    hours=st.integers(0, 1000),
+    minutes=st.integers(0, 59),
+    seconds=st.integers(0, 59),
+    milliseconds=st.integers(0, 999),
+)
+def test_duration_format_parse_round_trip(
+    hours: int, minutes: int, seconds: int, milliseconds: int
+) -> None:
+    nanoseconds = ((hours * 60 + minutes) * 60 + seconds) * 10**9 + milliseconds * 10**6
+    text = format_duration(nanoseconds)
+    assert parse_duration(text) == nanoseconds
+    assert Duration(text).nanoseconds == nanoseconds
+    assert Duration(Duration(text).seconds).nanoseconds == nanoseconds
+
+
+@given(st.integers(0, 10**18))
+def test_any_nanoseconds_round_trip(nanoseconds: int) -> None:
+    assert parse_duration(format_duration(nanoseconds)) == nanoseconds
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.sampled_from(["h", "m", "s", "ms"])),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_written_components_add_up(parts: list[tuple[int, str]]) -> None:
+    scale = {"h": 3600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6}
+    text = "".join(f"{count}{unit}" for count, unit in parts)
+    assert parse_duration(text) == sum(count * scale[unit] for count, unit in parts)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("128Mi", 128 * 2**20),
+        ("1Gi", 2**30),
+        ("500M", 500 * 10**6),
+        ("1.5Ki", 1536),
+        (1048576, 2**20),
+    ],
+)
+def test_quantity(text: str | int, size: int) -> None:
+    quantity = Quantity(text)
+    assert quantity.bytes == size == quantity
+    assert str(quantity) == str(text)
+
+
+# ------------------------------------------------------------------------------ the CRD
+
+
+def test_committed_crd_is_current() -> None:
+    assert CRD_FILE.read_text(encoding="utf-8") == crd_yaml(), (
+        "the CRD is stale; regenerate it: python -c 'from pggit_chaos.spec import write_crd; "
+        'write_crd("charts/pggit-chaos/crds/pggitchaosexperiments.yaml")\''
+    )
+    assert yaml.safe_load(CRD_FILE.read_text(encoding="utf-8")) == build_crd()
+
+
+def test_write_crd(tmp_path: Path) -> None:
+    path = write_crd(tmp_path / "crds" / "crd.yaml")
+    assert yaml.safe_load(path.read_text(encoding="utf-8")) == build_crd()
+
+
+def test_crd_names_and_version() -> None:
+    crd = build_crd()
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["kind"] == "CustomResourceDefinition"
+    assert crd["metadata"]["name"] == "pggitchaosexperiments.chaos.pggit.io"
+    spec = crd["spec"]
+    assert spec["group"] == "chaos.pggit.io"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == "PgGitChaosExperiment"
+    assert spec["names"]["plural"] == "pggitchaosexperiments"
+    assert spec["names"]["singular"] == "pggitchaosexperiment"
+    assert spec["names"]["shortNames"] == ["pgce"]
+    [version] = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+    columns = {column["name"]: column["jsonPath"] for column in version["additionalPrinterColumns"]}
+    assert columns == {
+        "Fault": ".spec.fault.type",
+        "Phase": ".status.phase",
+        "Verdict": ".status.verdict",
+        "Recovery": ".status.recoverySeconds",
+        "Age": ".metadata.creationTimestamp",
+    }
+    root = version["schema"]["openAPIV3Schema"]
+    assert root["properties"]["status"] == {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    assert root["properties"]["metadata"] == {"type": "object"}
+
+
+def _nodes(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        found.append((path, node))
+        for name, child in node.get("properties", {}).items():
+            found += _nodes(child, f"{path}.{name}")
+        if isinstance(node.get("items"), dict):
+            found += _nodes(node["items"], f"{path}[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            found += _nodes(node["additionalProperties"], f"{path}{{}}")
+        for option in node.get("anyOf", []):
+            found += _nodes(option, f"{path}|")
+    return found
+
+
+def test_crd_schema_is_structural() -> None:
+    forbidden = {"$ref", "$defs", "title", "const", "uniqueItems", "propertyNames", "examples"}
+    for path, node in _nodes(crd_spec_schema()):
+        assert not forbidden & node.keys(), path
+        typed = (
+            "type" in node
+            or node.get("x-kubernetes-int-or-string")
+            or node.get("x-kubernetes-preserve-unknown-fields")
+            or path.endswith("|")
+        )
+        assert typed, f"{path} has no type"
+        assert not ("properties" in node and "additionalProperties" in node), path
+        assert node.get("additionalProperties") is not False, path
+        if "anyOf" in node:
+            assert node.get("x-kubernetes-int-or-string"), path
+        if isinstance(node.get("exclusiveMinimum"), int | float) and not isinstance(
+            node.get("exclusiveMinimum"), bool
+        ):
+            pytest.fail(f"{path}: exclusiveMinimum must be a boolean in OpenAPI v3")
+
+
+def test_crd_carries_limits_defaults_and_maps() -> None:
+    spec = crd_spec_schema()["properties"]["spec"]
+    assert spec["required"] == ["target", "fault"]
+    fault = spec["properties"]["fault"]["properties"]
+    assert fault["type"]["enum"] == [member.value for member in FaultType]
+    cpu = fault["cpuThrottle"]["properties"]["cpuPercent"]
+    assert (cpu["minimum"], cpu["maximum"], cpu["default"]) == (1, 100, 10)
+    assert "nullable" not in fault["cpuThrottle"]  # a null is pruned: same as not given
+    duration = spec["properties"]["duration"]
+    assert (duration["type"], duration["default"]) == ("string", "30s")
+    assert "pattern" in duration
+    assert {rule["message"] for rule in duration["x-kubernetes-validations"]} == {
+        "must be at least 1s",
+        "must be at most 1h",
+    }
+    assert spec["properties"]["workload"]["default"] == {}
+    assert spec["properties"]["verification"]["properties"]["checks"]["default"] == [
+        "property",
+        "corruption",
+    ]
+    labels = spec["properties"]["target"]["properties"]["selector"]["properties"]["matchLabels"]
+    assert labels["additionalProperties"] == {"type": "string"}
+    postgresql = spec["properties"]["local"]["properties"]["postgresql"]
+    assert postgresql["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
+    limit = fault["memoryPressure"]["properties"]["limit"]
+    assert limit["x-kubernetes-int-or-string"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec.fault", {"type": "cpu-throttle", "cpuThrottle": {"cpuPercent": 0}}),
+        ("spec.fault", {"type": "disk-fill"}),
+        ("spec.fault", {"type": "pod-kill", "podKill": {"gracePeriod": 0}}),
+        ("spec.workload", {"clients": 65}),
+        ("spec.duration", "soon"),
+        ("spec.duration", 30),
+        ("spec.verification.checks", ["property", "property"]),
+        ("spec.target.mode", "most"),
+        ("spec.unknownField", 1),
+    ],
+)
+def test_crd_rejects_what_the_model_rejects(path: str, value: Any) -> None:
+    document = setting(path, value)
+    assert not CRD_VALIDATOR.is_valid(document)
+    if path != "spec.duration" or value != 30:  # the model also takes plain seconds
+        problems(document)

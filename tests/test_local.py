@@ -65,10 +65,11 @@ def test_kill_is_a_crash_and_restart_recovers_committed_data() -> None:
 
 
 def test_server_settings_reach_the_server() -> None:
-    with EmbeddedPostgres(settings={"synchronous_commit": "off", "wal_writer_delay": "5s"}) as server:
-        with psycopg.connect(server.dsn()) as conn:
-            assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
-            assert conn.execute("SHOW wal_writer_delay").fetchone() == ("5s",)
+    with EmbeddedPostgres(
+        settings={"synchronous_commit": "off", "wal_writer_delay": "5s"}
+    ) as server, psycopg.connect(server.dsn()) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        assert conn.execute("SHOW wal_writer_delay").fetchone() == ("5s",)
 
 
 def test_missing_binaries_name_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

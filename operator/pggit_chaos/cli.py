@@ -54,7 +54,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pggit_chaos.runner import run_files
 
     return run_files(
-        args.files, dsn=args.dsn, report_dir=args.report_dir, dry_run=args.dry_run,
+        args.files,
+        dsn=args.dsn,
+        report_dir=args.report_dir,
+        dry_run=args.dry_run,
         quiet=args.quiet,
     )
 
@@ -111,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--state-dir", help="state folder (default: PGGIT_CHAOS_STATE_DIR)")
     cleanup.set_defaults(handler=_cmd_cleanup)
 
-    crd = sub.add_parser("crd", help="print the PgGitChaosExperiment CRD (generated from the model)")
+    crd = sub.add_parser(
+        "crd", help="print the PgGitChaosExperiment CRD (generated from the model)"
+    )
     crd.set_defaults(handler=_cmd_crd)
     return parser
 

@@ -33,15 +33,22 @@ class FaultIntent:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "type": self.type, "target": self.target, "undo": self.undo,
-            "description": self.description, "created_at": self.created_at,
+            "id": self.id,
+            "type": self.type,
+            "target": self.target,
+            "undo": self.undo,
+            "description": self.description,
+            "created_at": self.created_at,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultIntent:
         return cls(
-            type=str(data["type"]), target=str(data.get("target", "")), undo=dict(data["undo"]),
-            description=str(data.get("description", "")), id=str(data["id"]),
+            type=str(data["type"]),
+            target=str(data.get("target", "")),
+            undo=dict(data["undo"]),
+            description=str(data.get("description", "")),
+            id=str(data["id"]),
             created_at=str(data.get("created_at", "")),
         )
 

@@ -67,7 +67,9 @@ def find_bindir() -> Path:
     for candidate in candidates:
         if (candidate / "initdb").is_file() and (candidate / "postgres").is_file():
             return candidate
-    raise MissingDependency(f"PostgreSQL server binaries (initdb, postgres) not found: {_INSTALL_HINT}")
+    raise MissingDependency(
+        f"PostgreSQL server binaries (initdb, postgres) not found: {_INSTALL_HINT}"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -84,8 +86,15 @@ def _run_as_server_user() -> list[str]:
     if shutil.which("setpriv") is None:
         raise MissingDependency("setpriv not found: install util-linux to run PostgreSQL as root")
     return [
-        "setpriv", f"--reuid={_SERVER_USER}", f"--regid={_SERVER_USER}", "--init-groups",
-        "--reset-env", "--", "env", "LANG=C.UTF-8", "LC_ALL=C.UTF-8",
+        "setpriv",
+        f"--reuid={_SERVER_USER}",
+        f"--regid={_SERVER_USER}",
+        "--init-groups",
+        "--reset-env",
+        "--",
+        "env",
+        "LANG=C.UTF-8",
+        "LC_ALL=C.UTF-8",
     ]
 
 
@@ -202,7 +211,12 @@ class EmbeddedPostgres:
 
     def dsn(self, dbname: str = "postgres", **extra: object) -> str:
         """A libpq connection string over TCP (so network faults reach the clients)."""
-        parts = [f"host={self.host}", f"port={self.port}", f"user={_SERVER_USER}", f"dbname={dbname}"]
+        parts = [
+            f"host={self.host}",
+            f"port={self.port}",
+            f"user={_SERVER_USER}",
+            f"dbname={dbname}",
+        ]
         parts.extend(f"{key}={value}" for key, value in extra.items())
         return " ".join(parts)
 
@@ -227,8 +241,17 @@ class EmbeddedPostgres:
         self.socket_dir.mkdir()
         _chown_to_server_user(self.base)
         cmd = [
-            *_run_as_server_user(), str(self.bindir / "initdb"), "-D", str(self.data_dir),
-            "-U", _SERVER_USER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
+            *_run_as_server_user(),
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            _SERVER_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
@@ -243,9 +266,20 @@ class EmbeddedPostgres:
             cmd += ["ip", "netns", "exec", self.netns]
         listen = "0.0.0.0" if self.netns else self.host
         cmd += [
-            *_run_as_server_user(), str(self.bindir / "postgres"), "-D", str(self.data_dir),
-            "-p", str(self.port), "-k", str(self.socket_dir), "-c", f"listen_addresses={listen}",
-            "-c", "max_connections=200", "-c", "shared_buffers=32MB",
+            *_run_as_server_user(),
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.socket_dir),
+            "-c",
+            f"listen_addresses={listen}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=32MB",
         ]
         for key, value in self.settings.items():
             cmd += ["-c", f"{key}={_format_setting(value)}"]
@@ -260,8 +294,11 @@ class EmbeddedPostgres:
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -296,6 +333,9 @@ class EmbeddedPostgres:
         """
         if self.process is None:
             return
+        if self.process.poll() is not None:  # already gone (and reaped): nothing to signal
+            self.process = None
+            return
         postmaster = self.process.pid
         # Stop the postmaster first so it forks nothing new, then kill it and every backend
         # (each backend is a process group of its own, so one killpg would not reach them).
@@ -322,10 +362,8 @@ class EmbeddedPostgres:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGINT)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
 
     def restart(self) -> None:
@@ -365,7 +403,9 @@ class EmbeddedPostgres:
         from psycopg import sql
 
         with psycopg.connect(self.socket_dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
     def __enter__(self) -> EmbeddedPostgres:
         try:
@@ -376,7 +416,10 @@ class EmbeddedPostgres:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.destroy()
 
@@ -404,5 +447,3 @@ def embedded_pggit(
         dsn = server.create_database(dbname)
         install(dsn)
         yield server, dsn
-
-

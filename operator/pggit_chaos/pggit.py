@@ -1,0 +1,308 @@
+"""Low-level pgGit client: install the embedded core, probe a target, read its health.
+
+Called by the CLI (`install-pggit`, connection checks), the checks suite (capabilities, to skip
+what an upstream pgGit lacks), the workload/engine (health, connect_check) and the test
+fixtures. Synchronous psycopg 3; every function opens and closes its own connection unless one
+is handed in. The SQL contract is docs/pggit-core.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+from psycopg import conninfo
+
+from pggit_chaos.errors import InsufficientPrivileges, TargetUnavailable
+
+#: Version of the embedded core that :func:`install` installs (`pggit.install_info`, component
+#: ``core``). Must equal the ``pggit-core-version`` marker and the INSERT in ``sql/pggit.sql``.
+CORE_VERSION = "1.0.0"
+
+#: Tables of the contract (schema ``pggit``).
+TABLES: tuple[str, ...] = ("branches", "commits", "objects", "history", "install_info")
+#: Functions of the contract (schema ``pggit``).
+FUNCTIONS: tuple[str, ...] = (
+    "generate_trinity_id", "create_branch", "commit_changes", "calculate_schema_hash",
+    "get_version", "increment_version", "detect_drift", "health_check",
+    "handle_ddl_command", "handle_sql_drop",
+)
+#: Event triggers of the contract, with the function each one must call.
+EVENT_TRIGGERS: dict[str, str] = {
+    "pggit_ddl_trigger": "handle_ddl_command",
+    "pggit_drop_trigger": "handle_sql_drop",
+}
+#: Sequences of the contract.
+SEQUENCES: tuple[str, ...] = ("trinity_seq",)
+
+_INSTALL_LOCK_NOTE = "pg_advisory_xact_lock(7081985512)"
+
+
+class NotSuperuser(InsufficientPrivileges):
+    """Installing pgGit needs a superuser (event triggers) and the role is not one."""
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """One row of ``pggit.health_check()``."""
+
+    component: str
+    status: str
+    details: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "healthy"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What of the pgGit contract a database has (read from the catalogs, nothing called)."""
+
+    schema: bool
+    tables: frozenset[str] = frozenset()
+    #: Columns of each present pggit table.
+    columns: dict[str, frozenset[str]] = field(default_factory=dict)
+    functions: frozenset[str] = frozenset()
+    sequences: frozenset[str] = frozenset()
+    #: Event trigger name -> enabled (present triggers only, any function).
+    event_triggers: dict[str, bool] = field(default_factory=dict)
+    #: ``pggit.install_info`` core version; None for an upstream pgGit or no pgGit.
+    core_version: str | None = None
+    database: str = ""
+
+    @property
+    def installed(self) -> bool:
+        """Schema ``pggit`` exists with the ``history`` and ``objects`` tables."""
+        return self.schema and {"history", "objects"} <= self.tables
+
+    @property
+    def embedded(self) -> bool:
+        """The core installed is this project's embedded core (install_info says so)."""
+        return self.core_version is not None
+
+    def has(self, name: str) -> bool:
+        return self.missing(name) is None
+
+    def missing(self, name: str) -> str | None:
+        """None when ``name`` is present, else a one-line reason (for ``pytest.skip``).
+
+        ``name`` is a contract name with or without the ``pggit.`` prefix: a table
+        (``commits``), a column (``objects.version_major``), a function (``commit_changes``),
+        a sequence (``trinity_seq``) or an event trigger (``pggit_ddl_trigger``; present AND
+        enabled).
+        """
+        where = f"database {self.database}" if self.database else "the database"
+        short = name.removeprefix("pggit.")
+        if not self.schema:
+            return f"{where} has no pgGit (schema pggit missing)"
+        if short in EVENT_TRIGGERS or name in EVENT_TRIGGERS:
+            enabled = self.event_triggers.get(short)
+            if enabled is None:
+                return f"{where} has no event trigger {short}"
+            return None if enabled else f"event trigger {short} is disabled in {where}"
+        if "." in short:
+            table, column = short.split(".", 1)
+            if table not in self.tables:
+                return f"{where} has no table pggit.{table}"
+            if column not in self.columns.get(table, frozenset()):
+                return f"pggit.{table} in {where} has no column {column}"
+            return None
+        if short in self.tables or short in self.functions or short in self.sequences:
+            return None
+        kind = (
+            "table" if short in TABLES
+            else "function" if short in FUNCTIONS
+            else "sequence" if short in SEQUENCES
+            else "object"
+        )
+        return f"{where} has no {kind} pggit.{short}"
+
+
+# -- DSN helpers ---------------------------------------------------------------------------
+def mask_dsn(dsn: str) -> str:
+    """The DSN as ``key=value`` pairs with the password replaced by ``***``."""
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return re.sub(r"(password\s*=\s*)\S+|(://[^:/@]*:)[^@]*@", _mask_match, dsn)
+    if "password" in params:
+        params["password"] = "***"
+    return conninfo.make_conninfo("", **params)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    if match.group(1):
+        return match.group(1) + "***"
+    return str(match.group(2)) + "***@"
+
+
+def describe_target(dsn: str) -> str:
+    """``host:port/db`` of a DSN, for messages (never the password)."""
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return mask_dsn(dsn)
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    port = str(params.get("port") or "5432")
+    db = str(params.get("dbname") or params.get("user") or "postgres")
+    return f"{host}:{port}/{db}"
+
+
+def _one_line(text: str, dsn: str) -> str:
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    try:
+        password = conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    if password:
+        line = line.replace(str(password), "***")
+    return line or "unknown error"
+
+
+def _connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = True) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, connect_timeout=max(1, round(timeout)), autocommit=autocommit)
+    except psycopg.ProgrammingError as exc:  # malformed DSN
+        raise TargetUnavailable(f"invalid DSN {mask_dsn(dsn)}: {_one_line(str(exc), dsn)}") from None
+    except psycopg.Error as exc:
+        raise TargetUnavailable(
+            f"cannot connect to {describe_target(dsn)}: {_one_line(str(exc), dsn)}"
+        ) from None
+
+
+# -- install -------------------------------------------------------------------------------
+def sql_path() -> Path:
+    """Path of the embedded core's install script (``pggit_chaos/sql/pggit.sql``)."""
+    return Path(str(resources.files("pggit_chaos") / "sql" / "pggit.sql"))
+
+
+def install_sql() -> str:
+    """Text of the install script."""
+    return (resources.files("pggit_chaos") / "sql" / "pggit.sql").read_text(encoding="utf-8")
+
+
+def install(dsn: str) -> str:
+    """Install (or upgrade, or repair) the embedded pgGit core; return the installed version.
+
+    Idempotent and safe to run from several sessions at once (the script takes an advisory
+    lock). Raises :class:`TargetUnavailable` (one line) when the DSN cannot be reached and
+    :class:`NotSuperuser` when the role may not create event triggers.
+    """
+    with _connect(dsn, timeout=10) as conn:
+        row = conn.execute(
+            "SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
+        ).fetchone()
+        if not row or not row[0]:
+            user = conn.info.user
+            raise NotSuperuser(
+                f"installing pgGit into {describe_target(dsn)} needs a superuser (it creates event "
+                f"triggers); role {user!r} is not one: connect as a superuser such as postgres"
+            )
+        try:
+            conn.execute(install_sql().encode("utf-8"))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise NotSuperuser(_one_line(str(exc), dsn)) from None
+        except psycopg.Error as exc:
+            raise TargetUnavailable(
+                f"installing pgGit into {describe_target(dsn)} failed: {_one_line(str(exc), dsn)}"
+            ) from None
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        found = conn.execute(
+            "SELECT version FROM pggit.install_info WHERE component = 'core'"
+        ).fetchone()
+    if found is None:
+        raise TargetUnavailable(f"installing pgGit into {describe_target(dsn)} left no install_info row")
+    return str(found[0])
+
+
+# -- probes --------------------------------------------------------------------------------
+def connect_check(dsn: str, timeout: float = 5) -> None:
+    """Raise :class:`TargetUnavailable` (one line) unless ``dsn`` is reachable and has pgGit."""
+    with _connect(dsn, timeout=timeout) as conn:
+        caps = capabilities(conn)
+    if not caps.installed:
+        db = describe_target(dsn).rsplit("/", 1)[-1]
+        raise TargetUnavailable(
+            f"database {db} has no pgGit (schema pggit missing): "
+            f"run `pggit-chaos install-pggit --dsn '{mask_dsn(dsn)}'`"
+        )
+
+
+def capabilities(conn: psycopg.Connection) -> Capabilities:
+    """What of the contract ``conn``'s database has (pg_namespace/pg_class/pg_proc/pg_event_trigger)."""
+    database = str(conn.info.dbname)
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regnamespace('pggit') IS NOT NULL")
+        row = cur.fetchone()
+        if not row or not row[0]:
+            return Capabilities(schema=False, database=database)
+        cur.execute(
+            """
+            SELECT c.relname, c.relkind, a.attname
+              FROM pg_catalog.pg_class c
+              LEFT JOIN pg_catalog.pg_attribute a
+                ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             WHERE c.relnamespace = 'pggit'::regnamespace AND c.relkind IN ('r', 'p', 'S')
+            """
+        )
+        tables: set[str] = set()
+        sequences: set[str] = set()
+        columns: dict[str, set[str]] = {}
+        for relname, relkind, attname in cur.fetchall():
+            if relkind == "S":
+                sequences.add(relname)
+                continue
+            tables.add(relname)
+            if attname is not None:
+                columns.setdefault(relname, set()).add(attname)
+        cur.execute("SELECT p.proname FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'pggit'::regnamespace")
+        functions = {name for (name,) in cur.fetchall()}
+        cur.execute(
+            "SELECT e.evtname, e.evtenabled <> 'D' FROM pg_catalog.pg_event_trigger e"
+            " WHERE e.evtname = ANY(%s)",
+            (list(EVENT_TRIGGERS),),
+        )
+        triggers = {name: bool(enabled) for name, enabled in cur.fetchall()}
+        core_version: str | None = None
+        if "install_info" in tables and {"component", "version"} <= columns.get("install_info", set()):
+            cur.execute("SELECT version FROM pggit.install_info WHERE component = 'core'")
+            found = cur.fetchone()
+            core_version = str(found[0]) if found else None
+    if not conn.autocommit:
+        conn.rollback()
+    return Capabilities(
+        schema=True,
+        tables=frozenset(tables),
+        columns={name: frozenset(cols) for name, cols in columns.items()},
+        functions=frozenset(functions),
+        sequences=frozenset(sequences),
+        event_triggers=triggers,
+        core_version=core_version,
+        database=database,
+    )
+
+
+def health(dsn_or_conn: str | psycopg.Connection) -> list[HealthRow]:
+    """Rows of ``pggit.health_check()``; raises TargetUnavailable when it cannot be called."""
+    if isinstance(dsn_or_conn, str):
+        with _connect(dsn_or_conn) as conn:
+            return _health(conn, dsn_or_conn)
+    return _health(dsn_or_conn, "")
+
+
+def _health(conn: psycopg.Connection, dsn: str) -> list[HealthRow]:
+    try:
+        rows = conn.execute("SELECT component, status, details FROM pggit.health_check()").fetchall()
+    except psycopg.errors.UndefinedFunction:
+        if not conn.autocommit:
+            conn.rollback()
+        where = describe_target(dsn) if dsn else str(conn.info.dbname)
+        raise TargetUnavailable(f"{where} has no pggit.health_check(): pgGit missing or too old") from None
+    if not conn.autocommit:
+        conn.rollback()
+    return [HealthRow(str(c), str(s), str(d)) for c, s, d in rows]

@@ -1,0 +1,821 @@
+-- pgGit core embedded in pggit-chaos (contract: docs/pggit-core.md).
+-- pggit-core-version: 1.0.0
+--
+-- Installed by `pggit-chaos install-pggit --dsn URL` (pggit_chaos.pggit.install) or
+-- `psql -f pggit.sql`. Idempotent: running it again (also from several sessions at once) is
+-- harmless, brings an older install of this core up to date and repairs what it owns
+-- (functions replaced, missing columns/indexes/constraints added, event triggers re-created
+-- and re-enabled). Works on PostgreSQL 13-17. Needs a superuser (event triggers).
+
+BEGIN;
+
+DO $install_guard$
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'pggit: installing pgGit needs a superuser (it creates event triggers); role "%" is not one', current_user
+            USING ERRCODE = '42501',
+                  HINT = 'connect as a superuser (e.g. postgres) or ask an administrator to install pgGit';
+    END IF;
+END
+$install_guard$;
+
+-- Concurrent installs queue up here instead of racing on CREATE ... IF NOT EXISTS.
+SELECT pg_catalog.pg_advisory_xact_lock(7081985512);
+
+CREATE SCHEMA IF NOT EXISTS pggit;
+
+-- ---------------------------------------------------------------------------------------
+-- Tables. CREATE TABLE IF NOT EXISTS for a fresh install, then ADD COLUMN IF NOT EXISTS for
+-- every column so that an older install of this core is brought up to date.
+-- ---------------------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS pggit.install_info (
+    component text PRIMARY KEY,
+    version text NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE pggit.install_info ADD COLUMN IF NOT EXISTS previous_version text;
+
+CREATE TABLE IF NOT EXISTS pggit.branches (id serial PRIMARY KEY);
+ALTER TABLE pggit.branches ADD COLUMN IF NOT EXISTS name text;
+ALTER TABLE pggit.branches ADD COLUMN IF NOT EXISTS parent_branch_id int;
+ALTER TABLE pggit.branches ADD COLUMN IF NOT EXISTS head_commit_hash text;
+ALTER TABLE pggit.branches ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active';
+ALTER TABLE pggit.branches ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE pggit.branches ALTER COLUMN name SET NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS branches_name_key ON pggit.branches (name);
+
+CREATE SEQUENCE IF NOT EXISTS pggit.trinity_seq;
+
+CREATE TABLE IF NOT EXISTS pggit.commits (id bigserial PRIMARY KEY);
+ALTER TABLE pggit.commits ADD COLUMN IF NOT EXISTS hash text;
+ALTER TABLE pggit.commits ADD COLUMN IF NOT EXISTS branch_id int;
+ALTER TABLE pggit.commits ADD COLUMN IF NOT EXISTS parent_commit_hash text;
+ALTER TABLE pggit.commits ADD COLUMN IF NOT EXISTS message text NOT NULL DEFAULT '';
+ALTER TABLE pggit.commits ADD COLUMN IF NOT EXISTS author text NOT NULL DEFAULT current_user;
+ALTER TABLE pggit.commits ADD COLUMN IF NOT EXISTS committed_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE pggit.commits ADD COLUMN IF NOT EXISTS tree_hash text;
+ALTER TABLE pggit.commits ALTER COLUMN hash SET NOT NULL;
+ALTER TABLE pggit.commits ALTER COLUMN branch_id SET NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS commits_hash_key ON pggit.commits (hash);
+CREATE INDEX IF NOT EXISTS commits_branch_id_idx ON pggit.commits (branch_id, id);
+
+CREATE TABLE IF NOT EXISTS pggit.objects (id serial PRIMARY KEY);
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS object_type text;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS schema_name text;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS object_name text;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS full_name text;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS version int NOT NULL DEFAULT 1;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS version_major int NOT NULL DEFAULT 1;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS version_minor int NOT NULL DEFAULT 0;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS version_patch int NOT NULL DEFAULT 0;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS schema_hash text;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS is_active boolean NOT NULL DEFAULT true;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+-- Additions of this core (not read by upstream-compatible tools): the catalog OID the row
+-- follows (renames, drops) and the column name -> type map used for version bumps.
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS object_oid oid;
+ALTER TABLE pggit.objects ADD COLUMN IF NOT EXISTS column_types jsonb;
+ALTER TABLE pggit.objects ALTER COLUMN object_type SET NOT NULL;
+ALTER TABLE pggit.objects ALTER COLUMN schema_name SET NOT NULL;
+ALTER TABLE pggit.objects ALTER COLUMN object_name SET NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS objects_type_schema_name_key
+    ON pggit.objects (object_type, schema_name, object_name);
+CREATE INDEX IF NOT EXISTS objects_active_oid_idx ON pggit.objects (object_oid) WHERE is_active;
+
+CREATE TABLE IF NOT EXISTS pggit.history (id bigserial PRIMARY KEY);
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS object_id int;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS change_type text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS change_severity text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS object_type text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS schema_name text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS object_name text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS command_tag text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS old_version int;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS new_version int;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS schema_hash_before text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS schema_hash_after text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS sql_executed text;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS transaction_id bigint;
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS created_by text NOT NULL DEFAULT current_user;
+-- Addition of this core: 'major.minor.patch' after the change.
+ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS version_after text;
+CREATE INDEX IF NOT EXISTS history_object_id_idx ON pggit.history (object_id, id);
+CREATE INDEX IF NOT EXISTS history_transaction_id_idx ON pggit.history (transaction_id);
+
+-- Backfill what an older install of this core could not have filled.
+UPDATE pggit.objects o
+   SET full_name = o.schema_name || '.' || o.object_name
+ WHERE o.full_name IS NULL;
+UPDATE pggit.objects o
+   SET object_oid = pg_catalog.to_regclass(pg_catalog.quote_ident(o.schema_name) || '.' || pg_catalog.quote_ident(o.object_name))
+ WHERE o.object_oid IS NULL AND o.is_active
+   AND o.object_type IN ('TABLE', 'INDEX', 'VIEW', 'MATERIALIZED VIEW', 'SEQUENCE', 'FOREIGN TABLE');
+
+-- Constraints that cannot be written "IF NOT EXISTS".
+DO $constraints$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                    WHERE conrelid = 'pggit.commits'::regclass AND conname = 'commits_branch_id_fkey') THEN
+        ALTER TABLE pggit.commits ADD CONSTRAINT commits_branch_id_fkey
+            FOREIGN KEY (branch_id) REFERENCES pggit.branches (id);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                    WHERE conrelid = 'pggit.commits'::regclass AND conname = 'commits_parent_commit_hash_fkey') THEN
+        ALTER TABLE pggit.commits ADD CONSTRAINT commits_parent_commit_hash_fkey
+            FOREIGN KEY (parent_commit_hash) REFERENCES pggit.commits (hash);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                    WHERE conrelid = 'pggit.branches'::regclass AND conname = 'branches_head_commit_hash_fkey') THEN
+        ALTER TABLE pggit.branches ADD CONSTRAINT branches_head_commit_hash_fkey
+            FOREIGN KEY (head_commit_hash) REFERENCES pggit.commits (hash);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                    WHERE conrelid = 'pggit.history'::regclass AND conname = 'history_object_id_fkey') THEN
+        ALTER TABLE pggit.history ADD CONSTRAINT history_object_id_fkey
+            FOREIGN KEY (object_id) REFERENCES pggit.objects (id);
+    END IF;
+END
+$constraints$;
+
+INSERT INTO pggit.branches (name, status) VALUES ('main', 'active') ON CONFLICT (name) DO NOTHING;
+
+-- ---------------------------------------------------------------------------------------
+-- Helpers (internal, prefixed with an underscore).
+-- ---------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pggit._is_excluded_schema(p_schema text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_schema IS NULL
+        OR p_schema IN ('pggit', 'pg_catalog', 'information_schema', 'pg_toast')
+        OR p_schema ~ '^pg_(toast_)?temp'
+$$;
+
+CREATE OR REPLACE FUNCTION pggit._map_object_type(p_type text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE p_type
+        WHEN 'table' THEN 'TABLE'
+        WHEN 'table column' THEN 'TABLE'
+        WHEN 'index' THEN 'INDEX'
+        WHEN 'view' THEN 'VIEW'
+        WHEN 'materialized view' THEN 'MATERIALIZED VIEW'
+        WHEN 'function' THEN 'FUNCTION'
+        WHEN 'procedure' THEN 'PROCEDURE'
+        WHEN 'sequence' THEN 'SEQUENCE'
+        WHEN 'type' THEN 'TYPE'
+        WHEN 'foreign table' THEN 'FOREIGN TABLE'
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION pggit._check_branch_name(p_value text, p_param text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_value IS NULL OR p_value ~ '^[[:space:]]*$' THEN
+        RAISE EXCEPTION 'pggit: parameter "%" (branch name) must not be empty or whitespace', p_param
+            USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.char_length(p_value) > 255 THEN
+        RAISE EXCEPTION 'pggit: parameter "%" (branch name) is % characters long; at most 255 are allowed',
+            p_param, pg_catalog.char_length(p_value) USING ERRCODE = '22023';
+    END IF;
+    IF p_value ~ '[[:space:][:cntrl:]]' THEN
+        RAISE EXCEPTION 'pggit: parameter "%" (branch name) must not contain whitespace or control characters: %',
+            p_param, pg_catalog.quote_literal(p_value) USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- Table hash by OID. Rendered with search_path = pg_catalog so that type names, default
+-- expressions and constraint definitions come out schema-qualified whatever the caller's
+-- search_path: the same table always gives the same hash.
+CREATE OR REPLACE FUNCTION pggit._schema_hash(p_rel oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT md5(
+        'columns: ' || coalesce((
+            SELECT string_agg(
+                       quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
+                       || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+                       || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text ELSE '' END
+                       || CASE WHEN a.attgenerated <> '' THEN ' GENERATED ' || a.attgenerated::text ELSE '' END
+                       || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
+                       || CASE WHEN a.attcollation <> t.typcollation
+                               THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END,
+                       ', ' ORDER BY a.attnum)
+              FROM pg_attribute a
+              JOIN pg_type t ON t.oid = a.atttypid
+              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped), '')
+        || ' | constraints: ' || coalesce((
+            SELECT string_agg(quote_ident(c.conname) || ' ' || pg_get_constraintdef(c.oid), ', '
+                              ORDER BY c.conname, pg_get_constraintdef(c.oid))
+              FROM pg_constraint c
+             WHERE c.conrelid = p_rel), '')
+    )
+$$;
+
+-- Column name -> type (with modifiers) of a relation, for the version-bump rules.
+CREATE OR REPLACE FUNCTION pggit._column_types(p_rel oid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod)), '{}'::jsonb)
+      FROM pg_attribute a
+     WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
+-- Definition hash of a tracked object (tables: the schema hash).
+CREATE OR REPLACE FUNCTION pggit._object_hash(p_type text, p_oid oid) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pggit, pg_temp AS $$
+BEGIN
+    RETURN CASE p_type
+        WHEN 'TABLE' THEN pggit._schema_hash(p_oid)
+        WHEN 'FOREIGN TABLE' THEN pggit._schema_hash(p_oid)
+        WHEN 'INDEX' THEN md5(pg_get_indexdef(p_oid))
+        WHEN 'VIEW' THEN md5(pg_get_viewdef(p_oid))
+        WHEN 'MATERIALIZED VIEW' THEN md5(pg_get_viewdef(p_oid))
+        WHEN 'FUNCTION' THEN md5(pg_get_functiondef(p_oid))
+        WHEN 'PROCEDURE' THEN md5(pg_get_functiondef(p_oid))
+        ELSE NULL
+    END;
+END
+$$;
+
+-- Hash of every active tracked object: O(active objects) per call (an index scan of the
+-- partial index below), cheap while pggit.objects holds up to a few thousand active rows.
+CREATE INDEX IF NOT EXISTS objects_active_id_idx ON pggit.objects (id) WHERE is_active;
+CREATE OR REPLACE FUNCTION pggit._tree_hash() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT md5(coalesce(string_agg(o.id::text || ':' || o.version::text || ':' || coalesce(o.schema_hash, ''),
+                                   ',' ORDER BY o.id), ''))
+      FROM pggit.objects o
+     WHERE o.is_active
+$$;
+
+-- Record one CREATE/ALTER of a catalog object into pggit.objects and pggit.history.
+CREATE OR REPLACE FUNCTION pggit._track_object(
+    p_type text, p_oid oid, p_schema text, p_name text, p_command_tag text, p_is_create boolean
+) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+DECLARE
+    v_row pggit.objects%ROWTYPE;
+    v_other pggit.objects%ROWTYPE;
+    v_hash text := pggit._object_hash(p_type, p_oid);
+    v_cols jsonb;
+    v_severity text := 'PATCH';
+    v_change text;
+    v_old_version int;
+    v_major int; v_minor int; v_patch int;
+    v_id int;
+BEGIN
+    IF p_type IN ('TABLE', 'FOREIGN TABLE') THEN
+        v_cols := pggit._column_types(p_oid);
+    END IF;
+
+    SELECT * INTO v_row FROM pggit.objects o
+     WHERE o.object_oid = p_oid AND o.object_type = p_type AND o.is_active
+     LIMIT 1;
+
+    IF FOUND THEN
+        -- An object we already follow: ALTER (also CREATE OR REPLACE).
+        v_change := 'ALTER';
+        IF v_row.column_types IS NOT NULL AND v_cols IS NOT NULL THEN
+            IF EXISTS (SELECT 1 FROM jsonb_each_text(v_row.column_types) old_col
+                        WHERE (v_cols ->> old_col.key) IS DISTINCT FROM old_col.value) THEN
+                v_severity := 'MAJOR';
+            ELSIF EXISTS (SELECT 1 FROM jsonb_object_keys(v_cols) new_col
+                           WHERE NOT (v_row.column_types ? new_col)) THEN
+                v_severity := 'MINOR';
+            END IF;
+        END IF;
+        v_major := v_row.version_major; v_minor := v_row.version_minor; v_patch := v_row.version_patch;
+        IF v_severity = 'MAJOR' THEN
+            v_major := v_major + 1; v_minor := 0; v_patch := 0;
+        ELSIF v_severity = 'MINOR' THEN
+            v_minor := v_minor + 1; v_patch := 0;
+        ELSE
+            v_patch := v_patch + 1;
+        END IF;
+        v_old_version := v_row.version;
+
+        IF v_row.schema_name IS DISTINCT FROM p_schema OR v_row.object_name IS DISTINCT FROM p_name THEN
+            -- Renamed or moved to another schema: the row follows the object, unless a row of
+            -- that name already exists (an earlier, dropped object): that one takes over.
+            SELECT * INTO v_other FROM pggit.objects o
+             WHERE o.object_type = p_type AND o.schema_name = p_schema AND o.object_name = p_name
+               FOR UPDATE;
+            IF FOUND THEN
+                UPDATE pggit.objects SET is_active = false, object_oid = NULL, updated_at = now()
+                 WHERE id = v_row.id;
+                UPDATE pggit.objects
+                   SET object_oid = p_oid, is_active = true,
+                       version = greatest(v_other.version, v_row.version) + 1,
+                       version_major = v_major, version_minor = v_minor, version_patch = v_patch,
+                       schema_hash = v_hash, column_types = v_cols, updated_at = now()
+                 WHERE id = v_other.id
+                RETURNING id, version INTO v_id, v_row.version;
+            ELSE
+                UPDATE pggit.objects
+                   SET schema_name = p_schema, object_name = p_name, full_name = p_schema || '.' || p_name,
+                       version = version + 1,
+                       version_major = v_major, version_minor = v_minor, version_patch = v_patch,
+                       schema_hash = v_hash, column_types = v_cols, updated_at = now()
+                 WHERE id = v_row.id
+                RETURNING id, version INTO v_id, v_row.version;
+            END IF;
+            IF p_type = 'TABLE' AND v_row.schema_name IS DISTINCT FROM p_schema THEN
+                -- ALTER TABLE ... SET SCHEMA moves the table's indexes along.
+                UPDATE pggit.objects o
+                   SET schema_name = p_schema, full_name = p_schema || '.' || o.object_name, updated_at = now()
+                 WHERE o.is_active AND o.object_type = 'INDEX'
+                   AND o.object_oid IN (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = p_oid);
+            END IF;
+        ELSE
+            UPDATE pggit.objects
+               SET version = version + 1,
+                   version_major = v_major, version_minor = v_minor, version_patch = v_patch,
+                   schema_hash = v_hash, column_types = v_cols, updated_at = now()
+             WHERE id = v_row.id
+            RETURNING id, version INTO v_id, v_row.version;
+        END IF;
+
+        INSERT INTO pggit.history (object_id, change_type, change_severity, object_type, schema_name,
+                                   object_name, command_tag, old_version, new_version,
+                                   schema_hash_before, schema_hash_after, sql_executed,
+                                   transaction_id, created_by, version_after)
+        VALUES (v_id, v_change, v_severity, p_type, p_schema, p_name, p_command_tag, v_old_version,
+                v_row.version, v_row.schema_hash, v_hash, current_query(), txid_current(),
+                current_user, v_major || '.' || v_minor || '.' || v_patch);
+        RETURN;
+    END IF;
+
+    -- Not followed yet: a new object (or one created before pgGit was installed, or while
+    -- tracking was off). A row of the same name (an earlier, dropped object) is reused.
+    v_change := CASE WHEN p_is_create THEN 'CREATE' ELSE 'ALTER' END;
+    v_severity := CASE WHEN p_is_create THEN 'MAJOR' ELSE 'PATCH' END;
+    SELECT * INTO v_other FROM pggit.objects o
+     WHERE o.object_type = p_type AND o.schema_name = p_schema AND o.object_name = p_name
+       FOR UPDATE;
+    v_old_version := v_other.version;  -- NULL when not found
+
+    INSERT INTO pggit.objects AS o (object_type, schema_name, object_name, full_name, object_oid,
+                                    version, version_major, version_minor, version_patch,
+                                    schema_hash, column_types, is_active, created_at, updated_at)
+    VALUES (p_type, p_schema, p_name, p_schema || '.' || p_name, p_oid, 1, 1, 0, 0,
+            v_hash, v_cols, true, now(), now())
+    ON CONFLICT (object_type, schema_name, object_name) DO UPDATE
+       SET object_oid = EXCLUDED.object_oid, version = o.version + 1,
+           version_major = 1, version_minor = 0, version_patch = 0,
+           schema_hash = EXCLUDED.schema_hash, column_types = EXCLUDED.column_types,
+           is_active = true, updated_at = now()
+    RETURNING o.id, o.version INTO v_id, v_row.version;
+
+    INSERT INTO pggit.history (object_id, change_type, change_severity, object_type, schema_name,
+                               object_name, command_tag, old_version, new_version,
+                               schema_hash_before, schema_hash_after, sql_executed,
+                               transaction_id, created_by, version_after)
+    VALUES (v_id, v_change, v_severity, p_type, p_schema, p_name, p_command_tag, v_old_version,
+            v_row.version, v_other.schema_hash, v_hash, current_query(), txid_current(),
+            current_user, '1.0.0');
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Event trigger functions.
+-- ---------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pggit.handle_ddl_command() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+DECLARE
+    r record;
+    v_pending text := current_setting('pggit.pending_tables', true);
+BEGIN
+    IF v_pending IS NOT NULL AND v_pending <> '' THEN
+        PERFORM set_config('pggit.pending_tables', '', true);
+    END IF;
+    FOR r IN
+        WITH cmds AS (
+            SELECT c.classid, c.objid, c.object_type, c.command_tag, c.ord
+              FROM pg_event_trigger_ddl_commands() WITH ORDINALITY
+                   AS c(classid, objid, objsubid, command_tag, object_type, schema_name,
+                        object_identity, in_extension, command, ord)
+             WHERE NOT c.in_extension
+               AND pggit._map_object_type(c.object_type) IS NOT NULL
+               AND NOT pggit._is_excluded_schema(c.schema_name)
+            UNION ALL
+            -- Tables whose columns/constraints/defaults a DROP ... CASCADE removed (noted by
+            -- handle_sql_drop, which fires just before this trigger for the same command).
+            SELECT 'pg_class'::regclass::oid, p.oid::oid, 'table', TG_TAG, 1000000 + p.ord
+              FROM unnest(string_to_array(nullif(v_pending, ''), ',')) WITH ORDINALITY AS p(oid, ord)
+        ),
+        firsts AS (
+            SELECT DISTINCT ON (classid, objid) classid, objid, object_type, command_tag, ord
+              FROM cmds ORDER BY classid, objid, ord
+        )
+        SELECT f.objid, pggit._map_object_type(f.object_type) AS otype, f.command_tag, f.ord,
+               coalesce(rel_ns.nspname, proc_ns.nspname, type_ns.nspname) AS schema_name,
+               coalesce(rel.relname::text,
+                        proc.proname || '(' || pg_get_function_identity_arguments(proc.oid) || ')',
+                        typ.typname::text) AS object_name
+          FROM firsts f
+          LEFT JOIN pg_class rel ON f.classid = 'pg_class'::regclass AND rel.oid = f.objid
+          LEFT JOIN pg_namespace rel_ns ON rel_ns.oid = rel.relnamespace
+          LEFT JOIN pg_proc proc ON f.classid = 'pg_proc'::regclass AND proc.oid = f.objid
+          LEFT JOIN pg_namespace proc_ns ON proc_ns.oid = proc.pronamespace
+          LEFT JOIN pg_type typ ON f.classid = 'pg_type'::regclass AND typ.oid = f.objid
+          LEFT JOIN pg_namespace type_ns ON type_ns.oid = typ.typnamespace
+         ORDER BY f.ord
+    LOOP
+        CONTINUE WHEN r.object_name IS NULL OR pggit._is_excluded_schema(r.schema_name);
+        PERFORM pggit._track_object(r.otype, r.objid, r.schema_name, r.object_name, r.command_tag,
+                                    r.ord < 1000000 AND r.command_tag LIKE 'CREATE%'
+                                    OR r.command_tag = 'SELECT INTO');
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pggit.handle_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+DECLARE
+    r record;
+    v_row pggit.objects%ROWTYPE;
+    v_pending oid[] := '{}';
+    v_rel oid;
+BEGIN
+    FOR r IN
+        SELECT d.classid, d.objid, d.objsubid, d.object_type, d.schema_name, d.address_names
+          FROM pg_event_trigger_dropped_objects() d
+         WHERE NOT pggit._is_excluded_schema(d.schema_name)
+    LOOP
+        IF r.object_type IN ('table column', 'table constraint', 'default value') THEN
+            -- A part of a table that may survive: its table changed.
+            IF TG_TAG <> 'ALTER TABLE' AND r.address_names IS NOT NULL AND cardinality(r.address_names) >= 2 THEN
+                v_rel := to_regclass(quote_ident(r.address_names[1]) || '.' || quote_ident(r.address_names[2]));
+                IF v_rel IS NOT NULL AND NOT v_rel = ANY (v_pending) THEN
+                    v_pending := v_pending || v_rel;
+                END IF;
+            END IF;
+            CONTINUE;
+        END IF;
+        CONTINUE WHEN pggit._map_object_type(r.object_type) IS NULL;
+        UPDATE pggit.objects o
+           SET is_active = false, version = o.version + 1, updated_at = now()
+         WHERE o.object_oid = r.objid AND o.object_type = pggit._map_object_type(r.object_type)
+           AND o.is_active
+        RETURNING o.* INTO v_row;
+        IF FOUND THEN
+            INSERT INTO pggit.history (object_id, change_type, change_severity, object_type, schema_name,
+                                       object_name, command_tag, old_version, new_version,
+                                       schema_hash_before, schema_hash_after, sql_executed,
+                                       transaction_id, created_by, version_after)
+            VALUES (v_row.id, 'DROP', 'MAJOR', v_row.object_type, v_row.schema_name, v_row.object_name,
+                    TG_TAG, v_row.version - 1, v_row.version, v_row.schema_hash, NULL,
+                    current_query(), txid_current(), current_user,
+                    v_row.version_major || '.' || v_row.version_minor || '.' || v_row.version_patch);
+        END IF;
+    END LOOP;
+    IF cardinality(v_pending) > 0 THEN
+        PERFORM set_config('pggit.pending_tables', array_to_string(v_pending, ','), true);
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Public API.
+-- ---------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pggit.generate_trinity_id(branch text DEFAULT 'main') RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pggit, pg_temp AS $$
+DECLARE
+    v_seq text := to_hex(nextval('pggit.trinity_seq'));
+BEGIN
+    RETURN to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS"."US"Z"')
+        || '-' || left(md5(coalesce(branch, '')), 8)
+        || '-' || lpad(v_seq, greatest(12, length(v_seq)), '0');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pggit.create_branch(name text, from_branch text DEFAULT 'main') RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    v_id int;
+    v_from_id int;
+    v_head text;
+BEGIN
+    PERFORM pggit._check_branch_name(create_branch.name, 'name');
+    SELECT b.id INTO v_id FROM pggit.branches b WHERE b.name = create_branch.name;
+    IF FOUND THEN
+        RETURN v_id;
+    END IF;
+    SELECT b.id, b.head_commit_hash INTO v_from_id, v_head
+      FROM pggit.branches b WHERE b.name = create_branch.from_branch;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pggit: parameter "from_branch": branch % does not exist',
+            coalesce(quote_literal(create_branch.from_branch), 'NULL') USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO pggit.branches AS b (name, parent_branch_id, head_commit_hash, status)
+    VALUES (create_branch.name, v_from_id, v_head, 'active')
+    ON CONFLICT (name) DO NOTHING
+    RETURNING b.id INTO v_id;
+    IF v_id IS NULL THEN
+        -- Another session created it at the same time (ON CONFLICT waited for it).
+        SELECT b.id INTO v_id FROM pggit.branches b WHERE b.name = create_branch.name;
+        IF v_id IS NULL THEN
+            RAISE EXCEPTION 'pggit: branch % was created concurrently and is not visible to this transaction; retry',
+                quote_literal(create_branch.name) USING ERRCODE = '40001';
+        END IF;
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pggit.commit_changes(
+    branch text, message text DEFAULT '', custom_trinity_id text DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+DECLARE
+    v_message text := coalesce(commit_changes.message, '');
+    v_branch_id int;
+    v_parent text;
+    v_hash text;
+BEGIN
+    PERFORM pggit._check_branch_name(commit_changes.branch, 'branch');
+    IF char_length(v_message) > 10000 THEN
+        RAISE EXCEPTION 'pggit: parameter "message" is % characters long; at most 10000 are allowed',
+            char_length(v_message) USING ERRCODE = '22023';
+    END IF;
+    IF custom_trinity_id IS NOT NULL AND custom_trinity_id ~ '^[[:space:]]*$' THEN
+        RAISE EXCEPTION 'pggit: parameter "custom_trinity_id" must not be empty or whitespace (pass NULL for a generated ID)'
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- The branch row lock serialises commits to one branch (linear history) and only those.
+    SELECT b.id, b.head_commit_hash INTO v_branch_id, v_parent
+      FROM pggit.branches b WHERE b.name = commit_changes.branch FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pggit.create_branch(commit_changes.branch);
+        SELECT b.id, b.head_commit_hash INTO v_branch_id, v_parent
+          FROM pggit.branches b WHERE b.name = commit_changes.branch FOR UPDATE;
+    END IF;
+
+    IF custom_trinity_id IS NULL THEN
+        v_hash := pggit.generate_trinity_id(commit_changes.branch);
+        INSERT INTO pggit.commits (hash, branch_id, parent_commit_hash, message, author, committed_at, tree_hash)
+        VALUES (v_hash, v_branch_id, v_parent, v_message, current_user, now(), pggit._tree_hash());
+    ELSE
+        v_hash := custom_trinity_id;
+        BEGIN
+            INSERT INTO pggit.commits (hash, branch_id, parent_commit_hash, message, author, committed_at, tree_hash)
+            VALUES (v_hash, v_branch_id, v_parent, v_message, current_user, now(), pggit._tree_hash());
+        EXCEPTION WHEN unique_violation THEN
+            RAISE EXCEPTION 'pggit: parameter "custom_trinity_id": commit ID % is already used', quote_literal(v_hash)
+                USING ERRCODE = '23505';
+        END;
+    END IF;
+
+    UPDATE pggit.branches SET head_commit_hash = v_hash WHERE id = v_branch_id;
+    RETURN v_hash;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pggit.calculate_schema_hash("table" text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_oid oid;
+BEGIN
+    BEGIN
+        v_oid := pg_catalog.to_regclass("table");
+    EXCEPTION WHEN OTHERS THEN
+        v_oid := NULL;  -- a malformed name (PostgreSQL < 16 raises): same as missing
+    END;
+    IF v_oid IS NULL THEN
+        RAISE EXCEPTION 'pggit: relation % does not exist', coalesce(pg_catalog.quote_literal("table"), 'NULL')
+            USING ERRCODE = '42P01';
+    END IF;
+    RETURN pggit._schema_hash(v_oid);
+END
+$$;
+
+-- Resolves bare names through the CALLER's search_path: no SET search_path here.
+CREATE OR REPLACE FUNCTION pggit.get_version(object text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_oid oid;
+    v_result text;
+BEGIN
+    IF object IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        v_oid := pg_catalog.to_regclass(object);
+    EXCEPTION WHEN OTHERS THEN
+        v_oid := NULL;
+    END;
+    IF v_oid IS NOT NULL THEN
+        SELECT o.version_major || '.' || o.version_minor || '.' || o.version_patch INTO v_result
+          FROM pggit.objects o
+         WHERE o.object_oid = v_oid AND o.is_active
+           AND o.object_type IN ('TABLE', 'INDEX', 'VIEW', 'MATERIALIZED VIEW', 'SEQUENCE', 'FOREIGN TABLE');
+        IF v_result IS NOT NULL THEN
+            RETURN v_result;
+        END IF;
+    END IF;
+    BEGIN
+        v_oid := CASE WHEN object LIKE '%(%' THEN pg_catalog.to_regprocedure(object)::oid
+                      ELSE pg_catalog.to_regproc(object)::oid END;
+    EXCEPTION WHEN OTHERS THEN
+        v_oid := NULL;
+    END;
+    IF v_oid IS NOT NULL THEN
+        SELECT o.version_major || '.' || o.version_minor || '.' || o.version_patch INTO v_result
+          FROM pggit.objects o
+         WHERE o.object_oid = v_oid AND o.is_active AND o.object_type IN ('FUNCTION', 'PROCEDURE');
+        IF v_result IS NOT NULL THEN
+            RETURN v_result;
+        END IF;
+    END IF;
+    BEGIN
+        v_oid := pg_catalog.to_regtype(object)::oid;
+    EXCEPTION WHEN OTHERS THEN
+        v_oid := NULL;
+    END;
+    IF v_oid IS NOT NULL THEN
+        SELECT o.version_major || '.' || o.version_minor || '.' || o.version_patch INTO v_result
+          FROM pggit.objects o
+         WHERE o.object_oid = v_oid AND o.is_active AND o.object_type = 'TYPE';
+        IF v_result IS NOT NULL THEN
+            RETURN v_result;
+        END IF;
+    END IF;
+    -- Fall back to the recorded name (e.g. an object whose OID an old install did not keep).
+    SELECT o.version_major || '.' || o.version_minor || '.' || o.version_patch INTO v_result
+      FROM pggit.objects o
+     WHERE o.is_active AND o.full_name = object
+     ORDER BY o.id LIMIT 1;
+    RETURN v_result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pggit.increment_version(major int, minor int, patch int, kind text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF major IS NULL OR major < 0 THEN
+        RAISE EXCEPTION 'pggit: parameter "major" must be a non-negative integer (got %)', coalesce(major::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF minor IS NULL OR minor < 0 THEN
+        RAISE EXCEPTION 'pggit: parameter "minor" must be a non-negative integer (got %)', coalesce(minor::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF patch IS NULL OR patch < 0 THEN
+        RAISE EXCEPTION 'pggit: parameter "patch" must be a non-negative integer (got %)', coalesce(patch::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    CASE lower(kind)
+        WHEN 'major' THEN RETURN (major + 1) || '.0.0';
+        WHEN 'minor' THEN RETURN major || '.' || (minor + 1) || '.0';
+        WHEN 'patch' THEN RETURN major || '.' || minor || '.' || (patch + 1);
+        ELSE
+            RAISE EXCEPTION 'pggit: parameter "kind" must be one of major, minor, patch (got %)',
+                coalesce(quote_literal(kind), 'NULL') USING ERRCODE = '22023';
+    END CASE;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pggit.detect_drift()
+RETURNS TABLE (schema_name text, object_name text, recorded_hash text, live_hash text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pggit, pg_temp AS $$
+    SELECT d.schema_name, d.object_name, d.recorded_hash, d.live_hash
+      FROM (SELECT o.id, o.schema_name, o.object_name, o.schema_hash AS recorded_hash,
+                   CASE WHEN c.oid IS NULL THEN NULL ELSE pggit._schema_hash(c.oid) END AS live_hash
+              FROM pggit.objects o
+              LEFT JOIN pg_class c
+                ON c.oid = coalesce(o.object_oid,
+                                    to_regclass(quote_ident(o.schema_name) || '.' || quote_ident(o.object_name)))
+               AND c.relname = o.object_name
+             WHERE o.is_active AND o.object_type = 'TABLE') d
+     WHERE d.recorded_hash IS DISTINCT FROM d.live_hash
+     ORDER BY d.id
+$$;
+
+CREATE OR REPLACE FUNCTION pggit.health_check()
+RETURNS TABLE (component text, status text, details text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    v_missing text;
+    v_count bigint;
+    v_names text;
+BEGIN
+    -- schema
+    SELECT string_agg(t.name, ', ' ORDER BY t.name) INTO v_missing
+      FROM unnest(ARRAY['branches', 'commits', 'objects', 'history', 'install_info']) AS t(name)
+     WHERE to_regclass('pggit.' || t.name) IS NULL;
+    component := 'schema';
+    IF v_missing IS NULL THEN
+        status := 'healthy'; details := 'tables branches, commits, objects, history, install_info present';
+    ELSE
+        status := 'critical'; details := 'missing tables: ' || v_missing;
+    END IF;
+    RETURN NEXT;
+
+    -- event_triggers
+    component := 'event_triggers';
+    SELECT string_agg(w.name || ' ' || CASE WHEN e.oid IS NULL THEN 'missing'
+                                            WHEN e.evtenabled = 'D' THEN 'disabled'
+                                            WHEN e.evtevent <> w.event THEN 'on ' || e.evtevent::text || ' instead of ' || w.event
+                                            ELSE 'calls ' || e.evtfoid::regproc::text || ' instead of ' || w.func END,
+                      '; ' ORDER BY w.name) INTO v_missing
+      FROM (VALUES ('pggit_ddl_trigger', 'ddl_command_end', 'pggit.handle_ddl_command'),
+                   ('pggit_drop_trigger', 'sql_drop', 'pggit.handle_sql_drop')) AS w(name, event, func)
+      LEFT JOIN pg_event_trigger e ON e.evtname = w.name
+     WHERE e.oid IS NULL OR e.evtenabled = 'D' OR e.evtevent <> w.event
+        OR e.evtfoid <> to_regprocedure(w.func || '()');
+    IF v_missing IS NULL THEN
+        status := 'healthy'; details := 'pggit_ddl_trigger and pggit_drop_trigger enabled';
+    ELSE
+        status := 'critical'; details := v_missing;
+    END IF;
+    RETURN NEXT;
+
+    -- trinity_sequence
+    component := 'trinity_sequence';
+    IF to_regclass('pggit.trinity_seq') IS NULL THEN
+        status := 'critical'; details := 'sequence pggit.trinity_seq missing: Trinity IDs are not unique';
+    ELSIF to_regprocedure('pggit.generate_trinity_id(text)') IS NULL THEN
+        status := 'critical'; details := 'function pggit.generate_trinity_id(text) missing';
+    ELSE
+        status := 'healthy'; details := 'pggit.trinity_seq present';
+    END IF;
+    RETURN NEXT;
+
+    -- branches
+    component := 'branches';
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pggit.branches b WHERE b.name = 'main') THEN
+            status := 'critical'; details := 'branch main missing';
+        ELSE
+            SELECT count(*), string_agg(b.name, ', ' ORDER BY b.name) INTO v_count, v_names
+              FROM pggit.branches b
+             WHERE b.head_commit_hash IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM pggit.commits c WHERE c.hash = b.head_commit_hash);
+            IF v_count > 0 THEN
+                status := 'critical'; details := v_count || ' branch head(s) point at no commit: ' || left(v_names, 500);
+            ELSE
+                SELECT count(*) INTO v_count FROM pggit.branches;
+                status := 'healthy'; details := v_count || ' branch(es), main present, every head points at a commit';
+            END IF;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        status := 'critical'; details := 'cannot read branches: ' || SQLERRM;
+    END;
+    RETURN NEXT;
+
+    -- tracking
+    component := 'tracking';
+    BEGIN
+        SELECT count(*), string_agg(d.schema_name || '.' || d.object_name, ', ') INTO v_count, v_names
+          FROM pggit.detect_drift() d;
+        IF v_count > 0 THEN
+            status := 'warning'; details := v_count || ' table(s) drifted from the recorded schema: ' || left(v_names, 500);
+        ELSE
+            SELECT count(*) INTO v_count FROM pggit.objects o WHERE o.is_active;
+            status := 'healthy'; details := v_count || ' active tracked object(s), no drift';
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        status := 'critical'; details := 'cannot check drift: ' || SQLERRM;
+    END;
+    RETURN NEXT;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Event triggers: created when missing, re-pointed and re-enabled when present.
+-- ---------------------------------------------------------------------------------------
+DO $triggers$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pggit_ddl_trigger'
+                      AND evtevent = 'ddl_command_end'
+                      AND evtfoid = 'pggit.handle_ddl_command()'::regprocedure) THEN
+        DROP EVENT TRIGGER IF EXISTS pggit_ddl_trigger;
+        CREATE EVENT TRIGGER pggit_ddl_trigger ON ddl_command_end
+            EXECUTE FUNCTION pggit.handle_ddl_command();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pggit_drop_trigger'
+                      AND evtevent = 'sql_drop'
+                      AND evtfoid = 'pggit.handle_sql_drop()'::regprocedure) THEN
+        DROP EVENT TRIGGER IF EXISTS pggit_drop_trigger;
+        CREATE EVENT TRIGGER pggit_drop_trigger ON sql_drop
+            EXECUTE FUNCTION pggit.handle_sql_drop();
+    END IF;
+    ALTER EVENT TRIGGER pggit_ddl_trigger ENABLE;
+    ALTER EVENT TRIGGER pggit_drop_trigger ENABLE;
+END
+$triggers$;
+
+INSERT INTO pggit.install_info (component, version, installed_at)
+VALUES ('core', '1.0.0', now())
+ON CONFLICT (component) DO UPDATE
+   SET previous_version = CASE WHEN pggit.install_info.version IS DISTINCT FROM EXCLUDED.version
+                               THEN pggit.install_info.version ELSE pggit.install_info.previous_version END,
+       installed_at = CASE WHEN pggit.install_info.version IS DISTINCT FROM EXCLUDED.version
+                           THEN EXCLUDED.installed_at ELSE pggit.install_info.installed_at END,
+       version = EXCLUDED.version;
+
+COMMIT;

@@ -1,0 +1,280 @@
+"""The local substrate: experiments on one machine, against a throwaway PostgreSQL with pgGit.
+
+The engine (``pggit-chaos run``) uses :class:`LocalSubstrate` through the
+:class:`~pggit_chaos.engine.substrate.Substrate` protocol. ``prepare`` starts an
+:class:`~pggit_chaos.local.server.EmbeddedPostgres` (inside a network namespace when the fault
+is ``network-partition``), installs pgGit and records both as resources in the state file, so
+``pggit-chaos cleanup`` removes them if the runner dies. With ``dsn=`` (``--dsn``) nothing is
+started and only the SQL-level faults are allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from pggit_chaos.engine.substrate import Probe
+from pggit_chaos.errors import FaultError, InvalidExperiment
+from pggit_chaos.faults.base import Fault, FaultIntent
+from pggit_chaos.faults.cgroup import CpuThrottle, MemoryPressure, PodPause
+from pggit_chaos.faults.network import NetworkPartition
+from pggit_chaos.faults.process import PodKill, cluster_undo
+from pggit_chaos.faults.sql import (
+    PROBE_APPLICATION,
+    ConnectionKill,
+    LockContention,
+    TriggerDisable,
+)
+from pggit_chaos.faults.state import StateFile
+from pggit_chaos.local.netns import Netns
+from pggit_chaos.local.server import EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from pggit_chaos.spec import Experiment
+
+#: Fault types that work on any database (the only ones allowed with ``--dsn``).
+SQL_FAULTS = ("connection-kill", "lock-contention", "trigger-disable")
+#: Database the embedded run uses when the experiment names ``postgres``.
+DEFAULT_DATABASE = "pggit"
+
+
+class LocalSubstrate:
+    """One machine: an embedded PostgreSQL (or an existing database via ``dsn``)."""
+
+    name = "local"
+
+    def __init__(self, state: StateFile | None = None, dsn: str | None = None) -> None:
+        self.state = state if state is not None else StateFile()
+        self._external_dsn = dsn
+        #: The embedded server once ``prepare`` has run (None with ``dsn=``).
+        self.server: EmbeddedPostgres | None = None
+        #: The server's network namespace (only for network-partition).
+        self.netns: Netns | None = None
+        self.dbname = DEFAULT_DATABASE
+        self._resources: list[FaultIntent] = []
+        self._lock = threading.Lock()
+
+    # -- target -------------------------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        """True when this substrate owns an embedded server (no ``dsn=`` given)."""
+        return self._external_dsn is None
+
+    @property
+    def dsn(self) -> str:
+        if self._external_dsn is not None:
+            return self._external_dsn
+        if self.server is None:
+            raise FaultError("the local substrate is not prepared: no embedded PostgreSQL yet")
+        return self.server.dsn(self.dbname)
+
+    def _record_resource(self, intent: FaultIntent) -> None:
+        self.state.record(intent)
+        self._resources.append(intent)
+
+    def _clear_resource(self, intent: FaultIntent) -> None:
+        self.state.clear(intent.id)
+        self._resources = [r for r in self._resources if r.id != intent.id]
+
+    def prepare(self, experiment: Experiment) -> None:
+        if not self.embedded or self.server is not None:
+            return
+        spec = experiment.spec
+        try:
+            host = "127.0.0.1"
+            if spec.fault.type == "network-partition":
+                netns = Netns.plan()
+                self._record_resource(FaultIntent(
+                    type="netns", target=netns.name, undo=netns.undo(),
+                    description=f"network namespace of {experiment.name}"))
+                self.netns = netns
+                netns.create()
+                host = netns.ns_address
+            server = EmbeddedPostgres(settings=dict(spec.local.postgresql), host=host,
+                                      netns=self.netns.name if self.netns else None)
+            server.init()
+            self.server = server
+            self._record_resource(FaultIntent(
+                type="embedded-postgres", target=str(server.data_dir), undo=cluster_undo(server),
+                description=f"throwaway cluster of {experiment.name}"))
+            server.start()
+            database = spec.target.database
+            self.dbname = database if database != "postgres" else DEFAULT_DATABASE
+            server.create_database(self.dbname)
+            from pggit_chaos.pggit import install
+
+            install(server.dsn(self.dbname))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- faults -------------------------------------------------------------------------------
+    def build_fault(self, experiment: Experiment) -> Fault:
+        fault = experiment.spec.fault
+        fault_type = str(fault.type)
+        if not self.embedded and fault_type not in SQL_FAULTS:
+            raise InvalidExperiment([(
+                "spec.fault.type",
+                f"fault {fault_type} needs the embedded PostgreSQL; with --dsn only "
+                f"{', '.join(SQL_FAULTS)} are possible",
+            )])
+        built: Fault
+        if fault_type in SQL_FAULTS:
+            built = self._sql_fault(fault_type, fault.settings)
+            built.check()  # type: ignore[attr-defined]
+            return built
+        server = self.server
+        if server is None:
+            raise FaultError(f"{fault_type}: prepare() has not started the embedded PostgreSQL")
+        settings: Any = fault.settings
+        if fault_type == "pod-kill":
+            return PodKill(server, settings.grace_period_seconds, float(settings.restart_delay))
+        if fault_type == "cpu-throttle":
+            return CpuThrottle(lambda: server.pid, settings.cpu_percent)
+        if fault_type == "memory-pressure":
+            return MemoryPressure(lambda: server.pid, int(settings.limit))
+        if fault_type == "pod-pause":
+            return PodPause(lambda: server.pid)
+        if fault_type == "network-partition":
+            if self.netns is None:
+                raise FaultError("network-partition: the server was not started in a network "
+                                 "namespace (prepare() ran for another fault type)")
+            return NetworkPartition(self.netns, settings.direction)
+        raise InvalidExperiment([("spec.fault.type", f"unknown fault type {fault_type}")])
+
+    def _sql_fault(self, fault_type: str, settings: Any) -> Fault:
+        if fault_type == "connection-kill":
+            return ConnectionKill(self.dsn, float(settings.interval), settings.target_application)
+        if fault_type == "lock-contention":
+            return LockContention(self.dsn, settings.table, settings.mode)
+        return TriggerDisable(self.dsn, list(settings.triggers))
+
+    def plan(self, experiment: Experiment) -> list[str]:
+        spec = experiment.spec
+        fault_type = str(spec.fault.type)
+        lines: list[str] = []
+        if not self.embedded:
+            lines.append(f"target: existing database {_redacted(self.dsn)}")
+        elif self.server is None:
+            settings = ", ".join(f"{k}={v}" for k, v in spec.local.postgresql.items())
+            settings = settings or "defaults"
+            where = " in a new network namespace (10.251.X.0/30 veth pair)" \
+                if fault_type == "network-partition" else ""
+            lines.append(f"start an embedded PostgreSQL{where} with settings: {settings}")
+            database = spec.target.database
+            if database == "postgres":
+                database = DEFAULT_DATABASE
+            lines.append(f"create database {database} and install pgGit")
+        else:
+            server = self.server
+            lines.append(f"embedded PostgreSQL: postmaster pid {server.pid}, "
+                         f"data {server.data_dir}, {server.host}:{server.port}, "
+                         f"database {self.dbname}")
+            if self.netns is not None:
+                lines += self.netns.plan_lines()
+        if not self.embedded and fault_type not in SQL_FAULTS:
+            lines.append(f"refused: {fault_type} needs the embedded PostgreSQL")
+            return lines
+        if self.server is None and self.embedded:
+            section = spec.fault.settings.model_dump(by_alias=True, mode="json")
+            lines.append(f"inject {fault_type} with {section}")
+        else:
+            fault = self.build_fault(experiment)
+            plan_lines = getattr(fault, "plan_lines", None)
+            lines += [f"inject: {line}" for line in (plan_lines() if plan_lines else [])]
+        lines.append(f"hold for {spec.duration}, then revert")
+        return lines
+
+    # -- intents ------------------------------------------------------------------------------
+    def record_intent(self, intent: FaultIntent) -> None:
+        self.state.record(intent)
+
+    def clear_intent(self, intent: FaultIntent) -> None:
+        self.state.clear(intent.id)
+
+    # -- probes -------------------------------------------------------------------------------
+    def probe(self, timeout: float) -> Probe:
+        """Connect with a short timeout and run ``pggit.health_check()``; never raises.
+
+        The probe runs in a thread: a frozen or partitioned server can leave an open
+        connection waiting forever, and the caller must get an answer after ``timeout``.
+        """
+        try:
+            dsn = self.dsn
+        except FaultError as exc:
+            return Probe(reachable=False, healthy=False, detail=str(exc))
+        result: list[Probe] = []
+        worker = threading.Thread(target=lambda: result.append(_probe(dsn, timeout)),
+                                  name="pggit-chaos-probe", daemon=True)
+        worker.start()
+        worker.join(timeout + 0.5)
+        if not result:
+            return Probe(reachable=False, healthy=False,
+                         detail=f"no answer within {timeout:g}s")
+        return result[0]
+
+    # -- teardown -----------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            errors: list[str] = []
+            if self.server is not None:
+                try:
+                    self.server.destroy()
+                except Exception as exc:
+                    errors.append(f"embedded PostgreSQL: {exc}")
+                self.server = None
+            for intent in [r for r in self._resources if r.type == "embedded-postgres"]:
+                self._clear_resource(intent)
+            if self.netns is not None:
+                try:
+                    self.netns.delete()
+                except Exception as exc:
+                    errors.append(f"network namespace: {exc}")
+                self.netns = None
+            for intent in [r for r in self._resources if r.type == "netns"]:
+                self._clear_resource(intent)
+            if errors:
+                raise FaultError("; ".join(errors) + " (run `pggit-chaos cleanup`)")
+
+
+def _redacted(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "<unparsable dsn>"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def _probe(dsn: str, timeout: float) -> Probe:
+    milliseconds = max(1, int(timeout * 1000))
+    try:
+        with psycopg.connect(
+            dsn, connect_timeout=max(2, math.ceil(timeout)), autocommit=True,
+            application_name=PROBE_APPLICATION, tcp_user_timeout=milliseconds,
+            options=f"-c statement_timeout={milliseconds}",
+        ) as conn:
+            rows = conn.execute(
+                "SELECT component, status, details FROM pggit.health_check()").fetchall()
+    except psycopg.errors.UndefinedFunction as exc:
+        return Probe(reachable=True, healthy=False, detail=f"pgGit missing: {exc}".strip())
+    except psycopg.errors.InvalidSchemaName as exc:
+        return Probe(reachable=True, healthy=False, detail=f"pgGit missing: {exc}".strip())
+    except psycopg.errors.QueryCanceled as exc:
+        return Probe(reachable=True, healthy=False, detail=f"health_check too slow: {exc}".strip())
+    except psycopg.Error as exc:
+        return Probe(reachable=False, healthy=False, detail=str(exc).strip())
+    components = {str(component): str(status) for component, status, _ in rows}
+    critical = [f"{component}: {details}" for component, status, details in rows
+                if status == "critical"]
+    warnings = [f"{component}: {details}" for component, status, details in rows
+                if status == "warning"]
+    detail = "; ".join(critical) or ("; ".join(warnings) if warnings else "healthy")
+    return Probe(reachable=True, healthy=not critical and bool(rows), detail=detail,
+                 components=components)

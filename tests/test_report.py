@@ -460,6 +460,8 @@ def test_junit_failures_match_journal(tmp_path: Path, verdict: str) -> None:
         failure = next(r for r in cases["test_trinity_unique"].result if isinstance(r, Failure))
         assert failure.message == "duplicate trinity id"
         assert "424242" in (failure.text or "")
+        leftover = cases["test_schema_hash_stable"].result[0]
+        assert "--seed 90210" in (leftover.text or "")  # the suite's seed when none of its own
         verdict_failure = cases["verdict"].result[0]
         assert verdict_failure.message == journal.reason
 

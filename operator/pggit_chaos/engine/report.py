@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
@@ -154,8 +155,9 @@ def write_junit(journal: Journal, path: Path) -> Path:
                 detail = failures_by_name.get(result.name)
                 message = (detail.message if detail else "") or result.message or "check failed"
                 failure = Failure(message, "CheckFailed")
-                failure.text = _check_failure_text(detail.seed if detail else checks.seed,
-                                                   detail.example if detail else None, message)
+                seed = detail.seed if detail and detail.seed is not None else checks.seed
+                failure.text = _check_failure_text(seed, detail.example if detail else None,
+                                                   message)
                 case.result = [failure]
             elif result.outcome == "skipped":
                 case.result = [Skipped(result.message or "skipped")]
@@ -176,7 +178,9 @@ def write_junit(journal: Journal, path: Path) -> Path:
     for detail in leftover:
         case = TestCase(detail.name, classname=check_class)
         failure = Failure(detail.message or "check failed", "CheckFailed")
-        failure.text = _check_failure_text(detail.seed, detail.example, detail.message)
+        failure.text = _check_failure_text(
+            detail.seed if detail.seed is not None else checks.seed, detail.example,
+            detail.message)
         case.result = [failure]
         suite.add_testcase(case)
 
@@ -232,6 +236,10 @@ def _cell(text: object) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _wall(value: datetime | None) -> str:
+    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} ms"
 
@@ -249,7 +257,7 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
         f"`{journal.fault_type or 'unknown'}` · substrate `{journal.substrate}` · "
         f"run `{journal.run_id}`",
         "",
-        f"Started {journal.started_at.isoformat() if journal.started_at else '—'}, "
+        f"Started {_wall(journal.started_at)}, "
         f"took {format_seconds(journal.duration_seconds)}.",
         "",
         f"![timeline]({timeline_name})",
@@ -275,8 +283,8 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
         "## Workload", "",
         "| invoked | ok | failed | indeterminate | lost | duplicated | unexpected |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {w.invoked} | {w.ok} | {w.failed} | {w.indeterminate} | **{w.lost}** | "
-        f"**{w.duplicated}** | **{w.unexpected}** |",
+        f"| {w.invoked:,} | {w.ok:,} | {w.failed:,} | {w.indeterminate:,} | **{w.lost:,}** | "
+        f"**{w.duplicated:,}** | **{w.unexpected:,}** |",
         "",
         f"Throughput {w.throughput_ops_s:.1f} ops/s · latency p50 {_ms(w.latency_p50_ms)}, "
         f"p95 {_ms(w.latency_p95_ms)}, p99 {_ms(w.latency_p99_ms)}.",
@@ -325,11 +333,12 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
                 seed_value = failure.seed if failure.seed is not None else c.seed
                 lines.append(f"- **{_cell(failure.name)}** — {_cell(failure.message)}")
                 if seed_value is not None:
-                    lines.append(f"  seed `{seed_value}`, replay: "
+                    lines.append(f"  - seed `{seed_value}`, replay: "
                                  f"`{replay_command(seed_value)}`")
                 if failure.example:
-                    lines += ["", "  ```", *[f"  {line}" for line in
-                                             failure.example.strip().splitlines()], "  ```"]
+                    lines += ["  - falsifying example:", "", "    ```",
+                              *[f"    {line}" for line in failure.example.strip().splitlines()],
+                              "    ```"]
             lines.append("")
 
     lines += ["## Files", "", "- [journal.json](journal.json)", "- [junit.xml](junit.xml)",

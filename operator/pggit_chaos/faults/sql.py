@@ -129,8 +129,12 @@ class ConnectionKill:
         if self.target_application is not None:
             where.append(sql.SQL("application_name = {}").format(
                 sql.Literal(self.target_application)))
-        return sql.SQL("SELECT pid FROM pg_stat_activity WHERE {} AND pg_terminate_backend(pid)"
-                       ).format(sql.SQL(" AND ").join(where))
+        # Materialised first: PostgreSQL does not promise the order of WHERE conditions, and
+        # pg_terminate_backend must only ever see rows every filter has passed.
+        return sql.SQL(
+            "WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE {}) "
+            "SELECT pid FROM victims WHERE pg_terminate_backend(pid)"
+        ).format(sql.SQL(" AND ").join(where))
 
     def plan_lines(self) -> list[str]:
         return [f"every {self.interval:g}s: {self._query().as_string(None)}"]

@@ -1,0 +1,467 @@
+"""Real faults on a real embedded PostgreSQL: each one bites, and after revert nothing remains.
+
+Needs root (cgroups, network namespaces, iptables). Every test runs a small real load or real
+client connections through the fault and checks the effect from the outside.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pggit_chaos.errors import FaultError, InsufficientPrivileges, InvalidExperiment
+from pggit_chaos.faults import (
+    ConnectionKill,
+    CpuThrottle,
+    LockContention,
+    MemoryPressure,
+    NetworkPartition,
+    PodKill,
+    PodPause,
+    StateFile,
+    TriggerDisable,
+)
+from pggit_chaos.faults.cgroup import cgroup_pids, cgroup_version, process_cgroup
+from pggit_chaos.faults.network import rule_present
+from pggit_chaos.local import EmbeddedPostgres
+from pggit_chaos.local.netns import link_exists, netns_exists
+from pggit_chaos.local.substrate import LocalSubstrate
+from pggit_chaos.spec import Experiment
+
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.skipif(os.geteuid() != 0, reason="real faults need root (cgroups, netns)"),
+]
+
+CPU_QUERY = "SELECT count(*) FROM generate_series(1, 3e6)"
+
+
+def experiment(fault: dict[str, Any], **spec: Any) -> Experiment:
+    """A minimal valid experiment with this fault section."""
+    return Experiment.new("t", {
+        "target": {"selector": {"matchLabels": {"app": "pg"}}, **spec.pop("target", {})},
+        "fault": fault, "duration": "1s", **spec,
+    })
+
+
+class Load:
+    """A client thread inserting rows in a loop, counting successes and errors."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.ok = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        n = 0
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2,
+                                           application_name="test-load")
+                n += 1
+                conn.execute("INSERT INTO load_t(v) VALUES (%s)", (n,))
+                self.ok += 1
+            except psycopg.Error as exc:
+                self.errors.append(str(exc).strip())
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+            time.sleep(0.005)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> Load:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS load_t(id bigserial PRIMARY KEY, v int)")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def progresses(self, timeout: float = 30.0) -> bool:
+        """True once a few more inserts succeed (polled; no timing asserted)."""
+        start = self.ok
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ok >= start + 5:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def wait_for(predicate: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def in_background(conn: psycopg.Connection[Any], query: str) -> tuple[threading.Thread, list[Any]]:
+    """Run a query in a thread; the list gets its result or its exception."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(conn.execute(query).fetchone())
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def server() -> Iterator[EmbeddedPostgres]:
+    """A server of this test's own: these faults hit the whole server."""
+    with EmbeddedPostgres() as srv:
+        yield srv
+
+
+def test_pod_kill_crashes_and_restarts_with_committed_data(server: EmbeddedPostgres) -> None:
+    dsn = server.dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept(v text)")
+        conn.execute("INSERT INTO kept VALUES ('committed before the kill')")
+    victim = psycopg.connect(dsn, autocommit=True)
+    backend = victim.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    fault = PodKill(server, grace_period_seconds=0, restart_delay=0.5)
+    assert fault.recovery_from_injection
+    assert fault.intent().undo["data_dir"] == str(server.data_dir)
+    old_pid = server.pid
+    assert old_pid is not None
+    with Load(dsn) as load:
+        assert load.progresses()
+        fault.inject()
+        assert not alive(old_pid) and not alive(backend)
+        with pytest.raises(psycopg.OperationalError):
+            victim.execute("SELECT 1")
+        fault.revert()
+        assert load.progresses()
+    victim.close()
+    assert server.running and server.pid != old_pid
+    assert fault.restarted_pid == server.pid
+    assert load.errors, "the load saw no error although the server was killed"
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchall() == [("committed before the kill",)]
+    assert "redo" in server.log_tail(200) or "recover" in server.log_tail(200)
+
+
+def test_pod_kill_revert_restarts_at_once_when_delay_is_long(server: EmbeddedPostgres) -> None:
+    fault = PodKill(server, grace_period_seconds=1, restart_delay=600)
+    fault.inject()
+    assert not server.running
+    fault.revert()  # does not wait the 600 s: revert means "running again now"
+    fault.revert()
+    assert server.running
+    with psycopg.connect(server.dsn()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_cpu_throttle_throttles_every_backend_and_leaves_nothing(server: EmbeddedPostgres
+                                                               ) -> None:
+    fault = CpuThrottle(lambda: server.pid, cpu_percent=10)
+    intent = fault.intent()
+    assert server.pid is not None
+    origin = process_cgroup(server.pid, "cpu", cgroup_version())
+    with psycopg.connect(server.dsn(), autocommit=True) as before:
+        old_backend = before.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        try:
+            fault.inject()
+            assert fault.path.is_dir()
+            members = cgroup_pids(fault.path)
+            assert server.pid in members and old_backend in members
+            with psycopg.connect(server.dsn(), autocommit=True) as after:
+                new_backend = after.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+                assert new_backend in cgroup_pids(fault.path)  # inherited from the postmaster
+                throttled_before = fault.stat().get("nr_throttled", 0)
+                after.execute(CPU_QUERY)
+                assert fault.stat().get("nr_throttled", 0) > throttled_before
+        finally:
+            fault.revert()
+        assert before.execute("SELECT 1").fetchone() == (1,)
+        assert process_cgroup(old_backend, "cpu", cgroup_version()) == origin
+    fault.revert()  # idempotent
+    assert not Path(intent.undo["path"]).exists()
+    assert process_cgroup(server.pid, "cpu", cgroup_version()) == origin
+
+
+def test_memory_pressure_sets_the_limit_on_the_server(server: EmbeddedPostgres) -> None:
+    limit = 96 * 1024**2
+    fault = MemoryPressure(lambda: server.pid, limit_bytes=limit)
+    version = cgroup_version()
+    try:
+        fault.inject()
+        limit_file = "memory.max" if version == 2 else "memory.limit_in_bytes"
+        assert int((fault.path / limit_file).read_text()) == limit
+        assert server.pid in cgroup_pids(fault.path)
+        with Load(server.dsn()) as load:
+            assert load.progresses()
+        if version == 1:
+            assert int((fault.path / "memory.max_usage_in_bytes").read_text()) <= limit
+    finally:
+        fault.revert()
+    assert not fault.path.exists()
+    with psycopg.connect(server.dsn()) as conn:
+        assert conn.execute("SELECT count(*) > 0 FROM load_t").fetchone() == (True,)
+
+
+def test_pod_pause_freezes_queries_until_thawed(server: EmbeddedPostgres) -> None:
+    fault = PodPause(lambda: server.pid)
+    conn = psycopg.connect(server.dsn(), autocommit=True)
+    try:
+        fault.inject()
+        assert fault.frozen()
+        thread, out = in_background(conn, "SELECT 42")
+        thread.join(1.0)
+        assert thread.is_alive() and not out, "a frozen server answered"
+        fault.revert()
+        thread.join(30)
+        assert out == [(42,)]
+    finally:
+        fault.revert()
+        conn.close()
+    assert not fault.path.exists()
+
+
+def test_network_partition_hangs_clients_and_heals(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    substrate = LocalSubstrate(state)
+    exp = experiment({"type": "network-partition"})
+    try:
+        substrate.prepare(exp)
+        netns = substrate.netns
+        assert netns is not None and netns_exists(netns.name)
+        assert {i.type for i in state.pending()} == {"netns", "embedded-postgres"}
+        fault = substrate.build_fault(exp)
+        assert isinstance(fault, NetworkPartition)
+        plan = substrate.plan(exp)
+        assert any("iptables -A INPUT -s " + netns.host_address in line for line in plan)
+        open_conn = psycopg.connect(substrate.dsn, autocommit=True)
+        substrate.record_intent(fault.intent())
+        try:
+            fault.inject()
+            assert all(rule_present(netns.name, rule) for rule in fault.rules)
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(substrate.dsn, connect_timeout=2).close()
+            thread, out = in_background(open_conn, "SELECT 7")
+            thread.join(1.5)
+            assert thread.is_alive() and not out, "a partitioned connection answered"
+            assert not substrate.probe(1.0).reachable
+        finally:
+            fault.revert()
+            substrate.clear_intent(fault.intent())
+        thread.join(60)
+        assert out == [(7,)]
+        assert not any(rule_present(netns.name, rule) for rule in fault.rules)
+        with psycopg.connect(substrate.dsn, connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert substrate.probe(5.0).healthy
+        open_conn.close()
+    finally:
+        substrate.close()
+    assert not netns_exists(netns.name) and not link_exists(netns.host_if)
+    assert state.pending() == []
+
+
+def test_connection_kill_terminates_clients_but_not_probes(pggit_dsn: str) -> None:
+    client = psycopg.connect(pggit_dsn, autocommit=True, application_name="test-client")
+    probe = psycopg.connect(pggit_dsn, autocommit=True, application_name="pggit-chaos-probe-t")
+    fault = ConnectionKill(pggit_dsn, interval=0.1)
+    fault.check()
+    try:
+        fault.inject()
+        pid = client.info.backend_pid
+        assert wait_for(lambda: pid in fault.killed)
+        with pytest.raises(psycopg.OperationalError):
+            client.execute("SELECT 1")
+        assert probe.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        fault.revert()
+    survivor = psycopg.connect(pggit_dsn, autocommit=True, application_name="test-client")
+    time.sleep(0.3)  # several intervals: nothing kills it any more
+    assert survivor.execute("SELECT 1").fetchone() == (1,)
+    assert pid not in (survivor.info.backend_pid,)
+    survivor.close()
+    probe.close()
+    client.close()
+
+
+def test_connection_kill_target_application_only(pggit_dsn: str) -> None:
+    other = psycopg.connect(pggit_dsn, autocommit=True, application_name="bystander")
+    target = psycopg.connect(pggit_dsn, autocommit=True, application_name="victim")
+    fault = ConnectionKill(pggit_dsn, interval=0.1, target_application="victim")
+    try:
+        fault.inject()
+        assert wait_for(lambda: target.info.backend_pid in fault.killed)
+    finally:
+        fault.revert()
+    assert other.info.backend_pid not in fault.killed
+    assert other.execute("SELECT 1").fetchone() == (1,)
+    other.close()
+    target.close()
+
+
+def test_lock_contention_blocks_ddl_until_revert(pggit_dsn: str) -> None:
+    fault = LockContention(pggit_dsn, table="pggit.objects", mode="ACCESS EXCLUSIVE")
+    fault.check()
+    assert fault.intent().undo["application_name"].startswith("pggit-chaos-fault-")
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '300ms'")
+        try:
+            fault.inject()
+            held = conn.execute(
+                "SELECT mode FROM pg_locks WHERE pid = %s AND relation = 'pggit.objects'::regclass",
+                (fault.backend_pid,)).fetchall()
+            assert held == [("AccessExclusiveLock",)]
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                conn.execute("CREATE TABLE during_lock(id int)")  # the trigger writes objects
+        finally:
+            fault.revert()
+        conn.execute("CREATE TABLE after_lock(id int)")
+        tracked = conn.execute(
+            "SELECT count(*) FROM pggit.history WHERE object_name = 'after_lock'").fetchone()
+        assert tracked == (1,)
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE pid = %s",
+                            (fault.backend_pid,)).fetchone() == (0,)
+    fault.revert()
+
+
+def test_lock_contention_rejects_bad_table_names(pggit_dsn: str) -> None:
+    for bad in ("pggit.objects; DROP TABLE x", "a.b.c", "1abc", ""):
+        with pytest.raises(FaultError):
+            LockContention(pggit_dsn, table=bad)
+
+
+def _evtenabled(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    rows = conn.execute("SELECT evtname, evtenabled FROM pg_event_trigger "
+                        "WHERE evtname LIKE 'pggit%'").fetchall()
+    return {str(name): str(state) for name, state in rows}
+
+
+def test_trigger_disable_untracks_ddl_and_restores(pggit_dsn: str) -> None:
+    fault = TriggerDisable(pggit_dsn)
+    fault.check()
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        assert set(_evtenabled(conn).values()) == {"O"}
+        try:
+            fault.inject()
+            assert _evtenabled(conn) == {"pggit_ddl_trigger": "D", "pggit_drop_trigger": "D"}
+            conn.execute("CREATE TABLE untracked(id int)")
+        finally:
+            fault.revert()
+        assert _evtenabled(conn) == {"pggit_ddl_trigger": "O", "pggit_drop_trigger": "O"}
+        conn.execute("CREATE TABLE tracked(id int)")
+        names = {r[0] for r in conn.execute("SELECT object_name FROM pggit.history").fetchall()}
+        assert "tracked" in names and "untracked" not in names
+
+
+def test_trigger_disable_needs_a_superuser(pggit_dsn: str) -> None:
+    role = f"plain_{os.getpid()}"
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        dsn = psycopg.conninfo.make_conninfo(pggit_dsn, user=role)
+        with pytest.raises(InsufficientPrivileges, match="superuser"):
+            TriggerDisable(dsn).check()
+        with pytest.raises(InsufficientPrivileges, match="pg_signal_backend"):
+            ConnectionKill(dsn).check()
+    finally:
+        with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_cgroup_and_network_faults_need_root() -> None:
+    """As a non-root user (a user namespace mapping us to nobody) the checks refuse in one
+    clear line each, before anything is created."""
+    code = (
+        "from pggit_chaos.faults import CpuThrottle\n"
+        "from pggit_chaos.errors import InsufficientPrivileges\n"
+        "from pggit_chaos.local.netns import check_network_privileges\n"
+        "for make in (lambda: CpuThrottle(lambda: 1, 10), check_network_privileges):\n"
+        "    try:\n"
+        "        make()\n"
+        "    except InsufficientPrivileges as exc:\n"
+        "        print(exc)\n"
+    )
+    result = subprocess.run(
+        ["unshare", "--user", "--map-user=65534", "--map-group=65534",
+         sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60,
+    )
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert len(lines) == 2
+    assert lines[0].startswith("cpu-throttle needs write access to /sys/fs/cgroup")
+    assert "run as root" in lines[0]
+    assert lines[1] == "network-partition needs root (CAP_NET_ADMIN) and iptables"
+
+
+def test_substrate_with_dsn_allows_only_sql_faults(pggit_dsn: str, tmp_path: Path) -> None:
+    substrate = LocalSubstrate(StateFile(tmp_path / "state.json"), dsn=pggit_dsn)
+    substrate.prepare(experiment({"type": "pod-kill"}))
+    assert substrate.server is None
+    with pytest.raises(InvalidExperiment, match="pod-kill needs the embedded PostgreSQL"):
+        substrate.build_fault(experiment({"type": "pod-kill"}))
+    assert isinstance(substrate.build_fault(experiment({"type": "trigger-disable"})),
+                      TriggerDisable)
+    probe = substrate.probe(5.0)
+    assert probe.reachable and probe.healthy, probe.detail
+    assert probe.components.get("event_triggers") == "healthy"
+    substrate.close()
+
+
+def test_substrate_runs_a_fault_and_probes_it(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    substrate = LocalSubstrate(state)
+    exp = experiment({"type": "pod-pause"}, target={"database": "appdb"},
+                     local={"postgresql": {"synchronous_commit": "off"}})
+    try:
+        substrate.prepare(exp)
+        assert substrate.server is not None and "dbname=appdb" in substrate.dsn
+        with psycopg.connect(substrate.dsn) as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        assert substrate.probe(5.0).healthy
+        fault = substrate.build_fault(exp)
+        intent = fault.intent()
+        substrate.record_intent(intent)
+        assert intent.id in {i.id for i in state.pending()}
+        try:
+            fault.inject()
+            probe = substrate.probe(1.0)
+            assert not probe.reachable and not probe.healthy
+        finally:
+            fault.revert()
+            substrate.clear_intent(intent)
+        assert wait_for(lambda: substrate.probe(2.0).healthy)
+        data_dir = substrate.server.data_dir
+    finally:
+        substrate.close()
+    assert not data_dir.exists()
+    assert state.pending() == []

@@ -26,9 +26,16 @@ CORE_VERSION = "1.0.0"
 TABLES: tuple[str, ...] = ("branches", "commits", "objects", "history", "install_info")
 #: Functions of the contract (schema ``pggit``).
 FUNCTIONS: tuple[str, ...] = (
-    "generate_trinity_id", "create_branch", "commit_changes", "calculate_schema_hash",
-    "get_version", "increment_version", "detect_drift", "health_check",
-    "handle_ddl_command", "handle_sql_drop",
+    "generate_trinity_id",
+    "create_branch",
+    "commit_changes",
+    "calculate_schema_hash",
+    "get_version",
+    "increment_version",
+    "detect_drift",
+    "health_check",
+    "handle_ddl_command",
+    "handle_sql_drop",
 )
 #: Event triggers of the contract, with the function each one must call.
 EVENT_TRIGGERS: dict[str, str] = {
@@ -37,8 +44,6 @@ EVENT_TRIGGERS: dict[str, str] = {
 }
 #: Sequences of the contract.
 SEQUENCES: tuple[str, ...] = ("trinity_seq",)
-
-_INSTALL_LOCK_NOTE = "pg_advisory_xact_lock(7081985512)"
 
 
 class NotSuperuser(InsufficientPrivileges):
@@ -114,9 +119,12 @@ class Capabilities:
         if short in self.tables or short in self.functions or short in self.sequences:
             return None
         kind = (
-            "table" if short in TABLES
-            else "function" if short in FUNCTIONS
-            else "sequence" if short in SEQUENCES
+            "table"
+            if short in TABLES
+            else "function"
+            if short in FUNCTIONS
+            else "sequence"
+            if short in SEQUENCES
             else "object"
         )
         return f"{where} has no {kind} pggit.{short}"
@@ -167,7 +175,8 @@ def _connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = True) -> psyc
     try:
         return psycopg.connect(dsn, connect_timeout=max(1, round(timeout)), autocommit=autocommit)
     except psycopg.ProgrammingError as exc:  # malformed DSN
-        raise TargetUnavailable(f"invalid DSN {mask_dsn(dsn)}: {_one_line(str(exc), dsn)}") from None
+        reason = _one_line(str(exc), dsn)
+        raise TargetUnavailable(f"invalid DSN {mask_dsn(dsn)}: {reason}") from None
     except psycopg.Error as exc:
         raise TargetUnavailable(
             f"cannot connect to {describe_target(dsn)}: {_one_line(str(exc), dsn)}"
@@ -216,7 +225,9 @@ def install(dsn: str) -> str:
             "SELECT version FROM pggit.install_info WHERE component = 'core'"
         ).fetchone()
     if found is None:
-        raise TargetUnavailable(f"installing pgGit into {describe_target(dsn)} left no install_info row")
+        raise TargetUnavailable(
+            f"installing pgGit into {describe_target(dsn)} left no install_info row"
+        )
     return str(found[0])
 
 
@@ -234,7 +245,7 @@ def connect_check(dsn: str, timeout: float = 5) -> None:
 
 
 def capabilities(conn: psycopg.Connection) -> Capabilities:
-    """What of the contract ``conn``'s database has (pg_namespace/pg_class/pg_proc/pg_event_trigger)."""
+    """What of the contract ``conn``'s database has (from pg_class/pg_proc/pg_event_trigger)."""
     database = str(conn.info.dbname)
     with conn.cursor() as cur:
         cur.execute("SELECT to_regnamespace('pggit') IS NOT NULL")
@@ -260,7 +271,10 @@ def capabilities(conn: psycopg.Connection) -> Capabilities:
             tables.add(relname)
             if attname is not None:
                 columns.setdefault(relname, set()).add(attname)
-        cur.execute("SELECT p.proname FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'pggit'::regnamespace")
+        cur.execute(
+            "SELECT p.proname FROM pg_catalog.pg_proc p"
+            " WHERE p.pronamespace = 'pggit'::regnamespace"
+        )
         functions = {name for (name,) in cur.fetchall()}
         cur.execute(
             "SELECT e.evtname, e.evtenabled <> 'D' FROM pg_catalog.pg_event_trigger e"
@@ -269,7 +283,8 @@ def capabilities(conn: psycopg.Connection) -> Capabilities:
         )
         triggers = {name: bool(enabled) for name, enabled in cur.fetchall()}
         core_version: str | None = None
-        if "install_info" in tables and {"component", "version"} <= columns.get("install_info", set()):
+        info_columns = columns.get("install_info", set())
+        if "install_info" in tables and {"component", "version"} <= info_columns:
             cur.execute("SELECT version FROM pggit.install_info WHERE component = 'core'")
             found = cur.fetchone()
             core_version = str(found[0]) if found else None
@@ -297,12 +312,16 @@ def health(dsn_or_conn: str | psycopg.Connection) -> list[HealthRow]:
 
 def _health(conn: psycopg.Connection, dsn: str) -> list[HealthRow]:
     try:
-        rows = conn.execute("SELECT component, status, details FROM pggit.health_check()").fetchall()
-    except psycopg.errors.UndefinedFunction:
+        rows = conn.execute(
+            "SELECT component, status, details FROM pggit.health_check()"
+        ).fetchall()
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName):
         if not conn.autocommit:
             conn.rollback()
         where = describe_target(dsn) if dsn else str(conn.info.dbname)
-        raise TargetUnavailable(f"{where} has no pggit.health_check(): pgGit missing or too old") from None
+        raise TargetUnavailable(
+            f"{where} has no pggit.health_check(): pgGit missing or too old"
+        ) from None
     if not conn.autocommit:
         conn.rollback()
     return [HealthRow(str(c), str(s), str(d)) for c, s, d in rows]

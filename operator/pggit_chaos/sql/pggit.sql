@@ -263,6 +263,7 @@ DECLARE
     v_change text;
     v_old_version int;
     v_major int; v_minor int; v_patch int;
+    v_semver int[];
     v_id int;
 BEGIN
     IF p_type IN ('TABLE', 'FOREIGN TABLE') THEN
@@ -285,14 +286,10 @@ BEGIN
                 v_severity := 'MINOR';
             END IF;
         END IF;
-        v_major := v_row.version_major; v_minor := v_row.version_minor; v_patch := v_row.version_patch;
-        IF v_severity = 'MAJOR' THEN
-            v_major := v_major + 1; v_minor := 0; v_patch := 0;
-        ELSIF v_severity = 'MINOR' THEN
-            v_minor := v_minor + 1; v_patch := 0;
-        ELSE
-            v_patch := v_patch + 1;
-        END IF;
+        -- The bump goes through the public increment_version (one implementation of the rules).
+        v_semver := string_to_array(pggit.increment_version(v_row.version_major, v_row.version_minor,
+                                                            v_row.version_patch, lower(v_severity)), '.')::int[];
+        v_major := v_semver[1]; v_minor := v_semver[2]; v_patch := v_semver[3];
         v_old_version := v_row.version;
 
         IF v_row.schema_name IS DISTINCT FROM p_schema OR v_row.object_name IS DISTINCT FROM p_name THEN

@@ -1,0 +1,330 @@
+"""The experiment lifecycle: steady state, workload, inject, hold, revert, recover, verify, verdict.
+
+Called by the CLI's runner (local substrate) and, later, by the kopf operator (kubernetes
+substrate). It knows nothing of either: a :class:`~pggit_chaos.engine.substrate.Substrate`
+resolves targets, builds the fault and probes health; a :data:`ChecksRunner` runs the checks
+suite (in-process subprocess locally, a verification Job in a cluster). The fault is reverted on
+every path out of the hold — success, exception, Ctrl-C, SIGTERM (task cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pggit_chaos.engine.history import History
+from pggit_chaos.engine.journal import (
+    InvariantSummary,
+    Journal,
+    Phase,
+    WorkloadSummary,
+    bucket_series,
+)
+from pggit_chaos.engine.workload import Workload, new_run_id
+from pggit_chaos.errors import ChaosError
+
+if TYPE_CHECKING:
+    from pggit_chaos.engine.invariants import InvariantReport
+    from pggit_chaos.engine.journal import ChecksSummary
+    from pggit_chaos.engine.substrate import Substrate
+    from pggit_chaos.faults.base import Fault
+    from pggit_chaos.spec import Experiment
+
+#: Seconds of workload before the fault is injected, so the timeline shows a baseline.
+BASELINE_SECONDS = 1.0
+#: Seconds of workload after recovery, so the timeline shows the workload resumed.
+SETTLE_SECONDS = 1.0
+#: Width of the timeline's buckets.
+BUCKET_SECONDS = 0.5
+
+
+@dataclass
+class Progress:
+    """What the live progress line shows."""
+
+    phase: Phase
+    elapsed: float
+    ops_per_s: float
+    ok: int
+    errors: int
+
+
+class Observer(Protocol):
+    """Told about phase changes and progress (CLI progress line, CR status patches)."""
+
+    def on_phase(self, journal: Journal) -> None: ...
+
+    def on_progress(self, progress: Progress) -> None: ...
+
+
+class ChecksRunner(Protocol):
+    """Runs the checks suite at the experiment's categories and profile against ``dsn``."""
+
+    def __call__(self, dsn: str, experiment: Experiment) -> ChecksSummary: ...
+
+
+class _Silent:
+    def on_phase(self, journal: Journal) -> None:
+        pass
+
+    def on_progress(self, progress: Progress) -> None:
+        pass
+
+
+class Run:
+    """One experiment run; :meth:`execute` drives it and always returns the journal."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        substrate: Substrate,
+        checks_runner: ChecksRunner | None,
+        observer: Observer | None = None,
+        *,
+        run_id: str | None = None,
+        baseline: float = BASELINE_SECONDS,
+        settle: float = SETTLE_SECONDS,
+    ) -> None:
+        self.experiment = experiment
+        self.substrate = substrate
+        self.checks_runner = checks_runner
+        self.observer: Observer = observer or _Silent()
+        self.run_id = run_id or new_run_id()
+        self.baseline = baseline
+        self.settle = settle
+        self.journal = Journal(
+            experiment=experiment.name,
+            namespace=experiment.namespace,
+            spec=experiment.to_manifest(),
+            run_id=self.run_id,
+            substrate=substrate.name,
+        )
+        self.history = History(start=self.journal.origin)
+        self.workload: Workload | None = None
+        self.invariant_report: InvariantReport | None = None
+
+    # -- phases ---------------------------------------------------------------------------------
+    def _enter(self, phase: Phase, detail: str = "") -> None:
+        self.journal.enter_phase(phase, detail)
+        self.observer.on_phase(self.journal)
+
+    def _finish(self, phase: Phase, reason: str = "", error: str | None = None) -> Journal:
+        self.journal.finish(phase, reason, error)
+        self.observer.on_phase(self.journal)
+        return self.journal
+
+    async def execute(self) -> Journal:
+        """Run the experiment to a terminal phase; interrupts propagate after the revert."""
+        spec = self.experiment.spec
+        self._enter(Phase.Pending, f"fault {spec.fault.type}, substrate {self.substrate.name}")
+        if spec.dry_run:
+            self.journal.dry_run_plan = self.substrate.plan(self.experiment)
+            return self._finish(Phase.Aborted, "dry run: nothing injected")
+        try:
+            return await self._execute()
+        except ChaosError as exc:
+            return self._finish(Phase.Error, str(exc).splitlines()[0], error=str(exc))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            self._summarise_workload()
+            self._finish(Phase.Error, "interrupted: fault reverted", error="interrupted")
+            raise
+        finally:
+            await self._stop_workload()
+
+    async def _execute(self) -> Journal:
+        spec = self.experiment.spec
+        # Steady state: the target is up and pgGit healthy, and the fault can be built
+        # (privileges are checked here, before anything is injected).
+        self._enter(Phase.SteadyState, "target reachable and pgGit healthy?")
+        await asyncio.to_thread(self.substrate.prepare, self.experiment)
+        fault = self.substrate.build_fault(self.experiment)
+        probe = await asyncio.to_thread(self.substrate.probe, 5.0)
+        if not (probe.reachable and probe.healthy):
+            return self._finish(Phase.Aborted, f"steady state not reached: {probe.detail}")
+
+        self.workload = Workload(
+            self.substrate.dsn,
+            clients=spec.workload.clients,
+            rate=spec.workload.rate,
+            op_timeout=spec.workload.operation_timeout.seconds,
+            mix={"commit": spec.workload.mix.commit, "ddl": spec.workload.mix.ddl},
+            run_id=self.run_id,
+            history=self.history,
+        )
+        await self.workload.start()
+        ticker = asyncio.create_task(self._tick())
+        try:
+            await asyncio.sleep(self.baseline)
+            recovered = await self._inject_hold_revert_recover(fault)
+            if recovered:
+                await asyncio.sleep(self.settle)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            await self._stop_workload()
+        self._summarise_workload()
+        if not recovered:
+            return self._finish(
+                Phase.Failed,
+                f"not healthy within the recovery timeout of {spec.recovery.timeout}",
+            )
+        return await self._verify()
+
+    async def _inject_hold_revert_recover(self, fault: Fault) -> bool:
+        spec = self.experiment.spec
+        intent = fault.intent()
+        self._enter(Phase.Injecting, f"{fault.type}: {intent.target}")
+        self.substrate.record_intent(intent)
+        injected_at = time.monotonic()
+        try:
+            await asyncio.to_thread(fault.inject)
+            self.journal.mark_injected(intent.to_dict())
+            self.observer.on_phase(self.journal)
+            await asyncio.sleep(spec.duration.seconds)
+        finally:
+            # Revert in this thread, uncancellable: a second Ctrl-C must not skip it.
+            fault.revert()
+            self.journal.mark_reverted()
+            self.substrate.clear_intent(intent)
+        reverted_at = time.monotonic()
+        since = injected_at if fault.recovery_from_injection else reverted_at
+        self._enter(Phase.Recovering, "waiting for the database and a healthy health_check()")
+        return await self._await_recovery(since)
+
+    async def _await_recovery(self, since: float) -> bool:
+        recovery = self.experiment.spec.recovery
+        deadline = time.monotonic() + recovery.timeout.seconds
+        interval = recovery.probe_interval.seconds
+        while True:
+            started = time.monotonic()
+            remaining = deadline - started
+            if remaining <= 0:
+                return False
+            probe = await asyncio.to_thread(self.substrate.probe, max(0.5, min(2.0, remaining)))
+            if probe.reachable and probe.healthy:
+                self.journal.mark_recovered(time.monotonic() - since)
+                self.observer.on_phase(self.journal)
+                return True
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def _verify(self) -> Journal:
+        verification = self.experiment.spec.verification
+        self._enter(Phase.Verifying, "invariant checker, then the checks suite")
+        reasons: list[str] = []
+        if verification.invariants:
+            report = await asyncio.to_thread(self._check_invariants)
+            self.invariant_report = report
+            self.journal.invariants = [
+                InvariantSummary(
+                    name=r.name, passed=r.passed, message=r.message, examples=list(r.examples)
+                )
+                for r in report.invariants
+            ]
+            self.journal.drift = [str(d) for d in report.drift]
+            self.journal.workload.lost = report.counts.lost
+            self.journal.workload.duplicated = report.counts.duplicated
+            self.journal.workload.unexpected = report.counts.unexpected
+            if not report.passed:
+                failing = report.failures
+                reasons.append(
+                    f"invariant {failing[0].name} violated: {failing[0].message}"
+                    if failing
+                    else "invariants violated"
+                )
+        if verification.checks and self.checks_runner is not None:
+            summary = await asyncio.to_thread(
+                self.checks_runner, self.substrate.dsn, self.experiment
+            )
+            self.journal.checks = summary
+            if summary.failed:
+                names = ", ".join(f.name for f in summary.failures[:3])
+                reasons.append(f"{summary.failed} check(s) failed: {names} (seed {summary.seed})")
+        if reasons:
+            return self._finish(Phase.Failed, "; ".join(reasons))
+        return self._finish(Phase.Passed, "nothing lost, nothing corrupted")
+
+    def _check_invariants(self) -> InvariantReport:
+        from pggit_chaos.engine.invariants import check_invariants
+
+        window = self.journal.fault_window
+        fault_window = None
+        if window is not None and window.end_offset is not None:
+            fault_window = (window.start_offset, window.end_offset)
+        return check_invariants(
+            self.substrate.dsn,
+            self.history,
+            self.run_id,
+            fault_window=fault_window,
+            fault_type=str(self.experiment.spec.fault.type),
+        )
+
+    # -- workload -------------------------------------------------------------------------------
+    async def _stop_workload(self) -> None:
+        if self.workload is not None and self.workload.running:
+            await self.workload.stop()
+
+    def _summarise_workload(self) -> None:
+        counts = self.history.counts()
+        latencies = [1000.0 * s for s in self.history.latencies()]
+        self.journal.workload = WorkloadSummary.from_counts(
+            invoked=counts.invoked,
+            ok=counts.ok,
+            failed=counts.failed,
+            indeterminate=counts.indeterminate,
+            latencies_ms=latencies,
+            elapsed_seconds=_span(self.history),
+        )
+        samples = [(op.time, op.type) for op in self.history.ops if op.type != "invoke"]
+        self.journal.series = bucket_series(samples, BUCKET_SECONDS, end=self.journal.offset())
+
+    async def _tick(self, every: float = 0.5) -> None:
+        last_ok, last_t = 0, time.monotonic()
+        while True:
+            await asyncio.sleep(every)
+            counts = self.history.counts()
+            now = time.monotonic()
+            rate = (counts.ok - last_ok) / max(1e-6, now - last_t)
+            last_ok, last_t = counts.ok, now
+            self.observer.on_progress(
+                Progress(
+                    phase=self.journal.current_phase,
+                    elapsed=self.journal.offset(),
+                    ops_per_s=rate,
+                    ok=counts.ok,
+                    errors=counts.failed + counts.indeterminate,
+                )
+            )
+
+
+def _span(history: History) -> float:
+    ops = history.ops
+    first = next((op.time for op in ops if op.type == "invoke"), None)
+    return 0.0 if first is None or not ops else max(0.0, ops[-1].time - first)
+
+
+async def run_experiment(
+    experiment: Experiment,
+    substrate: Substrate,
+    checks_runner: ChecksRunner | None,
+    observer: Observer | None = None,
+    *,
+    run_id: str | None = None,
+    baseline: float = BASELINE_SECONDS,
+    settle: float = SETTLE_SECONDS,
+) -> Run:
+    """Run one experiment; returns the :class:`Run` (journal, history, invariant report)."""
+    run = Run(
+        experiment,
+        substrate,
+        checks_runner,
+        observer,
+        run_id=run_id,
+        baseline=baseline,
+        settle=settle,
+    )
+    await run.execute()
+    return run

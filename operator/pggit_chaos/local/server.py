@@ -33,6 +33,8 @@ _INSTALL_HINT = (
     f"or point {BINDIR_ENV} at the folder holding initdb and postgres"
 )
 _SERVER_USER = "postgres"
+#: Longest socket folder path: the socket file name (``/.s.PGSQL.65535``) must fit in 107 bytes.
+_SOCKET_DIR_MAX = 90
 
 _live: set[EmbeddedPostgres] = set()
 _live_lock = threading.Lock()
@@ -190,6 +192,7 @@ class EmbeddedPostgres:
         self.start_timeout = start_timeout
         self._base_parent = base_dir
         self.base: Path | None = None
+        self._socket_dir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
 
@@ -201,8 +204,8 @@ class EmbeddedPostgres:
 
     @property
     def socket_dir(self) -> Path:
-        assert self.base is not None, "cluster not initialised"
-        return self.base / "sock"
+        assert self._socket_dir is not None, "cluster not initialised"
+        return self._socket_dir
 
     @property
     def log_file(self) -> Path:
@@ -238,7 +241,14 @@ class EmbeddedPostgres:
             _live.add(self)
         os.chmod(self.base, 0o755)
         _make_traversable(self.base)
-        self.socket_dir.mkdir()
+        # A unix socket path is limited to 107 bytes: fall back to a short folder in /tmp.
+        self._socket_dir = self.base / "sock"
+        if len(str(self._socket_dir)) > _SOCKET_DIR_MAX:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="pggit-chaos-sock-", dir="/tmp"))
+            os.chmod(self._socket_dir, 0o755)
+            _chown_to_server_user(self._socket_dir)
+        else:
+            self._socket_dir.mkdir()
         _chown_to_server_user(self.base)
         cmd = [
             *_run_as_server_user(),
@@ -377,6 +387,8 @@ class EmbeddedPostgres:
         finally:
             if self.base is not None:
                 shutil.rmtree(self.base, ignore_errors=True)
+            if self._socket_dir is not None:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
             with _live_lock:
                 _live.discard(self)
 

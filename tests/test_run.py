@@ -1,0 +1,215 @@
+"""`pggit-chaos run` end to end: every example experiment, bad input, interrupts, durability.
+
+Each run is the real console script in a subprocess, on its own embedded PostgreSQL, with a
+private state folder and TMPDIR so leftovers can be attributed to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import leftovers
+from pggit_chaos.faults.state import RESOURCE_TYPES, StateFile
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted((ROOT / "experiments").glob("[0-9][0-9]-*.yaml"))
+IS_ROOT = os.geteuid() == 0
+
+pytestmark = [pytest.mark.postgres, pytest.mark.faults]
+
+
+class Runner:
+    """Runs the CLI with a private state folder, report folder and TMPDIR."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.reports = tmp_path / "reports"
+        self.state = tmp_path / "state"
+        self.tmpdir = tmp_path / "tmp"
+        self.tmpdir.mkdir()
+        self.env = {
+            **os.environ,
+            "PGGIT_CHAOS_STATE_DIR": str(self.state),
+            "TMPDIR": str(self.tmpdir),
+            "COLUMNS": "120",
+        }
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "pggit_chaos.cli", *args]
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args, "--report-dir", str(self.reports))
+            if args[0] == "run"
+            else self.command(*args),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args, "--report-dir", str(self.reports)),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def journals(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.reports.glob("*/journal.json"))]
+
+    def pending_intents(self) -> list[str]:
+        """Types of the intents still recorded in the state file."""
+        return [intent.type for intent in StateFile.in_dir(self.state).pending()]
+
+    def assert_nothing_left(self) -> None:
+        assert leftovers.postgres_processes(str(self.tmpdir)) == []
+        assert list(self.tmpdir.iterdir()) == [], "cluster folders left in TMPDIR"
+        assert leftovers.cgroups() == []
+        assert leftovers.namespaces() == []
+        assert leftovers.host_iptables_rules() == []
+        assert self.pending_intents() == []
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Runner:
+    return Runner(tmp_path)
+
+
+def write_experiment(path: Path, source: Path, **changes: Any) -> Path:
+    """Copy an example experiment with changes at dotted paths (``spec.duration``)."""
+    doc = yaml.safe_load(source.read_text())
+    for dotted, value in changes.items():
+        node = doc
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the local faults need root (cgroups, netns, iptables)")
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_every_example_experiment_passes_and_leaves_nothing(
+    runner: Runner, experiment: Path
+) -> None:
+    result = runner.run("run", str(experiment))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (journal,) = runner.journals()
+    assert journal["verdict"] == "Pass", journal["reason"]
+    assert journal["injected_at"] and journal["reverted_at"]
+    assert journal["recovery_seconds"] is not None
+    assert journal["workload"]["ok"] > 0
+    assert journal["workload"]["lost"] == 0
+    assert all(inv["passed"] for inv in journal["invariants"])
+    folder = next(runner.reports.iterdir())
+    for name in ("journal.json", "junit.xml", "summary.md", "timeline.png", "history.jsonl"):
+        assert (folder / name).stat().st_size > 0, name
+    assert "report:" in result.stdout
+    runner.assert_nothing_left()
+
+
+def test_invalid_experiment_names_every_field_and_exits_2(runner: Runner) -> None:
+    bad = write_experiment(
+        runner.tmp / "bad.yaml",
+        EXPERIMENTS[0],
+        **{"spec.duration": "soon", "spec.workload.clients": 0},
+    )
+    result = runner.run("run", str(bad))
+    assert result.returncode == 2
+    assert "spec.duration" in result.stderr and "spec.workload.clients" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not runner.reports.exists() or not any(runner.reports.iterdir())
+
+
+def test_missing_file_is_one_line_exit_2(runner: Runner) -> None:
+    result = runner.run("run", str(runner.tmp / "nope.yaml"))
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_prints_the_plan_and_injects_nothing(runner: Runner) -> None:
+    result = runner.run("run", "--dry-run", str(ROOT / "experiments" / "02-cpu-throttle.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "plan" in result.stdout and "cpu" in result.stdout.lower()
+    (journal,) = runner.journals()
+    assert journal["injected_at"] is None and journal["verdict"] is None
+    runner.assert_nothing_left()
+
+
+def test_dsn_target_refuses_process_faults(runner: Runner, pggit_dsn: str) -> None:
+    result = runner.run("run", "--dsn", pggit_dsn, str(EXPERIMENTS[0]))
+    assert result.returncode == 2
+    assert "pod-kill" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def _wait_for_injection(runner: Runner, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if set(runner.pending_intents()) - set(RESOURCE_TYPES):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the fault was never injected")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the local faults need root (cgroups, netns, iptables)")
+@pytest.mark.parametrize(
+    ("example", "signum"),
+    [("04-pod-pause.yaml", signal.SIGINT), ("05-network-partition.yaml", signal.SIGTERM)],
+)
+def test_interrupt_mid_fault_reverts_and_still_writes_the_journal(
+    runner: Runner, example: str, signum: int
+) -> None:
+    experiment = write_experiment(
+        runner.tmp / example, ROOT / "experiments" / example, **{"spec.duration": "60s"}
+    )
+    proc = runner.popen("run", str(experiment))
+    _wait_for_injection(runner, proc)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    (journal,) = runner.journals()
+    assert journal["reverted_at"] is not None
+    assert journal["verdict"] is None and journal["error"] == "interrupted"
+    runner.assert_nothing_left()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the local faults need root")
+def test_lossy_durability_settings_fail_with_lost_commits(runner: Runner) -> None:
+    """Proof that a Fail means something: asynchronous commit loses acknowledged commits."""
+    lossy = write_experiment(
+        runner.tmp / "lossy.yaml",
+        EXPERIMENTS[0],
+        **{
+            "metadata.name": "lossy-pod-kill",
+            "spec.duration": "2s",
+            "spec.workload.rate": 0,
+            "spec.workload.mix": {"commit": 1, "ddl": 0},
+            "spec.verification.checks": [],
+            "spec.local.postgresql": {"synchronous_commit": "off", "wal_writer_delay": "10s"},
+        },
+    )
+    result = runner.run("run", str(lossy))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    (journal,) = runner.journals()
+    assert journal["verdict"] == "Fail"
+    assert journal["workload"]["lost"] > 0
+    durable = {i["name"]: i for i in journal["invariants"]}["commits-durable"]
+    assert not durable["passed"] and durable["examples"]
+    runner.assert_nothing_left()

@@ -25,6 +25,8 @@ from pggit_chaos.local.server import EmbeddedPostgres, child_pids
 
 #: Folder names of throwaway clusters (``EmbeddedPostgres`` uses this mkdtemp prefix).
 CLUSTER_PREFIX = "pggit-chaos-pg-"
+#: Its socket folder when the cluster folder's path is too long for a unix socket.
+SOCKET_PREFIX = "pggit-chaos-sock-"
 
 
 class PodKill:
@@ -133,6 +135,7 @@ def cluster_undo(server: EmbeddedPostgres) -> dict[str, Any]:
         "kind": "embedded-postgres",
         "base": str(server.base),
         "data_dir": str(server.data_dir),
+        "socket_dir": str(server.socket_dir),
         "port": server.port,
         "host": server.host,
         "netns": server.netns,
@@ -207,4 +210,8 @@ def kill_stray_cluster(undo: dict[str, Any], timeout: float = 10.0) -> str:
         lines.append(f"removed {base}")
     elif base.exists():
         lines.append(f"left {base} alone: not a pggit-chaos cluster folder")
+    socket_dir = Path(str(undo.get("socket_dir") or base))
+    if socket_dir.name.startswith(SOCKET_PREFIX) and socket_dir.exists():
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        lines.append(f"removed {socket_dir}")
     return "; ".join(lines)

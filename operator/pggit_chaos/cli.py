@@ -68,12 +68,12 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     from pggit_chaos.faults.state import StateFile
 
     state_dir = args.state_dir or load_settings().state_dir
-    lines = cleanup(StateFile.in_dir(state_dir))
+    lines = cleanup(StateFile.in_dir(state_dir), force=args.force)
     for line in lines:
         print(line)
     if not lines:
         print("nothing to clean up")
-    return EXIT_OK
+    return EXIT_ERROR if any(line.startswith("FAILED") for line in lines) else EXIT_OK
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cleanup = sub.add_parser("cleanup", help="revert faults and remove what crashed runs left")
     cleanup.add_argument("--state-dir", help="state folder (default: PGGIT_CHAOS_STATE_DIR)")
+    cleanup.add_argument(
+        "--force", action="store_true", help="also revert intents of runs that are still alive"
+    )
     cleanup.set_defaults(handler=_cmd_cleanup)
 
     crd = sub.add_parser(

@@ -6,19 +6,13 @@ names. A bad value raises :class:`~pggit_chaos.errors.ConfigurationError` naming
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pggit_chaos.errors import ConfigurationError
-
-
-def _default_state_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/pggit-chaos")
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "pggit-chaos"
+from pggit_chaos.faults.state import default_state_dir
 
 
 class Settings(BaseSettings):
@@ -27,7 +21,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PGGIT_CHAOS_", extra="ignore")
 
     #: Folder of the state file recording fault intents and throwaway resources.
-    state_dir: Path = Field(default_factory=_default_state_dir)
+    state_dir: Path = Field(default_factory=default_state_dir)
     #: Folder under which each run writes its report folder.
     report_dir: Path = Path("chaos-reports")
     #: Folder holding initdb and postgres (default: found via pg_config / Debian's layout).

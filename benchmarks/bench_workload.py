@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
+
+import psycopg
 
 from pggit_chaos.engine.history import History
 from pggit_chaos.engine.invariants import check_invariants
@@ -84,36 +87,52 @@ async def workload(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per leg of each round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating pgbench/workload")
     args = parser.parse_args()
+    kinds = {
+        # pgbench counts one CREATE+DROP pair per transaction: compare DDL statements/s.
+        "commit_changes calls": (_COMMIT_SCRIPT, "prepared", 1, {"commit": 1, "ddl": 0}),
+        "DDL statements": (_DDL_SCRIPT, "simple", 2, {"commit": 0, "ddl": 1}),
+    }
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in kinds}
+    verdicts: dict[str, str] = dict.fromkeys(kinds, "pass")
     with embedded_pggit() as (_server, dsn):
         parts = dict(item.split("=", 1) for item in dsn.split())
-        import psycopg
-
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE SCHEMA bench_pgbench")
-        rows: list[tuple[str, float, float, str]] = []
+        for round_no in range(args.rounds):
+            for name, (script, mode, per_txn, mix) in kinds.items():
+                # Alternate who goes first: the shared machine's load drifts over time.
+                legs = ["pgbench", "workload"] if round_no % 2 == 0 else ["workload", "pgbench"]
+                pg = wl = 0.0
+                for leg in legs:
+                    if leg == "pgbench":
+                        tps = pgbench(parts, script, args.clients, args.seconds, mode)
+                        pg = per_txn * tps
+                    else:
+                        wl, history, run_id = asyncio.run(
+                            workload(dsn, mix, args.clients, args.seconds)
+                        )
+                        if not check_invariants(dsn, history, run_id).passed:
+                            verdicts[name] = "FAIL"
+                results[name].append((pg, wl))
+                print(
+                    f"round {round_no + 1} {name}: pgbench {pg:.0f}/s workload {wl:.0f}/s "
+                    f"ratio {wl / pg if pg else 0:.2f}",
+                    flush=True,
+                )
 
-        pg_commit = pgbench(parts, _COMMIT_SCRIPT, args.clients, args.seconds, "prepared")
-        wl_commit, history, run_id = asyncio.run(
-            workload(dsn, {"commit": 1, "ddl": 0}, args.clients, args.seconds)
-        )
-        verdict = "pass" if check_invariants(dsn, history, run_id).passed else "FAIL"
-        rows.append(("commit_changes calls", pg_commit, wl_commit, verdict))
-
-        # pgbench counts one CREATE+DROP pair per transaction: compare DDL statements/s.
-        pg_ddl = 2 * pgbench(parts, _DDL_SCRIPT, args.clients, args.seconds, "simple")
-        wl_ddl, history, run_id = asyncio.run(
-            workload(dsn, {"commit": 0, "ddl": 1}, args.clients, args.seconds)
-        )
-        verdict = "pass" if check_invariants(dsn, history, run_id).passed else "FAIL"
-        rows.append(("DDL statements", pg_ddl, wl_ddl, verdict))
-
-    print(f"clients={args.clients} seconds={args.seconds:g} (one embedded server, same run)")
+    print(
+        f"\nclients={args.clients} seconds={args.seconds:g} rounds={args.rounds} "
+        "(one embedded server, same run; medians)"
+    )
     print(f"{'statement':<24}{'pgbench ops/s':>15}{'workload ops/s':>16}{'ratio':>8}  invariants")
-    for name, pg, wl, verdict in rows:
-        ratio = wl / pg if pg else 0.0
-        print(f"{name:<24}{pg:>15.0f}{wl:>16.0f}{ratio:>8.2f}  {verdict}")
+    for name, pairs in results.items():
+        pg = statistics.median(p for p, _ in pairs)
+        wl = statistics.median(w for _, w in pairs)
+        ratio = statistics.median(w / p for p, w in pairs if p)
+        print(f"{name:<24}{pg:>15.0f}{wl:>16.0f}{ratio:>8.2f}  {verdicts[name]}")
 
 
 if __name__ == "__main__":

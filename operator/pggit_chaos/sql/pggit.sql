@@ -382,48 +382,56 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
 DECLARE
     r record;
     v_pending text := current_setting('pggit.pending_tables', true);
+    v_seen oid[] := '{}';
+    v_schema text;
+    v_name text;
+    v_rel oid;
 BEGIN
+    -- One catalog lookup by OID per reported object: the cost follows the objects touched.
+    FOR r IN
+        SELECT c.classid, c.objid, c.object_type, c.command_tag
+          FROM pg_event_trigger_ddl_commands() c
+         WHERE NOT c.in_extension
+           AND pggit._map_object_type(c.object_type) IS NOT NULL
+           AND NOT pggit._is_excluded_schema(c.schema_name)
+    LOOP
+        -- A command can report one object several times (CREATE TABLE with SERIAL: CREATE then
+        -- ALTER SEQUENCE; CREATE TABLE with a foreign key: CREATE then ALTER TABLE): the first
+        -- report decides CREATE or ALTER, the object is recorded once.
+        CONTINUE WHEN r.objid = ANY (v_seen);
+        v_seen := v_seen || r.objid;
+        v_schema := NULL;
+        v_name := NULL;
+        IF r.classid = 'pg_class'::regclass THEN
+            SELECT n.nspname, c.relname INTO v_schema, v_name
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = r.objid;
+        ELSIF r.classid = 'pg_proc'::regclass THEN
+            SELECT n.nspname, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+              INTO v_schema, v_name
+              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = r.objid;
+        ELSIF r.classid = 'pg_type'::regclass THEN
+            SELECT n.nspname, t.typname INTO v_schema, v_name
+              FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = r.objid;
+        END IF;
+        CONTINUE WHEN v_name IS NULL OR pggit._is_excluded_schema(v_schema);
+        PERFORM pggit._track_object(pggit._map_object_type(r.object_type), r.objid, v_schema, v_name,
+                                    r.command_tag,
+                                    r.command_tag LIKE 'CREATE%' OR r.command_tag = 'SELECT INTO');
+    END LOOP;
+
+    -- Tables whose columns/constraints/defaults a DROP ... CASCADE removed, noted by
+    -- handle_sql_drop (which fires just before this trigger, for the same command).
     IF v_pending IS NOT NULL AND v_pending <> '' THEN
         PERFORM set_config('pggit.pending_tables', '', true);
+        FOREACH v_rel IN ARRAY string_to_array(v_pending, ',')::oid[] LOOP
+            CONTINUE WHEN v_rel = ANY (v_seen);
+            v_seen := v_seen || v_rel;
+            SELECT n.nspname, c.relname INTO v_schema, v_name
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel;
+            CONTINUE WHEN NOT FOUND OR pggit._is_excluded_schema(v_schema);
+            PERFORM pggit._track_object('TABLE', v_rel, v_schema, v_name, TG_TAG, false);
+        END LOOP;
     END IF;
-    FOR r IN
-        WITH cmds AS (
-            SELECT c.classid, c.objid, c.object_type, c.command_tag, c.ord
-              FROM pg_event_trigger_ddl_commands() WITH ORDINALITY
-                   AS c(classid, objid, objsubid, command_tag, object_type, schema_name,
-                        object_identity, in_extension, command, ord)
-             WHERE NOT c.in_extension
-               AND pggit._map_object_type(c.object_type) IS NOT NULL
-               AND NOT pggit._is_excluded_schema(c.schema_name)
-            UNION ALL
-            -- Tables whose columns/constraints/defaults a DROP ... CASCADE removed (noted by
-            -- handle_sql_drop, which fires just before this trigger for the same command).
-            SELECT 'pg_class'::regclass::oid, p.oid::oid, 'table', TG_TAG, 1000000 + p.ord
-              FROM unnest(string_to_array(nullif(v_pending, ''), ',')) WITH ORDINALITY AS p(oid, ord)
-        ),
-        firsts AS (
-            SELECT DISTINCT ON (classid, objid) classid, objid, object_type, command_tag, ord
-              FROM cmds ORDER BY classid, objid, ord
-        )
-        SELECT f.objid, pggit._map_object_type(f.object_type) AS otype, f.command_tag, f.ord,
-               coalesce(rel_ns.nspname, proc_ns.nspname, type_ns.nspname) AS schema_name,
-               coalesce(rel.relname::text,
-                        proc.proname || '(' || pg_get_function_identity_arguments(proc.oid) || ')',
-                        typ.typname::text) AS object_name
-          FROM firsts f
-          LEFT JOIN pg_class rel ON f.classid = 'pg_class'::regclass AND rel.oid = f.objid
-          LEFT JOIN pg_namespace rel_ns ON rel_ns.oid = rel.relnamespace
-          LEFT JOIN pg_proc proc ON f.classid = 'pg_proc'::regclass AND proc.oid = f.objid
-          LEFT JOIN pg_namespace proc_ns ON proc_ns.oid = proc.pronamespace
-          LEFT JOIN pg_type typ ON f.classid = 'pg_type'::regclass AND typ.oid = f.objid
-          LEFT JOIN pg_namespace type_ns ON type_ns.oid = typ.typnamespace
-         ORDER BY f.ord
-    LOOP
-        CONTINUE WHEN r.object_name IS NULL OR pggit._is_excluded_schema(r.schema_name);
-        PERFORM pggit._track_object(r.otype, r.objid, r.schema_name, r.object_name, r.command_tag,
-                                    r.ord < 1000000 AND r.command_tag LIKE 'CREATE%'
-                                    OR r.command_tag = 'SELECT INTO');
-    END LOOP;
 END
 $$;
 

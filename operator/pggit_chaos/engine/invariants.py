@@ -190,7 +190,7 @@ def _alter_column(sql_text: str | None, known: set[str]) -> str | None:
     """The column an ``ALTER TABLE ... ADD COLUMN "c3"`` statement added, if recognisable."""
     if not sql_text or "ADD COLUMN" not in sql_text.upper():
         return None
-    names = [m.replace('""', '"') for m in _QUOTED_IDENT.findall(sql_text)]
+    names: list[str] = [str(m).replace('""', '"') for m in _QUOTED_IDENT.findall(sql_text)]
     for name in reversed(names):
         if name in known:
             return name
@@ -354,8 +354,7 @@ class _Checker:
                     )
                 )
         for message, stored in by_message.items():
-            pair = invoked.get(message)
-            if pair is None:
+            if message not in invoked:
                 self.unexpected += len(stored)
                 unexpected.add(f"commit {stored[0][1]} with message {message!r} was never invoked")
                 continue

@@ -105,6 +105,8 @@ class Run:
         self.history = History(start=self.journal.origin)
         self.workload: Workload | None = None
         self.invariant_report: InvariantReport | None = None
+        #: (start, end) of the fault on the history's clock, for the invariant checker.
+        self.fault_window: tuple[float, float] | None = None
 
     # -- phases ---------------------------------------------------------------------------------
     def _enter(self, phase: Phase, detail: str = "") -> None:
@@ -180,6 +182,9 @@ class Run:
         self._enter(Phase.Injecting, f"{fault.type}: {intent.target}")
         self.substrate.record_intent(intent)
         injected_at = time.monotonic()
+        # The checker's window opens before inject() and closes after revert() returns: a
+        # fault takes effect before its call returns (trigger-disable's ALTER, for one).
+        window_start = self.history.now()
         try:
             await asyncio.to_thread(fault.inject)
             self.journal.mark_injected(intent.to_dict())
@@ -189,6 +194,7 @@ class Run:
             # Revert in this thread, uncancellable: a second Ctrl-C must not skip it.
             fault.revert()
             self.journal.mark_reverted()
+            self.fault_window = (window_start, self.history.now())
             self.substrate.clear_intent(intent)
         reverted_at = time.monotonic()
         since = injected_at if fault.recovery_from_injection else reverted_at
@@ -250,15 +256,11 @@ class Run:
     def _check_invariants(self) -> InvariantReport:
         from pggit_chaos.engine.invariants import check_invariants
 
-        window = self.journal.fault_window
-        fault_window = None
-        if window is not None and window.end_offset is not None:
-            fault_window = (window.start_offset, window.end_offset)
         return check_invariants(
             self.substrate.dsn,
             self.history,
             self.run_id,
-            fault_window=fault_window,
+            fault_window=self.fault_window,
             fault_type=str(self.experiment.spec.fault.type),
         )
 

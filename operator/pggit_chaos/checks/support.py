@@ -1,0 +1,400 @@
+"""Shared machinery of the checks suite: target connection, capabilities, scratch areas, cleanup.
+
+Used by the suite's conftest and check modules (inside the pytest subprocess) and by the runner
+(which removes scratch areas a killed run left behind). Nothing here touches a user's objects:
+scratch areas are a schema named ``chaos_check_<random>`` plus branches whose names start with
+the same token, and cleanup removes exactly those and the pgGit rows they caused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+from hypothesis import HealthCheck, Phase, settings
+from psycopg import sql
+
+from pggit_chaos.checks.strategies import fit_identifier
+from pggit_chaos.pggit import Capabilities, capabilities
+
+#: Environment variables the runner passes to the pytest subprocess.
+ENV_DSN = "PGGIT_CHAOS_DSN"
+ENV_DESTRUCTIVE = "PGGIT_CHAOS_DESTRUCTIVE"
+ENV_REPORT = "PGGIT_CHAOS_CHECKS_REPORT"
+ENV_JOURNAL = "PGGIT_CHAOS_CHECKS_JOURNAL"
+ENV_PROFILE = "HYPOTHESIS_PROFILE"
+
+#: Every schema, table and branch a check creates starts with this.
+SCRATCH_PREFIX = "chaos_check_"
+#: Check categories (pytest markers) a user can select.
+CATEGORIES = ("property", "concurrent", "transaction", "resource", "corruption")
+#: Further markers: long checks, and checks that need superuser or disturb other sessions.
+EXTRA_MARKERS = ("slow", "destructive")
+PROFILES = ("ci", "dev", "thorough")
+
+#: Guards so that a hang becomes an error, never a stuck verification Job.
+STATEMENT_TIMEOUT_MS = 30_000
+LOCK_TIMEOUT_MS = 10_000
+APPLICATION_NAME = "pggit-chaos-checks"
+
+T = TypeVar("T")
+
+_SUPPRESSED = [
+    HealthCheck.function_scoped_fixture,  # scratch areas are per check; examples use unique names
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.large_base_example,
+    HealthCheck.filter_too_much,
+]
+#: max_examples of each profile (ci: the whole suite in ~15 s on 2 cores).
+PROFILE_EXAMPLES = {"ci": 12, "dev": 50, "thorough": 300}
+#: How much heavier dev/thorough make the loops of the non-hypothesis checks.
+PROFILE_SCALE = {"ci": 1, "dev": 3, "thorough": 10}
+#: Shrinking budget per failing check (seconds, shrink steps): every step re-runs SQL, so the
+#: ci profile shrinks briefly (the example is still shrunk, just less far); thorough as hypothesis.
+PROFILE_SHRINK = {"ci": (4, 60), "dev": (30, 300), "thorough": (300, 500)}
+
+
+def _limit_shrinking(profile: str) -> None:
+    """Cap hypothesis' shrinking time/steps for ``profile`` (engine constants; best effort)."""
+    seconds, steps = PROFILE_SHRINK[profile]
+    with contextlib.suppress(ImportError):
+        from hypothesis.internal.conjecture import engine
+
+        if hasattr(engine, "MAX_SHRINKING_SECONDS"):
+            engine.MAX_SHRINKING_SECONDS = seconds
+        if hasattr(engine, "MAX_SHRINKS"):
+            engine.MAX_SHRINKS = steps
+
+
+def load_profile() -> str:
+    """Register the ci/dev/thorough profiles and load the one ``HYPOTHESIS_PROFILE`` names."""
+    for name, examples in PROFILE_EXAMPLES.items():
+        phases = [p for p in Phase if not (name == "ci" and p is Phase.explain)]
+        settings.register_profile(
+            name,
+            max_examples=examples,
+            phases=phases,
+            deadline=None,
+            database=None,
+            print_blob=True,
+            derandomize=False,
+            suppress_health_check=_SUPPRESSED,
+        )
+    profile = os.environ.get(ENV_PROFILE, "ci")
+    if profile not in PROFILES:
+        raise ValueError(f"{ENV_PROFILE}={profile!r}: choose one of {', '.join(PROFILES)}")
+    settings.load_profile(profile)
+    _limit_shrinking(profile)
+    return profile
+
+
+def scale() -> int:
+    """The loop multiplier of the current profile (1 at ci)."""
+    return PROFILE_SCALE.get(os.environ.get(ENV_PROFILE, "ci"), 1)
+
+
+def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection with statement and lock timeouts as hang guards."""
+    conn = psycopg.connect(
+        dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
+    )
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+        (str(STATEMENT_TIMEOUT_MS), str(LOCK_TIMEOUT_MS)),
+    )
+    conn.autocommit = autocommit
+    return conn
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (for pgGit functions taking a table name as text)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """The database under check: what its pgGit offers, and our privileges there."""
+
+    dsn: str
+    caps: Capabilities
+    #: Event trigger name -> pg_event_trigger.evtenabled ('O', 'D', 'R', 'A').
+    trigger_modes: dict[str, str] = field(default_factory=dict)
+    superuser: bool = False
+    server_version: int = 0
+
+    @property
+    def installed(self) -> bool:
+        return self.caps.installed
+
+    def has(self, name: str) -> bool:
+        return self.caps.missing(name) is None
+
+    def missing(self, names: Sequence[str]) -> list[str]:
+        """One reason per missing function/table/column/event trigger."""
+        return [reason for name in names if (reason := self.caps.missing(name)) is not None]
+
+
+def inspect_target(conn: psycopg.Connection[Any], dsn: str) -> TargetInfo:
+    """Read the catalog once: the pgGit capabilities, event trigger modes, superuser or not."""
+    caps = capabilities(conn)
+    modes = {
+        str(name): str(flag)
+        for name, flag in conn.execute("SELECT evtname, evtenabled FROM pg_event_trigger")
+    }
+    row = conn.execute(
+        "SELECT rolsuper, current_setting('server_version_num')::int FROM pg_roles"
+        " WHERE rolname = current_user"
+    ).fetchone()
+    superuser, version = (bool(row[0]), int(row[1])) if row else (False, 0)
+    return TargetInfo(dsn, caps, modes, superuser, version)
+
+
+@dataclass(repr=False)
+class Scratch:
+    """One check's scratch area: a schema and a branch-name prefix, both named by ``token``."""
+
+    token: str
+    _counter: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __repr__(self) -> str:
+        return f"Scratch({self.token!r})"
+
+    @classmethod
+    def new(cls) -> Scratch:
+        return cls(SCRATCH_PREFIX + secrets.token_hex(6))
+
+    @property
+    def schema(self) -> str:
+        return self.token
+
+    @property
+    def branch_prefix(self) -> str:
+        return self.token + "_"
+
+    def branch(self, label: str = "b") -> str:
+        """A branch name carrying this scratch area's prefix (so cleanup finds it)."""
+        return f"{self.branch_prefix}{label}"[:255]
+
+    def unique(self, name: str) -> str:
+        """``name`` made unique in this scratch area, still within 63 bytes."""
+        with self._lock:
+            self._counter += 1
+            return fit_identifier(name, f"_{self._counter}")
+
+    def table(self, name: str) -> sql.Identifier:
+        return sql.Identifier(self.schema, name)
+
+    def qualified(self, name: str) -> str:
+        """``"schema"."name"`` as text, for pgGit functions that take a table name."""
+        return f"{quote_ident(self.schema)}.{quote_ident(name)}"
+
+    def dotted(self, name: str) -> str:
+        """``schema.name`` unquoted, the form of ``pggit.objects.full_name``."""
+        return f"{self.schema}.{name}"
+
+
+def journal_scratch(token: str) -> None:
+    """Note ``token`` in the run's journal file so the runner can clean up after a kill."""
+    path = os.environ.get(ENV_JOURNAL)
+    if path:
+        with open(path, "a", encoding="utf-8") as journal:
+            journal.write(token + "\n")
+
+
+def _pggit_columns(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
+    columns: dict[str, set[str]] = {}
+    for table, column in conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = 'pggit'"
+    ):
+        columns.setdefault(str(table), set()).add(str(column))
+    return columns
+
+
+def cleanup_scratch(conn: psycopg.Connection[Any], token: str) -> None:
+    """Drop the scratch schema and delete every pgGit row it caused, in one transaction.
+
+    Removes: history and object rows of the schema, commits on branches whose names start
+    with ``token``, and those branches (heads cleared first, for the foreign keys).
+    """
+    if not token.startswith(SCRATCH_PREFIX) or len(token) <= len(SCRATCH_PREFIX):
+        raise ValueError(f"refusing to clean up {token!r}: not a scratch token")
+    if not conn.autocommit:
+        conn.rollback()
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(token)))
+        cols = _pggit_columns(conn)
+        history, objects = cols.get("history", set()), cols.get("objects", set())
+        if {"schema_name", "object_id"} <= history and "schema_name" in objects:
+            conn.execute(
+                "DELETE FROM pggit.history WHERE schema_name = %s"
+                " OR object_id IN (SELECT id FROM pggit.objects WHERE schema_name = %s)",
+                (token, token),
+            )
+        elif "schema_name" in history:
+            conn.execute("DELETE FROM pggit.history WHERE schema_name = %s", (token,))
+        if "schema_name" in objects:
+            conn.execute("DELETE FROM pggit.objects WHERE schema_name = %s", (token,))
+        branches = cols.get("branches", set())
+        if "name" not in branches:
+            return
+        mine = "left(name, %s) = %s"
+        args = (len(token), token)
+        if "head_commit_hash" in branches:
+            conn.execute(
+                f"UPDATE pggit.branches SET head_commit_hash = NULL WHERE {mine}",  # noqa: S608
+                args,
+            )
+        if "branch_id" in cols.get("commits", set()):
+            conn.execute(
+                "DELETE FROM pggit.commits WHERE branch_id IN"  # noqa: S608 - fixed text
+                f" (SELECT id FROM pggit.branches WHERE {mine})",
+                args,
+            )
+        conn.execute(f"DELETE FROM pggit.branches WHERE {mine}", args)  # noqa: S608
+
+
+def cleanup_tokens(dsn: str, tokens: Sequence[str]) -> None:
+    """Clean up several scratch areas (the runner's sweep after a killed run)."""
+    if not tokens:
+        return
+    with connect(dsn) as conn:
+        for token in dict.fromkeys(tokens):
+            cleanup_scratch(conn, token)
+
+
+@dataclass
+class WorkerResult:
+    """What one concurrent worker returned or raised."""
+
+    index: int
+    value: Any = None
+    error: BaseException | None = None
+
+
+def run_workers(
+    count: int, work: Callable[[int, threading.Barrier], T], timeout: float = 60.0
+) -> list[WorkerResult]:
+    """Run ``work(i, barrier)`` in ``count`` threads at once; collect values and errors."""
+    barrier = threading.Barrier(count, timeout=timeout)
+    results = [WorkerResult(i) for i in range(count)]
+
+    def one(i: int) -> None:
+        try:
+            results[i].value = work(i, barrier)
+        except BaseException as exc:
+            results[i].error = exc
+            barrier.abort()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        for future in [pool.submit(one, i) for i in range(count)]:
+            future.result(timeout=timeout)
+    return results
+
+
+@contextlib.contextmanager
+def scratch_area(dsn: str) -> Iterator[Scratch]:
+    """A scratch area for the duration of the block, cleaned up also after a failure."""
+    scratch = Scratch.new()
+    journal_scratch(scratch.token)
+    with connect(dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch.schema)))
+    try:
+        yield scratch
+    finally:
+        with connect(dsn) as conn:
+            cleanup_scratch(conn, scratch.token)
+
+
+# -- small SQL helpers the check modules share ------------------------------------------------
+
+
+def commit(
+    conn: psycopg.Connection[Any], branch: str, message: str = "", custom_id: str | None = None
+) -> str:
+    """``pggit.commit_changes(branch, message[, custom_id])``; returns the Trinity ID."""
+    if custom_id is None:
+        row = conn.execute("SELECT pggit.commit_changes(%s, %s)", (branch, message)).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT pggit.commit_changes(%s, %s, %s)", (branch, message, custom_id)
+        ).fetchone()
+    assert row is not None and row[0], f"commit_changes({branch!r}) returned no Trinity ID"
+    return str(row[0])
+
+
+def live_hash(conn: psycopg.Connection[Any], scratch: Scratch, table: str) -> str:
+    row = conn.execute(
+        "SELECT pggit.calculate_schema_hash(%s)", (scratch.qualified(table),)
+    ).fetchone()
+    assert row is not None and row[0], f"calculate_schema_hash({table!r}) returned nothing"
+    return str(row[0])
+
+
+@dataclass(frozen=True)
+class TrackedObject:
+    """The ``pggit.objects`` row of one table (the columns the checks read)."""
+
+    id: int
+    version: int
+    schema_hash: str | None
+    is_active: bool
+    semver: str
+
+
+def tracked_table(
+    conn: psycopg.Connection[Any], scratch: Scratch, table: str
+) -> TrackedObject | None:
+    row = conn.execute(
+        "SELECT id, version, schema_hash, is_active,"
+        " version_major || '.' || version_minor || '.' || version_patch"
+        " FROM pggit.objects WHERE object_type = 'TABLE' AND schema_name = %s AND object_name = %s",
+        (scratch.schema, table),
+    ).fetchone()
+    if row is None:
+        return None
+    return TrackedObject(int(row[0]), int(row[1]), row[2], bool(row[3]), str(row[4]))
+
+
+def history_of(conn: psycopg.Connection[Any], scratch: Scratch, table: str) -> list[str]:
+    """change_type of every history row of ``table``, oldest first."""
+    return [
+        str(change)
+        for (change,) in conn.execute(
+            "SELECT change_type FROM pggit.history WHERE object_type = 'TABLE'"
+            " AND schema_name = %s AND object_name = %s ORDER BY id",
+            (scratch.schema, table),
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class ScratchFootprint:
+    """Every pgGit row a scratch area has caused (to prove a rollback left nothing)."""
+
+    history: int
+    objects: int
+    commits: int
+    branches: int
+
+
+def footprint(conn: psycopg.Connection[Any], scratch: Scratch) -> ScratchFootprint:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM pggit.history WHERE schema_name = %(s)s),"
+        " (SELECT count(*) FROM pggit.objects WHERE schema_name = %(s)s),"
+        " (SELECT count(*) FROM pggit.commits c JOIN pggit.branches b ON b.id = c.branch_id"
+        "   WHERE left(b.name, %(n)s) = %(s)s),"
+        " (SELECT count(*) FROM pggit.branches WHERE left(name, %(n)s) = %(s)s)",
+        {"s": scratch.token, "n": len(scratch.token)},
+    ).fetchone()
+    assert row is not None
+    return ScratchFootprint(*(int(v) for v in row))

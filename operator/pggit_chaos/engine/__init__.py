@@ -1,0 +1,1 @@
+"""The experiment engine: lifecycle, workload, history, invariant checker, journal, report."""

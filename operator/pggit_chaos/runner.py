@@ -14,6 +14,7 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
+from prometheus_client import REGISTRY, write_to_textfile
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
@@ -51,6 +52,7 @@ class LiveObserver:
         self.live = live
         self.name = name
         self.last = Progress(Phase.Pending, 0.0, 0.0, 0, 0)
+        self.fault_active = False
 
     def _render(self, phase: Phase) -> Text:
         p = self.last
@@ -62,10 +64,22 @@ class LiveObserver:
         )
 
     def on_phase(self, journal: Journal) -> None:
+        self._track_active_fault(journal)
         if self.live is not None:
             self.live.update(self._render(journal.current_phase))
         else:
             console.print(f"{self.name}: {journal.current_phase.value}", style="dim")
+
+    def _track_active_fault(self, journal: Journal) -> None:
+        """Keep ``pggit_chaos_active_faults`` true to the journal's injected/reverted marks."""
+        from pggit_chaos import metrics
+
+        active = journal.injected_at is not None and journal.reverted_at is None
+        if active and not self.fault_active:
+            metrics.fault_started(journal.fault_type)
+        elif not active and self.fault_active:
+            metrics.fault_ended(journal.fault_type)
+        self.fault_active = active
 
     def on_progress(self, progress: Progress) -> None:
         self.last = progress
@@ -183,6 +197,8 @@ def run_experiment_locally(
     history_path = run.history.to_jsonl(folder / "history.jsonl") if len(run.history) else None
     write_report(journal, folder, history_path)
     metrics.record_journal(journal)
+    # The run's metrics as a node_exporter textfile, since a local run's process ends here.
+    write_to_textfile(str(folder / "metrics.prom"), REGISTRY)
     return journal, folder, interrupted
 
 
@@ -203,7 +219,12 @@ def run_files(
             e.model_copy(update={"spec": e.spec.model_copy(update={"dry_run": True})})
             for e in experiments
         ]
-    base = Path(report_dir) if report_dir else load_settings().report_dir
+    settings = load_settings()
+    base = Path(report_dir) if report_dir else settings.report_dir
+    if settings.metrics_port:
+        from pggit_chaos.metrics import start_metrics_server
+
+        start_metrics_server(settings.metrics_port)
     worst = EXIT_PASS
     for experiment in experiments:
         journal, folder, interrupted = run_experiment_locally(

@@ -34,7 +34,9 @@ from pggit_chaos.checks.support import (
     ENV_JOURNAL,
     ENV_PROFILE,
     ENV_REPORT,
+    ENV_RUN_ID,
     PROFILES,
+    application_name,
     cleanup_tokens,
 )
 from pggit_chaos.errors import ChaosError, ConfigurationError
@@ -155,14 +157,30 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def _sweep(dsn: str, journal: Path) -> None:
-    """Clean up scratch areas a killed run left (a no-op after a clean run)."""
-    if not journal.exists():
-        return
-    tokens = [t for t in journal.read_text(encoding="utf-8").split() if t]
-    if not tokens:
-        return
+def _sweep(dsn: str, journal: Path, run_id: str) -> None:
+    """End a killed run's orphaned sessions, then clean up the scratch areas it left.
+
+    A no-op after a clean run. Sessions go first: a backend blocked in a statement outlives
+    its killed client and would otherwise commit after the cleanup.
+    """
+    name = application_name(run_id)
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            alive = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchone()
+            if not alive or not alive[0]:
+                break
+            time.sleep(0.05)
+        tokens = (
+            [t for t in journal.read_text(encoding="utf-8").split() if t]
+            if journal.exists() else []
+        )
+        if not tokens:
+            return
         left = [
             t
             for t in tokens
@@ -202,9 +220,11 @@ def run_checks(
         report_path, journal = work / "report.json", work / "scratch.journal"
         junit_path = Path(junit).resolve() if junit else work / "junit.xml"
         junit_path.parent.mkdir(parents=True, exist_ok=True)
+        run_id = secrets.token_hex(6)
         env = dict(os.environ)
         env.update(
             {
+                ENV_RUN_ID: run_id,
                 ENV_DSN: dsn,
                 ENV_PROFILE: profile,
                 ENV_REPORT: str(report_path),
@@ -237,12 +257,21 @@ def run_checks(
                 _terminate(process)
                 raise
             finally:
-                _sweep(dsn, journal)
+                try:
+                    _sweep(dsn, journal, run_id)
+                    sweep_error = ""
+                except psycopg.Error as exc:
+                    sweep_error = " ".join(str(exc).split())
         report = (
             json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else None
         )
         log_tail = log_path.read_text(errors="replace")[-2000:] if quiet else ""
     result = _result(report, returncode, seed, profile, selected, timed_out, timeout, log_tail)
+    if sweep_error:
+        result.failures.append(
+            CheckFailure("checks-cleanup", f"removing scratch areas failed: {sweep_error}", seed)
+        )
+        result.failed, result.exit_code = len(result.failures), EXIT_FAIL
     result.duration = time.monotonic() - started
     result.junit = str(junit_path) if junit else None
     if json_out is not None:

@@ -43,6 +43,13 @@ PROFILES = ("ci", "dev", "thorough")
 STATEMENT_TIMEOUT_MS = 30_000
 LOCK_TIMEOUT_MS = 10_000
 APPLICATION_NAME = "pggit-chaos-checks"
+#: Names one run's sessions (``application_name``) so the runner can end them after a kill.
+ENV_RUN_ID = "PGGIT_CHAOS_CHECKS_RUN_ID"
+
+
+def application_name(run_id: str | None = None) -> str:
+    """``pggit-chaos-checks/<run id>``: the application_name of every session of one run."""
+    return f"{APPLICATION_NAME}/{run_id or os.environ.get(ENV_RUN_ID) or 'manual'}"
 
 T = TypeVar("T")
 
@@ -104,7 +111,7 @@ def scale() -> int:
 def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A connection with statement and lock timeouts as hang guards."""
     conn = psycopg.connect(
-        dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
+        dsn, autocommit=True, connect_timeout=10, application_name=application_name()
     )
     conn.execute(
         "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",

@@ -16,8 +16,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pggit_chaos.checks.strategies import wide_table_definition
 from pggit_chaos.checks.support import (
-    APPLICATION_NAME,
     Scratch,
+    application_name,
     commit,
     history_of,
     live_hash,
@@ -63,7 +63,7 @@ def test_pool_exhaustion_times_out_not_crash(conn: Conn, scratch: Scratch, dsn: 
         max_size=size,
         timeout=0.3,
         open=True,
-        kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
+        kwargs={"autocommit": True, "application_name": application_name()},
     ) as pool:
         pool.wait(timeout=10)
         held = [pool.getconn() for _ in range(size)]

@@ -1,0 +1,208 @@
+"""The checks suite end to end: verdicts, exit codes, reports, category filter, and no trace left.
+
+Runs :func:`pggit_chaos.checks.runner.run_checks` / :func:`main` (a real pytest subprocess)
+against real databases of the session's embedded PostgreSQL (fixtures in tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pggit_chaos.checks import runner
+from pggit_chaos.checks.runner import run_checks
+from pggit_chaos.checks.support import CATEGORIES, SCRATCH_PREFIX
+from pggit_chaos.errors import ConfigurationError, TargetUnavailable
+from pggit_chaos.local import free_port
+
+pytestmark = pytest.mark.postgres
+
+PGGIT_TABLES = ("branches", "commits", "objects", "history", "install_info")
+
+
+def _snapshot(dsn: str) -> dict[str, Any]:
+    """Every row of every pggit table and of the user's schema, plus the list of schemas."""
+    state: dict[str, Any] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in PGGIT_TABLES:
+            query = sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.Identifier("pggit", table))
+            state[table] = [tuple(map(str, row)) for row in conn.execute(query)]
+        state["user_rows"] = conn.execute("SELECT * FROM shop.orders ORDER BY id").fetchall()
+        state["schemas"] = sorted(
+            r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_'")
+        )
+        state["user_tables"] = sorted(
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'shop'::regnamespace"
+            )
+        )
+        state["triggers"] = conn.execute(
+            "SELECT evtname, evtenabled FROM pg_event_trigger ORDER BY 1"
+        ).fetchall()
+    return state
+
+
+def _user_data(dsn: str) -> None:
+    """A user's own schema, data, DDL history and a commit on main, as in a real database."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA shop")
+        conn.execute("CREATE TABLE shop.orders (id int PRIMARY KEY, item text NOT NULL)")
+        conn.execute("INSERT INTO shop.orders VALUES (1, 'tea'), (2, 'scones')")
+        conn.execute("ALTER TABLE shop.orders ADD COLUMN qty int DEFAULT 1")
+        conn.execute("SELECT pggit.commit_changes('main', 'user commit')")
+        conn.execute("SELECT pggit.commit_changes('feature/x', 'user branch commit')")
+
+
+def test_sound_pggit_passes_every_check_and_leaves_no_trace(
+    pggit_dsn: str, tmp_path: Path
+) -> None:
+    _user_data(pggit_dsn)
+    before = _snapshot(pggit_dsn)
+    junit, report = tmp_path / "junit.xml", tmp_path / "result.json"
+    result = run_checks(
+        pggit_dsn, profile="ci", junit=junit, json_out=report, include_destructive=True, quiet=True
+    )
+    assert result.exit_code == 0, [(f.name, f.message) for f in result.failures]
+    assert result.failed == 0 and result.failures == []
+    assert result.skipped == 0, [(c.name, c.reason) for c in result.checks if c.reason]
+    assert result.passed == len(result.checks) >= 30
+    assert result.hypothesis_examples > 50
+    assert {c for check in result.checks for c in check.categories} >= set(CATEGORIES) | {
+        "destructive"
+    }
+    assert _snapshot(pggit_dsn) == before, "the checks changed pggit tables or user objects"
+
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    assert suite is not None and int(suite.get("tests", "0")) == len(result.checks)
+    assert int(suite.get("failures", "0")) == 0 and int(suite.get("errors", "0")) == 0
+    document = json.loads(report.read_text())
+    assert document["seed"] == result.seed and document["exit_code"] == 0
+    assert len(document["checks"]) == len(result.checks)
+
+
+def test_destructive_checks_skipped_unless_asked(pggit_dsn: str) -> None:
+    result = run_checks(pggit_dsn, categories=["property"], quiet=True, seed=7)
+    destructive = [c for c in result.checks if "destructive" in c.categories]
+    assert destructive and all(c.outcome == "skipped" for c in destructive)
+    assert all("--destructive" in c.reason for c in destructive)
+    assert result.exit_code == 0 and result.seed == 7
+
+
+def test_category_filter_and_a_failing_check_exit_1(pggit_dsn: str, tmp_path: Path) -> None:
+    result = run_checks(pggit_dsn, categories=["corruption"], quiet=True)
+    assert result.exit_code == 0 and result.checks
+    assert all(c.categories == ["corruption"] for c in result.checks)
+    assert result.hypothesis_examples == 0
+
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:  # tracking switched off
+        conn.execute("ALTER EVENT TRIGGER pggit_ddl_trigger DISABLE")
+    failed = run_checks(pggit_dsn, categories=["corruption"], quiet=True, seed=42)
+    assert failed.exit_code == 1
+    names = [f.name for f in failed.failures]
+    assert names == ["test_event_triggers_present_and_enabled"]
+    assert failed.failures[0].seed == 42 and "disabled" in failed.failures[0].message
+
+    json_path = tmp_path / "out.json"
+    code = runner.main(
+        ["--dsn", pggit_dsn, "--category", "corruption", "--json", str(json_path), "--seed", "5"]
+    )
+    assert code == 1
+    assert json.loads(json_path.read_text())["failures"][0]["seed"] == 5
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--category", "property,nonsense"], "unknown check category 'nonsense'"),
+        (["--profile", "fastest"], "unknown hypothesis profile 'fastest'"),
+        (["--seed", "abc"], "invalid int value"),
+    ],
+)
+def test_unusable_input_exit_2_one_line(
+    pggit_dsn: str, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    assert runner.main(["--dsn", pggit_dsn, *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unreachable_dsn_is_target_unavailable(capsys: pytest.CaptureFixture[str]) -> None:
+    dsn = f"host=127.0.0.1 port={free_port()} user=postgres dbname=nowhere connect_timeout=2"
+    with pytest.raises(TargetUnavailable) as raised:
+        run_checks(dsn, quiet=True)
+    assert len(str(raised.value).splitlines()) == 1 and "cannot connect" in str(raised.value)
+    assert runner.main(["--dsn", dsn]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot connect" in err
+
+
+def test_database_without_pggit_exit_2(empty_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert runner.main(["--dsn", empty_dsn]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no pgGit" in err, err
+
+
+def test_bad_category_and_profile_raise_configuration_error(pggit_dsn: str) -> None:
+    with pytest.raises(ConfigurationError):
+        run_checks(pggit_dsn, categories=["property", "bogus"])
+    with pytest.raises(ConfigurationError):
+        run_checks(pggit_dsn, profile="nightly")
+
+
+def test_killed_run_is_swept(pggit_dsn: str) -> None:
+    """A run killed by its timeout mid-check leaves no scratch schema or chaos_check_ rows."""
+    seen: list[str] = []
+    timeout = 4.0
+
+    def hold_lock_then_release(ready: threading.Event) -> None:
+        with psycopg.connect(pggit_dsn) as locker:  # a transaction: the lock is held until exit
+            locker.execute("LOCK TABLE pggit.commits IN ACCESS EXCLUSIVE MODE")
+            ready.set()
+            deadline = time.monotonic() + timeout + 1.0
+            with psycopg.connect(pggit_dsn, autocommit=True) as watcher:
+                while time.monotonic() < deadline:
+                    found = watcher.execute(
+                        "SELECT nspname FROM pg_namespace WHERE left(nspname, %s) = %s",
+                        (len(SCRATCH_PREFIX), SCRATCH_PREFIX),
+                    ).fetchall()
+                    seen.extend(r[0] for r in found)
+                    time.sleep(0.1)
+
+    ready = threading.Event()
+    holder = threading.Thread(target=hold_lock_then_release, args=(ready,))
+    holder.start()
+    ready.wait(10)
+    try:
+        result = run_checks(pggit_dsn, categories=["concurrent"], timeout=timeout, quiet=True)
+    finally:
+        holder.join()
+    assert seen, "no check was in progress when the run was killed"
+    assert result.exit_code == 1
+    assert any("did not finish" in f.message for f in result.failures)
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        schemas = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE left(nspname, %s) = %s",
+            (len(SCRATCH_PREFIX), SCRATCH_PREFIX),
+        ).fetchone()
+        branches = conn.execute(
+            "SELECT count(*) FROM pggit.branches WHERE left(name, %s) = %s",
+            (len(SCRATCH_PREFIX), SCRATCH_PREFIX),
+        ).fetchone()
+    assert schemas == (0,) and branches == (0,)
+
+
+def test_main_without_dsn_uses_embedded_pggit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert runner.main(["--category", "corruption", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "seed 3" in out and "test_no_duplicate_trinity_ids" in out
+

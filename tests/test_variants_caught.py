@@ -1,0 +1,65 @@
+"""The checks catch bugs: every deliberately broken pgGit variant fails the named checks.
+
+For each variant in tests/pggit_variants: a fresh database with the sound core
+(``pggit_dsn``), the variant applied on top, the whole suite run at profile ci through
+:func:`pggit_chaos.checks.runner.run_checks` (a real pytest subprocess). The run must exit 1,
+the failures must include the checks that target the variant, and every failure must carry
+the run's seed (hypothesis failures also the shrunk example). The sound core passing every
+check is proven in tests/test_checks_suite.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pggit_chaos.checks.runner import run_checks
+from pggit_variants import VARIANTS, apply_variant, describe
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+#: Variant -> checks that must fail against it (others may fail too).
+EXPECTED: dict[str, set[str]] = {
+    "trinity_collide": {
+        "test_trinity_ids_unique_across_workers[20]",
+        "test_generated_trinity_ids_unique_across_workers[5]",
+        "test_generated_trinity_ids_unique_in_one_statement",
+        "test_trinity_ids_unique_1000_in_a_row",
+    },
+    "message_trimmed": {"test_commit_message_stored_exactly"},
+    "hash_type_blind": {"test_schema_hash_follows_structure"},
+    "tracking_off": {"test_table_definition_tracked", "test_wide_table_tracked"},
+    "history_on_rollback": {
+        "test_failed_transaction_leaves_no_pggit_rows",
+        "test_savepoint_rollback_is_partial",
+        "test_constraint_violation_rolls_back",
+    },
+    "version_wrong": {"test_increment_version_is_semver", "test_schema_hash_follows_structure"},
+    "branch_dup": {"test_concurrent_branch_creation_yields_one_branch"},
+    "rollback_burns_id": {"test_rolled_back_commit_burns_no_visible_id"},
+}
+#: Checks that use hypothesis: their failures must show the falsifying example.
+HYPOTHESIS_CHECKS = {
+    "test_commit_message_stored_exactly",
+    "test_schema_hash_follows_structure",
+    "test_table_definition_tracked",
+    "test_increment_version_is_semver",
+    "test_failed_transaction_leaves_no_pggit_rows",
+    "test_generated_trinity_ids_unique_in_one_statement",
+}
+
+
+def test_every_variant_has_expectations() -> None:
+    assert set(EXPECTED) == set(VARIANTS), "a variant without expected checks (or vice versa)"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_is_caught(pggit_dsn: str, variant: str) -> None:
+    apply_variant(pggit_dsn, variant)
+    result = run_checks(pggit_dsn, profile="ci", include_destructive=True, quiet=True)
+    failed = {f.name for f in result.failures}
+    assert result.exit_code == 1, f"{variant} ({describe(variant)}) passed every check"
+    assert EXPECTED[variant] <= failed, f"{variant}: missing {EXPECTED[variant] - failed}"
+    for failure in result.failures:
+        assert failure.seed == result.seed and failure.message, failure
+        if failure.name in HYPOTHESIS_CHECKS and failure.name in EXPECTED[variant]:
+            assert "Falsifying" in failure.example, f"{failure.name}: no shrunk example"

@@ -229,7 +229,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         if previous is not None:
             previous(stats)
 
-    with collector.with_value(note):
+    with collector.with_value(note):  # type: ignore[arg-type]
         yield
 
 
@@ -260,8 +260,9 @@ def _falsifying_text(report: pytest.TestReport) -> str:
 
 def _message(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
-    if crash is not None and getattr(crash, "message", ""):
-        return str(crash.message)[:2000]
+    message = getattr(crash, "message", None)
+    if message:
+        return str(message)[:2000]
     return report.longreprtext.strip()[-2000:]
 
 

@@ -61,7 +61,7 @@ _SUPPRESSED = [
     HealthCheck.filter_too_much,
 ]
 #: max_examples of each profile (ci: the whole suite in ~15 s on 2 cores).
-PROFILE_EXAMPLES = {"ci": 12, "dev": 50, "thorough": 300}
+PROFILE_EXAMPLES = {"ci": 20, "dev": 50, "thorough": 300}
 #: How much heavier dev/thorough make the loops of the non-hypothesis checks.
 PROFILE_SCALE = {"ci": 1, "dev": 3, "thorough": 10}
 #: Shrinking budget per failing check (seconds, shrink steps): every step re-runs SQL, so the
@@ -164,13 +164,13 @@ def inspect_target(conn: psycopg.Connection[Any], dsn: str) -> TargetInfo:
     return TargetInfo(dsn, caps, modes, superuser, version)
 
 
-@dataclass(repr=False)
 class Scratch:
     """One check's scratch area: a schema and a branch-name prefix, both named by ``token``."""
 
-    token: str
-    _counter: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self._counter = 0
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Scratch({self.token!r})"

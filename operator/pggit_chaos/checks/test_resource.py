@@ -32,7 +32,7 @@ Conn = psycopg.Connection[Any]
 
 
 @pytest.mark.requires("history", "objects.schema_hash", "calculate_schema_hash")
-@settings(max_examples=max(2, settings.default.max_examples // 6))
+@settings(max_examples=max(2, settings().max_examples // 6))
 @given(table=wide_table_definition())
 def test_wide_table_tracked(conn: Conn, scratch: Scratch, table: Any) -> None:
     """A table of 100+ columns is tracked with its hash; adding a 101st+ column changes it."""

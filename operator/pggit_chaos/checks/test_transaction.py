@@ -28,7 +28,7 @@ from pggit_chaos.checks.support import (
 pytestmark = pytest.mark.transaction
 
 Conn = psycopg.Connection[Any]
-HEAVY = settings(max_examples=max(4, settings.default.max_examples // 2))
+HEAVY = settings(max_examples=max(4, settings().max_examples // 2))
 
 
 class _Abort(Exception):

@@ -103,6 +103,7 @@ ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS created_by text NOT NULL DEFA
 ALTER TABLE pggit.history ADD COLUMN IF NOT EXISTS version_after text;
 CREATE INDEX IF NOT EXISTS history_object_id_idx ON pggit.history (object_id, id);
 CREATE INDEX IF NOT EXISTS history_transaction_id_idx ON pggit.history (transaction_id);
+CREATE INDEX IF NOT EXISTS history_schema_object_idx ON pggit.history (schema_name, object_name);
 
 -- Backfill what an older install of this core could not have filled.
 UPDATE pggit.objects o

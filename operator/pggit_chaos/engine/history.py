@@ -262,15 +262,16 @@ class History:
                 err[i] += 1
         return [RateBucket(i * bucket, ok[i] / bucket, err[i] / bucket) for i in range(n)]
 
-    def throughput(self) -> float:
-        """Mean ``ok`` completions per second between the first invocation and the last op."""
+    def span(self) -> float:
+        """Seconds from the first invocation to the last op (0 for an empty history)."""
         ops = self.ops
         first = next((op.time for op in ops if op.type == "invoke"), None)
-        if first is None:
-            return 0.0
-        span = ops[-1].time - first
-        ok = sum(1 for op in ops if op.type == "ok")
-        return ok / span if span > 0 else 0.0
+        return 0.0 if first is None else max(0.0, ops[-1].time - first)
+
+    def throughput(self) -> float:
+        """Mean ``ok`` completions per second between the first invocation and the last op."""
+        span = self.span()
+        return self.counts().ok / span if span > 0 else 0.0
 
     # -- persistence --------------------------------------------------------------------------
     def to_jsonl(self, path: str | Path) -> Path:

@@ -278,7 +278,7 @@ class Run:
             failed=counts.failed,
             indeterminate=counts.indeterminate,
             latencies_ms=latencies,
-            elapsed_seconds=_span(self.history),
+            elapsed_seconds=self.history.span(),
         )
         samples = [(op.time, op.type) for op in self.history.ops if op.type != "invoke"]
         self.journal.series = bucket_series(samples, BUCKET_SECONDS, end=self.journal.offset())
@@ -300,33 +300,3 @@ class Run:
                     errors=counts.failed + counts.indeterminate,
                 )
             )
-
-
-def _span(history: History) -> float:
-    ops = history.ops
-    first = next((op.time for op in ops if op.type == "invoke"), None)
-    return 0.0 if first is None or not ops else max(0.0, ops[-1].time - first)
-
-
-async def run_experiment(
-    experiment: Experiment,
-    substrate: Substrate,
-    checks_runner: ChecksRunner | None,
-    observer: Observer | None = None,
-    *,
-    run_id: str | None = None,
-    baseline: float = BASELINE_SECONDS,
-    settle: float = SETTLE_SECONDS,
-) -> Run:
-    """Run one experiment; returns the :class:`Run` (journal, history, invariant report)."""
-    run = Run(
-        experiment,
-        substrate,
-        checks_runner,
-        observer,
-        run_id=run_id,
-        baseline=baseline,
-        settle=settle,
-    )
-    await run.execute()
-    return run

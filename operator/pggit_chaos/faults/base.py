@@ -61,6 +61,10 @@ class Fault(Protocol):
     #: True when recovery is measured from injection (pod-kill), not from revert.
     recovery_from_injection: bool
 
+    def check(self) -> None:
+        """Raise InsufficientPrivileges (one clear line) if injecting would need more rights."""
+        ...
+
     def intent(self) -> FaultIntent: ...
 
     def inject(self) -> None: ...

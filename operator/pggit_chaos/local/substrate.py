@@ -124,7 +124,7 @@ class LocalSubstrate:
         built: Fault
         if fault_type in SQL_FAULTS:
             built = self._sql_fault(fault_type, fault.settings)
-            built.check()  # type: ignore[attr-defined]
+            built.check()
             return built
         server = self.server
         if server is None:

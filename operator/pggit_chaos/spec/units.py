@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
@@ -98,7 +98,53 @@ def format_duration(nanoseconds: int) -> str:
     return "".join(parts)
 
 
-class Duration(float):
+class _KeepsText:
+    """Pydantic glue for numbers that keep the text they were written as (``"250ms"``).
+
+    Subclasses set ``_error`` and ``_reason`` and store the text in ``_text``.
+    """
+
+    __slots__ = ()
+    _text: str
+    _error: ClassVar[str]
+    _reason: ClassVar[str]
+
+    @property
+    def text(self) -> str:
+        """The value as written (numbers get the canonical form)."""
+        return self._text
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._text!r})"
+
+    def __reduce__(self) -> tuple[type[Any], tuple[str]]:
+        return (type(self), (self._text,))
+
+    @classmethod
+    def _validate(cls, value: object) -> Any:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)  # type: ignore[call-arg]
+        except ValueError:
+            raise PydanticCustomError(
+                cls._error, cls._reason + " (got {value})", {"value": repr(value)}
+            ) from None
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="json"),
+        )
+
+
+class Duration(_KeepsText, float):
     """A duration in seconds (it *is* a ``float``) that keeps its text, e.g. ``"250ms"``.
 
     ``Duration("1m30s") == 90.0``; ``.seconds`` is the plain float, ``.nanoseconds`` the exact
@@ -107,7 +153,8 @@ class Duration(float):
 
     __slots__ = ("_nanoseconds", "_text")
     _nanoseconds: int
-    _text: str
+    _error = "duration"
+    _reason = DURATION_REASON
 
     def __new__(cls, value: object) -> Duration:
         nanoseconds = parse_duration(value)
@@ -130,40 +177,6 @@ class Duration(float):
     def nanoseconds(self) -> int:
         """The exact duration in integer nanoseconds."""
         return self._nanoseconds
-
-    @property
-    def text(self) -> str:
-        """The duration as written (``"1m30s"``), or canonical text if given as a number."""
-        return self._text
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __repr__(self) -> str:
-        return f"Duration({self._text!r})"
-
-    def __reduce__(self) -> tuple[type[Duration], tuple[str]]:
-        return (Duration, (self._text,))
-
-    @classmethod
-    def _validate(cls, value: object) -> Duration:
-        if isinstance(value, Duration):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise PydanticCustomError(
-                "duration", DURATION_REASON + " (got {value})", {"value": repr(value)}
-            ) from None
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: type[Any], handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls._validate,
-            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="json"),
-        )
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -271,10 +284,11 @@ def parse_quantity(value: object) -> int:
     return int(exact.to_integral_value(rounding="ROUND_CEILING"))
 
 
-class Quantity(int):
+class Quantity(_KeepsText, int):
     """A memory size in bytes (it *is* an ``int``) that keeps its text, e.g. ``"256Mi"``."""
 
-    _text: str
+    _error = "quantity"
+    _reason = QUANTITY_REASON
 
     def __new__(cls, value: object) -> Quantity:
         self = super().__new__(cls, parse_quantity(value))
@@ -285,40 +299,6 @@ class Quantity(int):
     def bytes(self) -> int:
         """The size as a plain ``int`` number of bytes."""
         return int(self)
-
-    @property
-    def text(self) -> str:
-        """The size as written (``"256Mi"``)."""
-        return self._text
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __repr__(self) -> str:
-        return f"Quantity({self._text!r})"
-
-    def __reduce__(self) -> tuple[type[Quantity], tuple[str]]:
-        return (Quantity, (self._text,))
-
-    @classmethod
-    def _validate(cls, value: object) -> Quantity:
-        if isinstance(value, Quantity):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise PydanticCustomError(
-                "quantity", QUANTITY_REASON + " (got {value})", {"value": repr(value)}
-            ) from None
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: type[Any], handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls._validate,
-            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="json"),
-        )
 
     @classmethod
     def __get_pydantic_json_schema__(

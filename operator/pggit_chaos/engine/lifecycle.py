@@ -178,6 +178,7 @@ class Run:
 
     async def _inject_hold_revert_recover(self, fault: Fault) -> bool:
         spec = self.experiment.spec
+        timeout = spec.recovery.timeout.seconds
         intent = fault.intent()
         self._enter(Phase.Injecting, f"{fault.type}: {intent.target}")
         self.substrate.record_intent(intent)
@@ -185,36 +186,50 @@ class Run:
         # The checker's window opens before inject() and closes after revert() returns: a
         # fault takes effect before its call returns (trigger-disable's ALTER, for one).
         window_start = self.history.now()
+        watcher: asyncio.Task[float | None] | None = None
         try:
             await asyncio.to_thread(fault.inject)
             self.journal.mark_injected(intent.to_dict())
             self.observer.on_phase(self.journal)
+            if fault.recovery_from_injection:
+                # pod-kill: the server comes back while the fault is held, so recovery is
+                # measured from the injection by probing during the hold.
+                watcher = asyncio.create_task(self._first_healthy(injected_at + timeout))
             await asyncio.sleep(spec.duration.seconds)
         finally:
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
             # Revert in this thread, uncancellable: a second Ctrl-C must not skip it.
             fault.revert()
             self.journal.mark_reverted()
             self.fault_window = (window_start, self.history.now())
             self.substrate.clear_intent(intent)
-        reverted_at = time.monotonic()
-        since = injected_at if fault.recovery_from_injection else reverted_at
+        first_healthy = None
+        if watcher is not None and watcher.done() and not watcher.cancelled():
+            first_healthy = watcher.result()
+        since = injected_at if fault.recovery_from_injection else time.monotonic()
         self._enter(Phase.Recovering, "waiting for the database and a healthy health_check()")
-        return await self._await_recovery(since)
+        deadline = since + timeout
+        if first_healthy is not None:  # confirm it is still healthy after the revert
+            deadline = max(deadline, time.monotonic() + timeout)
+        healthy_at = await self._first_healthy(deadline)
+        if healthy_at is None:
+            return False
+        self.journal.mark_recovered((first_healthy or healthy_at) - since)
+        self.observer.on_phase(self.journal)
+        return True
 
-    async def _await_recovery(self, since: float) -> bool:
-        recovery = self.experiment.spec.recovery
-        deadline = time.monotonic() + recovery.timeout.seconds
-        interval = recovery.probe_interval.seconds
+    async def _first_healthy(self, deadline: float) -> float | None:
+        """Probe every ``probeInterval`` until healthy (its monotonic time) or the deadline."""
+        interval = self.experiment.spec.recovery.probe_interval.seconds
         while True:
             started = time.monotonic()
             remaining = deadline - started
             if remaining <= 0:
-                return False
+                return None
             probe = await asyncio.to_thread(self.substrate.probe, max(0.5, min(2.0, remaining)))
             if probe.reachable and probe.healthy:
-                self.journal.mark_recovered(time.monotonic() - since)
-                self.observer.on_phase(self.journal)
-                return True
+                return time.monotonic()
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def _verify(self) -> Journal:

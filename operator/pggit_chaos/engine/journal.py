@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -445,11 +445,17 @@ class Journal(_Model):
             self.fault_window.end_offset = self.offset()
             self.fault_window.ended_at = now
 
-    def mark_recovered(self, seconds: float) -> None:
-        """The database is healthy again, ``seconds`` after revert (or injection)."""
-        self.recovered_at = _utcnow()
+    def mark_recovered(self, seconds: float, at: float | None = None) -> None:
+        """The database is healthy again, ``seconds`` after revert (or injection).
+
+        ``at`` is the ``time.monotonic()`` reading when it was first seen healthy (default:
+        now) — for pod-kill that is during the hold, well before this call.
+        """
+        now = time.monotonic()
+        at = now if at is None else at
+        self.recovered_at = _utcnow() - timedelta(seconds=max(0.0, now - at))
         self.recovery_seconds = seconds
-        self.recovered_offset = self.offset()
+        self.recovered_offset = self.offset(at)
 
     @property
     def recovery_state(self) -> Literal["recovered", "timed-out", "not-reached"]:

@@ -215,7 +215,8 @@ class Run:
         healthy_at = await self._first_healthy(deadline)
         if healthy_at is None:
             return False
-        self.journal.mark_recovered((first_healthy or healthy_at) - since)
+        recovered_at = first_healthy or healthy_at
+        self.journal.mark_recovered(recovered_at - since, at=recovered_at)
         self.observer.on_phase(self.journal)
         return True
 

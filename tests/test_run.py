@@ -213,3 +213,24 @@ def test_lossy_durability_settings_fail_with_lost_commits(runner: Runner) -> Non
     durable = {i["name"]: i for i in journal["invariants"]}["commits-durable"]
     assert not durable["passed"] and durable["examples"]
     runner.assert_nothing_left()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the local faults need root")
+@pytest.mark.parametrize("example", ["04-pod-pause.yaml", "05-network-partition.yaml"])
+def test_cleanup_command_after_the_runner_is_killed_mid_fault(runner: Runner, example: str) -> None:
+    """SIGKILL leaves the fault in place (no revert can run); `pggit-chaos cleanup` removes it."""
+    experiment = write_experiment(
+        runner.tmp / example, ROOT / "experiments" / example, **{"spec.duration": "60s"}
+    )
+    proc = runner.popen("run", str(experiment))
+    _wait_for_injection(runner, proc)
+    proc.kill()
+    proc.wait(30)
+    assert runner.pending_intents(), "the killed run's intents must stay recorded"
+    left = leftovers.cgroups() + leftovers.namespaces()
+    assert left, "the fault should still be in place after SIGKILL"
+    assert leftovers.postgres_processes(str(runner.tmpdir)), "the orphaned server still runs"
+    result = runner.run("cleanup", "--state-dir", str(runner.state))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" not in result.stdout
+    runner.assert_nothing_left()

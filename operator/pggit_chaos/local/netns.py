@@ -146,6 +146,11 @@ def delete_netns(undo: dict[str, Any]) -> str:
         run_ip("netns", "del", name)
         done.append(f"deleted network namespace {name}")
     if host_if.startswith("pgc") and link_exists(host_if):
-        run_ip("link", "del", host_if)
-        done.append(f"deleted veth {host_if}")
+        try:
+            run_ip("link", "del", host_if)
+            done.append(f"deleted veth {host_if}")
+        except FaultError:
+            # Deleting the namespace removes the veth pair asynchronously: gone is fine.
+            if link_exists(host_if):
+                raise
     return "; ".join(done) if done else f"network namespace {name} already gone"

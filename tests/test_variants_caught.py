@@ -10,6 +10,8 @@ check is proven in tests/test_checks_suite.py.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pggit_chaos.checks.runner import run_checks
@@ -38,6 +40,11 @@ EXPECTED: dict[str, set[str]] = {
     "rollback_burns_id": {"test_rolled_back_commit_burns_no_visible_id"},
 }
 #: Checks that use hypothesis: their failures must show the falsifying example.
+#: How hypothesis introduces the shrunk input (the wording changed in 6.16x).
+SHRUNK_HEADER = re.compile(
+    r"^(Falsifying (explicit )?example|Failing (test case|explicit example))", re.MULTILINE
+)
+
 HYPOTHESIS_CHECKS = {
     "test_commit_message_stored_exactly",
     "test_schema_hash_follows_structure",
@@ -62,4 +69,4 @@ def test_variant_is_caught(pggit_dsn: str, variant: str) -> None:
     for failure in result.failures:
         assert failure.seed == result.seed and failure.message, failure
         if failure.name in HYPOTHESIS_CHECKS and failure.name in EXPECTED[variant]:
-            assert "Falsifying" in failure.example, f"{failure.name}: no shrunk example"
+            assert SHRUNK_HEADER.search(failure.example), f"{failure.name}: no shrunk example"

@@ -152,7 +152,12 @@ def scratch(target: TargetInfo) -> Iterator[Scratch]:
 # -- the report the runner reads ------------------------------------------------------------
 
 _FIXTURE_ARG = re.compile(r"^\s+(conn|readonly_conn|scratch|dsn|target)=")
-_FALSIFYING = re.compile(r"^(Falsifying (?:explicit )?example|You can reproduce this example)")
+#: Headers hypothesis puts before the shrunk input: "Falsifying [explicit ]example" up to
+#: 6.16x, "Failing test case" / "Failing explicit example" in later releases.
+_FALSIFYING = re.compile(
+    r"^(Falsifying (?:explicit )?example|Failing (?:test case|explicit example)"
+    r"|You can reproduce this example)"
+)
 
 
 @dataclass

@@ -151,6 +151,8 @@ def scratch(target: TargetInfo) -> Iterator[Scratch]:
 
 # -- the report the runner reads ------------------------------------------------------------
 
+_GROUP_GUTTER = re.compile(r"^\s*\| ?")
+_GROUP_RULE = re.compile(r"^\s*\+[-+]")
 _FIXTURE_ARG = re.compile(r"^\s+(conn|readonly_conn|scratch|dsn|target)=")
 #: Headers hypothesis puts before the shrunk input: "Falsifying [explicit ]example" up to
 #: 6.16x, "Failing test case" / "Failing explicit example" in later releases.
@@ -243,7 +245,11 @@ def _falsifying_text(report: pytest.TestReport) -> str:
     texts.append(report.longreprtext)
     blocks: list[str] = []
     for text in texts:
-        lines = text.splitlines()
+        # Drop the "  | " gutter of exception groups (a FlakyFailure prints its example there).
+        lines = [
+            "" if _GROUP_RULE.match(line) else _GROUP_GUTTER.sub("", line, count=1)
+            for line in text.splitlines()
+        ]
         for i, line in enumerate(lines):
             bare = line.lstrip("E ").rstrip() if line.startswith("E ") else line.strip()
             if not _FALSIFYING.match(bare):

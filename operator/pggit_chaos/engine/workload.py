@@ -206,15 +206,7 @@ class Workload:
     async def setup(self) -> None:
         """Create the run's schema and branch (not recorded as operations)."""
         try:
-            conn = await asyncio.wait_for(
-                psycopg.AsyncConnection.connect(
-                    self.dsn,
-                    autocommit=True,
-                    application_name=f"{APPLICATION_NAME}-setup",
-                    connect_timeout=max(2, math.ceil(self._connect_bound)),
-                ),
-                timeout=self._connect_bound + 1.0,
-            )
+            conn = await self._open(f"{APPLICATION_NAME}-setup", self._connect_bound + 1.0)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise TargetUnavailable(f"workload cannot connect: {exc}") from exc
         try:
@@ -325,24 +317,32 @@ class Workload:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay)
 
+    async def _open(self, application_name: str, timeout: float) -> psycopg.AsyncConnection[Any]:
+        """An autocommit connection, bounded by ``timeout`` even on a partitioned network."""
+        return await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(
+                self.dsn,
+                autocommit=True,
+                application_name=application_name,
+                connect_timeout=max(2, math.ceil(self._connect_bound)),
+            ),
+            timeout=timeout,
+        )
+
+    def _connect_failed(self, client: _Client) -> None:
+        """Count the failure and back off exponentially: 50 ms doubling up to 1 s."""
+        self.stats.connect_failures += 1
+        client.backoff = min(1.0, client.backoff * 2) if client.backoff else 0.05
+
     async def _connect(self, client: _Client) -> None:
         if client.backoff:
             await self._sleep(client.backoff * client.rng.uniform(0.5, 1.0))
             if self._stopping:
                 return
         try:
-            conn = await asyncio.wait_for(
-                psycopg.AsyncConnection.connect(
-                    self.dsn,
-                    autocommit=True,
-                    application_name=f"{APPLICATION_NAME}-{client.id}",
-                    connect_timeout=max(2, math.ceil(self._connect_bound)),
-                ),
-                timeout=self._connect_bound,
-            )
+            conn = await self._open(f"{APPLICATION_NAME}-{client.id}", self._connect_bound)
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            self.stats.connect_failures += 1
-            client.backoff = min(1.0, client.backoff * 2) if client.backoff else 0.05
+            self._connect_failed(client)
             log.debug("client %s connect failed: %s", client.id, exc)
             return
         try:
@@ -355,8 +355,7 @@ class Workload:
                     timeout=self._connect_bound,
                 )
         except (psycopg.Error, OSError, TimeoutError):
-            self.stats.connect_failures += 1
-            client.backoff = min(1.0, client.backoff * 2) if client.backoff else 0.05
+            self._connect_failed(client)
             _shutdown_socket(conn)
             with contextlib.suppress(Exception):
                 await conn.close()

@@ -31,6 +31,7 @@ from pggit_chaos.faults.sql import (
 from pggit_chaos.faults.state import StateFile
 from pggit_chaos.local.netns import Netns
 from pggit_chaos.local.server import EmbeddedPostgres
+from pggit_chaos.pggit import mask_dsn
 
 if TYPE_CHECKING:
     from pggit_chaos.spec import Experiment
@@ -157,7 +158,7 @@ class LocalSubstrate:
         fault_type = str(spec.fault.type)
         lines: list[str] = []
         if not self.embedded:
-            lines.append(f"target: existing database {_redacted(self.dsn)}")
+            lines.append(f"target: existing database {mask_dsn(self.dsn)}")
         elif self.server is None:
             settings = ", ".join(f"{k}={v}" for k, v in spec.local.postgresql.items())
             settings = settings or "defaults"
@@ -238,18 +239,6 @@ class LocalSubstrate:
                 self._clear_resource(intent)
             if errors:
                 raise FaultError("; ".join(errors) + " (run `pggit-chaos cleanup`)")
-
-
-def _redacted(dsn: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "<unparsable dsn>"
-    if "password" in params:
-        params["password"] = "***"
-    return make_conninfo(**{k: str(v) for k, v in params.items()})
 
 
 def _probe(dsn: str, timeout: float) -> Probe:

@@ -25,7 +25,13 @@ from pggit_chaos.engine.lifecycle import Progress, Run
 from pggit_chaos.errors import InvalidExperiment
 from pggit_chaos.spec import Experiment, load_experiments
 
-EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: Which exit code wins when several experiments run: an error, then a fail, then inconclusive.
+_EXIT_RANK = {EXIT_PASS: 0, EXIT_INCONCLUSIVE: 1, EXIT_FAIL: 2, EXIT_ERROR: 3}
+
+
+def _worse(a: int, b: int) -> int:
+    return a if _EXIT_RANK[a] >= _EXIT_RANK[b] else b
 
 console = Console(highlight=False)
 
@@ -114,7 +120,13 @@ def checks_summary(result: object, profile: str) -> ChecksSummary:
     from pggit_chaos.engine.journal import CheckFailureSummary, CheckResultSummary
 
     failures = [
-        CheckFailureSummary(name=f.name, message=f.message, seed=f.seed, example=f.example)
+        CheckFailureSummary(
+            name=f.name,
+            message=f.message,
+            seed=f.seed,
+            example=f.example,
+            outcome=getattr(f, "outcome", "failed"),
+        )
         for f in getattr(result, "failures", [])
     ]
     results = [
@@ -130,6 +142,9 @@ def checks_summary(result: object, profile: str) -> ChecksSummary:
         passed=result.passed,  # type: ignore[attr-defined]
         failed=result.failed,  # type: ignore[attr-defined]
         skipped=result.skipped,  # type: ignore[attr-defined]
+        errors=getattr(result, "errors", 0),
+        differs=getattr(result, "differs", 0),
+        target=getattr(result, "target", None),
         seed=getattr(result, "seed", None),
         profile=profile,
         hypothesis_examples=getattr(result, "hypothesis_examples", None),
@@ -241,7 +256,9 @@ def run_files(
             return EXIT_INTERRUPTED
         if journal.current_phase in (Phase.Error, Phase.Aborted):
             console.print(f"[bold red]{experiment.name}: {journal.reason}[/]", soft_wrap=True)
-            worst = max(worst, EXIT_ERROR)
+            worst = _worse(worst, EXIT_ERROR)
+        elif journal.verdict == "Inconclusive":
+            worst = _worse(worst, EXIT_INCONCLUSIVE)
         elif journal.verdict != "Pass":
-            worst = max(worst, EXIT_FAIL)
+            worst = _worse(worst, EXIT_FAIL)
     return worst

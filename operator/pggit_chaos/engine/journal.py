@@ -38,8 +38,10 @@ __all__ = [
     "percentiles",
 ]
 
-Verdict = Literal["Pass", "Fail"]
-CheckOutcome = Literal["passed", "failed", "skipped"]
+Verdict = Literal["Pass", "Fail", "Inconclusive"]
+#: The five outcomes of a check: a broken promise is ``failed``; a check that could not run is
+#: ``error`` (never a fail); ``differs`` is a documented behaviour of another pgGit.
+CheckOutcome = Literal["passed", "failed", "error", "skipped", "differs"]
 
 #: Longest message a condition or a check failure carries into the CR status.
 STATUS_MESSAGE_LIMIT = 1024
@@ -68,6 +70,8 @@ class Phase(StrEnum):
     Verifying = "Verifying"
     Passed = "Passed"
     Failed = "Failed"
+    Inconclusive = "Inconclusive"
+    """Ended without a verdict either way: a check could not run, or the fault did not bite."""
     Aborted = "Aborted"
     Error = "Error"
 
@@ -77,7 +81,9 @@ class Phase(StrEnum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({Phase.Passed, Phase.Failed, Phase.Aborted, Phase.Error})
+_TERMINAL = frozenset(
+    {Phase.Passed, Phase.Failed, Phase.Inconclusive, Phase.Aborted, Phase.Error}
+)
 
 
 class _Model(BaseModel):
@@ -180,6 +186,8 @@ class CheckFailureSummary(_Model):
     seed: int | None = None
     example: str | None = None
     """Hypothesis' falsifying example, as text."""
+    outcome: Literal["failed", "error"] = "failed"
+    """``failed``: a promise of pgGit broken; ``error``: the check could not run."""
 
 
 class CheckResultSummary(_Model):
@@ -197,6 +205,12 @@ class ChecksSummary(_Model):
     passed: int = Field(default=0, ge=0)
     failed: int = Field(default=0, ge=0)
     skipped: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    """Checks that could not run (unexpected SQL error, unforeseen shape): never a fail."""
+    differs: int = Field(default=0, ge=0)
+    """Checks that found a documented behaviour differing from the embedded core (no defect)."""
+    target: str | None = None
+    """The pgGit shape the checks found (e.g. ``embedded 1.0.0``, ``upstream 0.1.3``)."""
     seed: int | None = None
     """The run's hypothesis seed (``--seed`` replays the whole suite)."""
     profile: str | None = None
@@ -209,7 +223,10 @@ class ChecksSummary(_Model):
     @property
     def ran(self) -> bool:
         """True if any check ran or was skipped."""
-        return bool(self.passed or self.failed or self.skipped or self.results)
+        return bool(
+            self.passed or self.failed or self.skipped or self.errors or self.differs
+            or self.results
+        )
 
 
 class TimelineSeries(_Model):
@@ -467,7 +484,7 @@ class Journal(_Model):
         return "not-reached"
 
     def finish(self, phase: Phase, reason: str = "", error: str | None = None) -> None:
-        """End the run in a terminal ``phase``; sets the verdict (Pass/Fail) and the reason."""
+        """End the run in a terminal ``phase``; sets the verdict and the reason."""
         if not phase.terminal:
             raise ValueError(f"{phase} is not a terminal phase")
         verdict: Verdict | None = None
@@ -475,6 +492,8 @@ class Journal(_Model):
             verdict = "Pass"
         elif phase is Phase.Failed:
             verdict = "Fail"
+        elif phase is Phase.Inconclusive:
+            verdict = "Inconclusive"
         self.verdict = verdict
         self.reason = " ".join(reason.split())
         if error is not None:
@@ -593,6 +612,9 @@ class Journal(_Model):
         elif self.verdict == "Fail":
             passed = condition("Passed", "False", "Failed", self.reason or "failed",
                                self.finished_at)
+        elif self.verdict == "Inconclusive":
+            passed = condition("Passed", "Unknown", "Inconclusive",
+                               self.reason or "inconclusive", self.finished_at)
         else:
             why = phase.value if phase.terminal else "InProgress"
             passed = condition("Passed", "Unknown", why,

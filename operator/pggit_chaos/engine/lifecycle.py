@@ -237,6 +237,8 @@ class Run:
         verification = self.experiment.spec.verification
         self._enter(Phase.Verifying, "invariant checker, then the checks suite")
         reasons: list[str] = []
+        #: Why the run cannot say Pass although nothing failed (the verdict is Inconclusive).
+        unsure: list[str] = []
         if verification.invariants:
             report = await asyncio.to_thread(self._check_invariants)
             self.invariant_report = report
@@ -262,11 +264,18 @@ class Run:
                 self.checks_runner, self.substrate.dsn, self.experiment
             )
             self.journal.checks = summary
-            if summary.failed:
-                names = ", ".join(f.name for f in summary.failures[:3])
-                reasons.append(f"{summary.failed} check(s) failed: {names} (seed {summary.seed})")
+            failed = [f for f in summary.failures if f.outcome == "failed"]
+            if failed:
+                names = ", ".join(f.name for f in failed[:3])
+                reasons.append(f"{len(failed)} check(s) failed: {names} (seed {summary.seed})")
+            errored = [f for f in summary.failures if f.outcome == "error"]
+            if errored:
+                names = ", ".join(f.name for f in errored[:3])
+                unsure.append(f"{len(errored)} check(s) could not run: {names}")
         if reasons:
             return self._finish(Phase.Failed, "; ".join(reasons))
+        if unsure:
+            return self._finish(Phase.Inconclusive, "; ".join(unsure))
         return self._finish(Phase.Passed, "nothing lost, nothing corrupted")
 
     def _check_invariants(self) -> InvariantReport:

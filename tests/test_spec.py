@@ -17,7 +17,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pggit_chaos.errors import ChaosError, InvalidExperiment
+from pggit_chaos.errors import ChaosError, InvalidExperiment, TargetUnavailable, error_lines
 from pggit_chaos.spec import (
     Duration,
     Experiment,
@@ -31,7 +31,13 @@ from pggit_chaos.spec import (
     write_crd,
 )
 from pggit_chaos.spec.crd import crd_yaml
-from pggit_chaos.spec.loader import DOCUMENT, load_experiment_object
+from pggit_chaos.spec.loader import (
+    DOCUMENT,
+    experiment_files,
+    load_each,
+    load_experiment_object,
+    load_paths,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -508,8 +514,28 @@ def test_yaml_syntax_error_has_line_and_column() -> None:
         load_experiments_text(text, "broken.yaml")
     [(field, reason)] = caught.value.problems
     assert field == DOCUMENT
-    assert reason.startswith("YAML syntax error at line 4, column 1")
+    assert reason.startswith("YAML syntax error at line 3, column 24"), reason
     assert caught.value.source == "broken.yaml"
+    assert str(caught.value).startswith("broken.yaml: YAML syntax error at line 3")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        # where the mistake is, not where PyYAML noticed it (often the next line, or past the end)
+        ("a: 1\nspec: [\n", 2, 7),  # unclosed bracket at the end: its line, not line 3
+        ("a: 1\nname: \"abc\nb: 2\n", 2, 7),  # unclosed quote: where it opens
+        ("a: 1\nb\nc: 2\n", 2, 1),  # a key without ':': its own line, not the next
+        ("a: 1\nb: c: d\ne: 1\n", 2, 5),  # a second ':' on the line
+        ("spec:\n  fault:\n    type: x\n   duration: 1\n", 4, 4),  # bad indentation
+        ("a: 1\nb:\n\t- x\n", 3, 1),  # a tab
+    ],
+)
+def test_yaml_syntax_error_points_at_the_mistake(text: str, line: int, column: int) -> None:
+    with pytest.raises(InvalidExperiment) as caught:
+        load_experiments_text(text, "f.yaml")
+    [(_, reason)] = caught.value.problems
+    assert reason.startswith(f"YAML syntax error at line {line}, column {column}:"), reason
 
 
 @pytest.mark.parametrize(
@@ -530,8 +556,69 @@ def test_empty_file(text: str) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(InvalidExperiment, match="cannot read"):
+    with pytest.raises(InvalidExperiment) as caught:
         load_experiments(tmp_path / "nope.yaml")
+    assert str(caught.value) == f"{tmp_path / 'nope.yaml'}: no such file: check the path"
+    assert "Errno" not in str(caught.value)
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"metadata: {name: caf\xe9}\n")
+    with pytest.raises(InvalidExperiment, match=r"not UTF-8 text \(byte 0xe9"):
+        load_experiments(path)
+
+
+def _write(path: Path, name: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(setting("metadata.name", name)))
+    return path
+
+
+def test_a_folder_stands_for_its_yaml_files_in_name_order(tmp_path: Path) -> None:
+    folder = tmp_path / "exp"
+    _write(folder / "b.yml", "second")
+    _write(folder / "a.yaml", "first")
+    _write(folder / "c.yaml", "third")
+    (folder / "notes.txt").write_text("not an experiment")
+    (folder / ".#a.yaml").write_text("an editor's lock file")
+    _write(folder / "nested" / "d.yaml", "not taken: kubectl apply -f is not recursive either")
+    files, problems = experiment_files([folder])
+    assert [f.name for f in files] == ["a.yaml", "b.yml", "c.yaml"] and problems == []
+    names = [e.name for e in load_paths([folder, _write(tmp_path / "z.yaml", "last")])]
+    assert names == ["first", "second", "third", "last"]
+
+
+def test_every_problem_of_every_path_at_once(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    good = _write(tmp_path / "good.yaml", "good")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(setting("spec.duration", "soon")))
+    with pytest.raises(InvalidExperiment) as caught:
+        load_paths([empty, good, bad, tmp_path / "gone.yaml"])
+    assert caught.value.lines() == [
+        f"{empty}: no *.yaml or *.yml file in this folder",
+        f"{bad}: spec.duration: must be a duration like 30s, 2m or 250ms (got 'soon')",
+        f"{tmp_path / 'gone.yaml'}: no such file: check the path",
+    ]
+    loaded = load_each([good, bad])
+    assert [len(item.experiments) for item in loaded] == [1, 0]
+    assert loaded[0].error is None and loaded[1].error is not None
+
+
+def test_error_lines_are_one_line_each_and_never_a_repr() -> None:
+    problems = [("spec.duration", "must be\na duration"), (DOCUMENT, "empty")]
+    lines = error_lines(InvalidExperiment(problems, "f.yaml"))
+    assert lines == [
+        "pggit-chaos: error: f.yaml: spec.duration: must be a duration",
+        "pggit-chaos: error: f.yaml: empty",
+    ]
+    assert error_lines(TargetUnavailable("cannot connect\n\tIs the server running?")) == [
+        "pggit-chaos: error: cannot connect Is the server running?"
+    ]
+    [bug] = error_lines(KeyError("x"))
+    assert bug.startswith("pggit-chaos: error: internal error (KeyError: 'x'): this is a bug")
 
 
 def test_null_section_of_another_type_counts_as_not_given() -> None:

@@ -1,28 +1,41 @@
-"""Load experiments from YAML (files, text, CR bodies) and report every problem at once.
+"""Load experiments from YAML (files, folders, text, CR bodies) and report every problem at once.
 
 Called by the CLI (``pggit-chaos run|validate``), the operator (a CR body) and the tests.
-Whatever goes wrong — YAML syntax, a non-mapping document, a bad field — ends up as one
-:class:`~pggit_chaos.errors.InvalidExperiment` listing ``(field path, reason)`` pairs, e.g.
-``("spec.fault.cpuThrottle.cpuPercent", "must be at least 1")``; never a traceback.
+Whatever goes wrong — a missing file, YAML syntax, a non-mapping document, a bad field — ends
+up as one :class:`~pggit_chaos.errors.InvalidExperiment` listing ``(field path, reason)``
+pairs, e.g. ``("spec.fault.cpuThrottle.cpuPercent", "must be at least 1")``; never a
+traceback. A folder stands for its ``*.yaml``/``*.yml`` files in name order, as with
+``kubectl apply -f``. Imports only pydantic and PyYAML, so a bad file is reported fast.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from pggit_chaos.errors import InvalidExperiment
+from pggit_chaos.errors import DOCUMENT, InvalidExperiment, problem_where
 from pggit_chaos.spec.model import DNS1123_LABEL, DNS1123_SUBDOMAIN, Experiment
 
-__all__ = ["DOCUMENT", "load_experiment_object", "load_experiments", "load_experiments_text"]
+__all__ = [
+    "DOCUMENT",
+    "YAML_SUFFIXES",
+    "LoadedFile",
+    "experiment_files",
+    "load_each",
+    "load_experiment_object",
+    "load_experiments",
+    "load_experiments_text",
+    "load_paths",
+]
 
-#: The "field path" of a problem with a whole document (YAML syntax, not a mapping, ...).
-DOCUMENT = "(document)"
+#: Names of the files a folder contributes (``kubectl apply -f DIR`` takes the same).
+YAML_SUFFIXES = (".yaml", ".yml")
 
 _TYPE_NAMES = {
     "int_type": "an integer",
@@ -34,14 +47,100 @@ _TYPE_NAMES = {
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+@dataclass
+class LoadedFile:
+    """One file (or folder) given on the command line: its experiments, or why it is invalid."""
+
+    path: str
+    experiments: list[Experiment] = field(default_factory=list)
+    error: InvalidExperiment | None = None
+
+
+def experiment_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files ``paths`` stand for (a folder: its YAML files in name order), and problems.
+
+    A folder without a YAML file is a problem (``(folder, reason)``); files are returned as
+    given, whether they exist or not (:func:`load_experiments` says why one cannot be read).
+    """
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(
+            (
+                entry
+                for entry in path.iterdir()
+                if entry.suffix in YAML_SUFFIXES
+                and not entry.name.startswith(".")
+                and entry.is_file()
+            ),
+            key=lambda entry: entry.name,
+        )
+        if not found:
+            problems.append((str(path), "no *.yaml or *.yml file in this folder"))
+        files.extend(found)
+    return files, problems
+
+
+def load_each(paths: Sequence[str | Path]) -> list[LoadedFile]:
+    """Every file ``paths`` stand for, loaded on its own (an invalid one does not stop the rest)."""
+    files, problems = experiment_files(paths)
+    loaded = [LoadedFile(where, error=InvalidExperiment([(DOCUMENT, why)], where))
+              for where, why in problems]
+    for path in files:
+        try:
+            loaded.append(LoadedFile(str(path), load_experiments(path)))
+        except InvalidExperiment as error:
+            loaded.append(LoadedFile(str(path), error=error))
+    return loaded
+
+
+def load_paths(paths: Sequence[str | Path]) -> list[Experiment]:
+    """Every experiment of every file and folder; all problems of all files raised together.
+
+    The raised :class:`InvalidExperiment` has no source: each problem's path starts with its
+    file (``experiments/x.yaml: spec.duration``).
+    """
+    loaded = load_each(paths)
+    problems = [
+        (problem_where(item.error.source or item.path, path), reason)
+        for item in loaded
+        if item.error is not None
+        for path, reason in item.error.problems
+    ]
+    if problems:
+        raise InvalidExperiment(problems)
+    return [experiment for item in loaded for experiment in item.experiments]
+
+
 def load_experiments(path: str | Path) -> list[Experiment]:
     """Every experiment of a YAML file (one or many ``---`` documents; empty ones skipped)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidExperiment([(DOCUMENT, f"cannot read the file: {error}")], str(path)) from None
+    except OSError as error:
+        raise InvalidExperiment([(DOCUMENT, _unreadable(error))], str(path)) from None
+    except UnicodeDecodeError as error:
+        reason = (
+            f"not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}): "
+            "save it as UTF-8"
+        )
+        raise InvalidExperiment([(DOCUMENT, reason)], str(path)) from None
     return load_experiments_text(text, str(path))
+
+
+def _unreadable(error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file: check the path"
+    if isinstance(error, IsADirectoryError):
+        return "is a folder: give its YAML files or the folder itself to run or validate"
+    if isinstance(error, PermissionError):
+        return "permission denied: make the file readable for this user"
+    reason = (error.strerror or type(error).__name__).lower()
+    return f"cannot read the file: {reason}"
 
 
 def load_experiments_text(text: str, source: str = "<text>") -> list[Experiment]:
@@ -54,7 +153,7 @@ def load_experiments_text(text: str, source: str = "<text>") -> list[Experiment]
     try:
         documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as error:
-        raise InvalidExperiment([(DOCUMENT, _yaml_reason(error))], source) from None
+        raise InvalidExperiment([(DOCUMENT, _yaml_reason(error, text))], source) from None
     if not documents:
         raise InvalidExperiment([(DOCUMENT, "no experiment in the file (it is empty)")], source)
     many = len(documents) > 1
@@ -163,11 +262,40 @@ def _reason(detail: ErrorDetails) -> str:
     return message[:1].lower() + message[1:]
 
 
-def _yaml_reason(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
+def _yaml_reason(error: yaml.YAMLError, text: str) -> str:
     problem = getattr(error, "problem", None) or str(error)
     context = getattr(error, "context", None)
+    position = _yaml_position(error, text)
+    if position is None:
+        return f"YAML syntax error: {f'{context}, {problem}' if context else problem}"
+    line, column = position
+    context_mark = getattr(error, "context_mark", None)
+    if context and context_mark is not None and int(context_mark.line) + 1 < line:
+        began = f"line {int(context_mark.line) + 1}, column {int(context_mark.column) + 1}"
+        context = f"{context} begun at {began}"
     detail = f"{context}, {problem}" if context else problem
+    return f"YAML syntax error at line {line}, column {column}: {detail}"
+
+
+def _yaml_position(error: yaml.YAMLError, text: str) -> tuple[int, int] | None:
+    """Line and column (from 1) of the mistake, where a person would look for it.
+
+    PyYAML marks where it noticed the problem, which is often a line too far: at the end of
+    the text for an unclosed bracket or quote, at the next line for a key without ``:``.
+    A token that never ended is shown where it began; a problem found at the end of the text
+    is shown at its last character.
+    """
+    mark = getattr(error, "problem_mark", None)
     if mark is None:
-        return f"YAML syntax error: {detail}"
-    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {detail}"
+        return None
+    context_mark = getattr(error, "context_mark", None)
+    context = getattr(error, "context", None) or ""
+    if context_mark is not None and context.startswith("while scanning"):
+        mark = context_mark
+    index = int(getattr(mark, "index", -1))
+    if 0 <= index <= len(text) and not text[index:].strip():
+        last = len(text.rstrip()) - 1
+        if last >= 0:
+            line_start = text.rfind("\n", 0, last) + 1
+            return text.count("\n", 0, last) + 1, last - line_start + 1
+    return int(mark.line) + 1, int(mark.column) + 1

@@ -1,4 +1,9 @@
-"""The console script's small commands: install-pggit, crd, cleanup, settings errors."""
+"""The console script: every error path prints one line on stderr and exits 2; help and validate.
+
+Each test runs the real CLI in a subprocess (``python -m pggit_chaos.cli``) and looks at what
+a user sees: the exit code, stderr (one ``pggit-chaos: error: ...`` line, no traceback, no
+repr) and stdout (no verdict table for a run that never started).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +16,261 @@ import psycopg
 import pytest
 import yaml
 
+from pggit_chaos.local import free_port
 from pggit_chaos.pggit import health
 from pggit_chaos.spec import build_crd
 
-pytestmark = pytest.mark.postgres
-
 ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"
+PREFIX = "pggit-chaos: error: "
+COMMANDS = ("run", "validate", "install-pggit", "cleanup", "crd")
+#: What a reader of the CLI must never see.
+NEVER = ("Traceback", "internal error", "Error(", "Errno", "\\n", "\\t")
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, tmp: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = {"PGGIT_CHAOS_STATE_DIR": str(tmp / "state")} if tmp else {}
+    if tmp and args[:1] == ("run",):
+        args = (*args, "--report-dir", str(tmp / "reports"))
     return subprocess.run(
         [sys.executable, "-m", "pggit_chaos.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120", **extra, **(env or {})},
     )
 
 
+def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """The single stderr line of a failed command; asserts exit 2, the prefix and the needles."""
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    [line] = lines
+    assert line.startswith(PREFIX), line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    for never in NEVER:
+        assert never not in result.stderr, (never, result.stderr)
+    return line.removeprefix(PREFIX)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def experiment(path: Path, source: str = "01-pod-kill.yaml", **changes: object) -> Path:
+    document = yaml.safe_load((EXPERIMENTS / source).read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = document
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return write(path, yaml.safe_dump(document))
+
+
+def closed_dsn() -> str:
+    return f"postgresql://chaos:secret@127.0.0.1:{free_port()}/nowhere?connect_timeout=2"
+
+
+# -- input errors (no server) --------------------------------------------------------------------
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        ((), ("required: COMMAND", "pggit-chaos --help")),
+        (("bogus",), ("invalid choice: 'bogus'",)),
+        (("run",), ("required: FILE|DIR", "pggit-chaos run --help")),
+        (("run", "--bogus", "x.yaml"), ("unrecognized arguments: --bogus",)),
+        (("validate",), ("required: FILE|DIR",)),
+        (("install-pggit",), ("--dsn",)),
+        (("checks", "--seed", "abc"), ("invalid int value", "pggit-chaos checks --help")),
+        (("checks", "--category", "property,nonsense"), ("unknown check category 'nonsense'",)),
+    ],
+)
+def test_bad_command_line_is_one_line(args: tuple[str, ...], needles: tuple[str, ...]) -> None:
+    one_error_line(cli(*args), *needles)
+
+
+@pytest.mark.unit
+def test_missing_file_names_it_without_errno(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    line = one_error_line(cli("run", str(missing), tmp=tmp_path))
+    assert line == f"{missing}: no such file: check the path"
+
+
+@pytest.mark.unit
+def test_yaml_syntax_error_names_the_line_of_the_mistake(tmp_path: Path) -> None:
+    text = "metadata:\n  name: x\nspec:\n  fault: {type: pod-kill\n"  # '}' missing on line 4
+    broken = write(tmp_path / "broken.yaml", text)
+    one_error_line(cli("run", str(broken), tmp=tmp_path), f"{broken}: YAML syntax error at line 4,")
+
+
+@pytest.mark.unit
+def test_bad_field_names_file_and_field(tmp_path: Path) -> None:
+    bad = experiment(tmp_path / "bad.yaml", **{"spec.workload.clients": 0})
+    line = one_error_line(cli("run", str(bad), tmp=tmp_path))
+    assert line.startswith(f"{bad}: spec.workload.clients: must be at least 1"), line
+    assert not (tmp_path / "reports").exists(), "nothing runs when a file is invalid"
+
+
+@pytest.mark.unit
+def test_several_problems_one_line_each(tmp_path: Path) -> None:
+    bad = experiment(tmp_path / "bad.yaml", **{"spec.duration": "soon", "spec.workload.clients": 0})
+    result = cli("run", str(bad), str(tmp_path / "gone.yaml"), tmp=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and all(line.startswith(PREFIX) for line in lines), lines
+    assert "spec.duration" in lines[0] and "spec.workload.clients" in lines[1]
+    assert "gone.yaml: no such file" in lines[2]
+
+
+@pytest.mark.unit
+def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
+    result = cli(
+        "run",
+        "--dry-run",
+        str(EXPERIMENTS / "01-pod-kill.yaml"),
+        env={"PGGIT_CHAOS_METRICS_PORT": "many"},
+        tmp=tmp_path,
+    )
+    one_error_line(result, "PGGIT_CHAOS_METRICS_PORT=many: input should be a valid integer")
+
+
+@pytest.mark.unit
+def test_unreachable_dsn_is_one_line_in_run_dry_run_and_checks(tmp_path: Path) -> None:
+    """The issue's case: a dry run against a closed port printed Python reprs twice."""
+    dsn = closed_dsn()
+    connection_kill = str(EXPERIMENTS / "06-connection-kill.yaml")
+    dry = one_error_line(cli("run", "--dry-run", "--dsn", dsn, connection_kill, tmp=tmp_path))
+    real = one_error_line(cli("run", "--quiet", "--dsn", dsn, connection_kill, tmp=tmp_path))
+    checks = one_error_line(cli("checks", "--dsn", dsn))
+    assert dry == real == checks, (dry, real, checks)
+    assert dry.startswith("cannot connect to 127.0.0.1:") and "secret" not in dry
+    assert not (tmp_path / "reports").exists(), "a run that cannot start writes no report"
+
+
+@pytest.mark.unit
+def test_dsn_refuses_process_faults_before_connecting(tmp_path: Path) -> None:
+    result = cli("run", "--dsn", closed_dsn(), str(EXPERIMENTS / "01-pod-kill.yaml"), tmp=tmp_path)
+    one_error_line(
+        result, "experiment pod-kill: spec.fault.type: pod-kill needs the embedded PostgreSQL"
+    )
+
+
+@pytest.mark.unit
+def test_install_pggit_unreachable_is_one_line_without_password() -> None:
+    result = cli("install-pggit", "--dsn", "postgresql://nobody:secret@127.0.0.1:1/none")
+    line = one_error_line(result, "127.0.0.1")
+    assert "secret" not in line
+
+
+@pytest.mark.unit
+def test_run_that_never_starts_prints_one_line_and_no_table(tmp_path: Path) -> None:
+    """An Error before anything was injected: no verdict table, no 'lost/dup: pass'."""
+    result = cli(
+        "run",
+        str(EXPERIMENTS / "01-pod-kill.yaml"),
+        env={"PGGIT_CHAOS_PG_BINDIR": str(tmp_path / "no-postgres-here")},
+        tmp=tmp_path,
+    )
+    one_error_line(result, "pod-kill: PGGIT_CHAOS_PG_BINDIR=", "holds no initdb")
+    assert "verdict" not in result.stdout.lower() and "lost" not in result.stdout
+    assert "report:" not in result.stdout
+
+
+# -- validate ------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_validate_the_shipped_experiments() -> None:
+    result = cli("validate", str(EXPERIMENTS))
+    count = len(sorted(EXPERIMENTS.glob("*.yaml")))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok: {count} experiments in {count} files"
+    assert result.stderr == ""
+
+
+@pytest.mark.unit
+def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    experiment(folder / "a.yaml", **{"spec.duration": "soon"})
+    experiment(folder / "b.yml", **{"metadata.name": "fine"})
+    write(folder / "c.yaml", "spec: [\n")
+    result = cli("validate", str(folder), str(tmp_path / "gone.yaml"))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        str(folder / "a.yaml"),
+        str(folder / "c.yaml"),
+        str(tmp_path / "gone.yaml"),
+    ]
+    assert all(line.startswith(PREFIX) for line in lines)
+    assert result.stdout.strip() == (
+        "invalid: 3 problems in 3 of 4 files; 1 valid experiment in the others"
+    )
+
+
+@pytest.mark.unit
+def test_validate_an_empty_folder(tmp_path: Path) -> None:
+    one_error_line(cli("validate", str(tmp_path)), f"{tmp_path}: no *.yaml or *.yml file")
+
+
+# -- help ----------------------------------------------------------------------------------------
+@pytest.mark.unit
+@pytest.mark.parametrize("command", ("", *COMMANDS))
+def test_help_says_what_the_command_does_with_an_example(command: str) -> None:
+    result = cli(*([command] if command else []), "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    text = result.stdout
+    usage, description = text.split("\n\n")[:2]
+    assert usage.startswith(f"usage: pggit-chaos {command}".rstrip())
+    assert len(description.split()) >= 8, description
+    examples = text.split("examples:\n", 1)[1]
+    assert examples.startswith(f"  pggit-chaos {command}".rstrip()), examples
+    assert "exit codes: 0" in text
+
+
+@pytest.mark.unit
+def test_checks_help() -> None:
+    result = cli("checks", "--help")
+    assert result.returncode == 0 and "--dsn" in result.stdout
+
+
+@pytest.mark.unit
+def test_validation_loads_no_heavy_package(tmp_path: Path) -> None:
+    """What makes `run bad.yaml` answer fast: nothing heavy is imported to validate a file."""
+    bad = experiment(tmp_path / "bad.yaml", **{"spec.duration": "soon"})
+    code = (
+        "import sys\n"
+        "from pggit_chaos.cli import main\n"
+        f"assert main(['validate', {str(EXPERIMENTS)!r}]) == 0\n"
+        f"assert main(['run', {str(bad)!r}]) == 2\n"
+        "heavy = ('matplotlib', 'hypothesis', 'psycopg_pool', 'psycopg', 'pytest', 'rich',"
+        " 'prometheus_client', 'pggit_chaos.runner', 'pggit_chaos.engine')\n"
+        "print('loaded:', *(name for name in heavy if name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "loaded:", result.stdout
+
+
+# -- against a real PostgreSQL -------------------------------------------------------------------
+@pytest.mark.postgres
+def test_no_pggit_is_worded_the_same_by_run_and_checks(empty_dsn: str, tmp_path: Path) -> None:
+    trigger_disable = str(EXPERIMENTS / "08-trigger-disable.yaml")
+    run = one_error_line(cli("run", "--quiet", "--dsn", empty_dsn, trigger_disable, tmp=tmp_path))
+    checks = one_error_line(cli("checks", "--dsn", empty_dsn))
+    assert run == checks, (run, checks)
+    assert "has no pgGit" in run and "pggit-chaos install-pggit --dsn" in run
+
+
+@pytest.mark.postgres
 def test_install_pggit_twice_is_harmless_and_healthy(empty_dsn: str) -> None:
     first = cli("install-pggit", "--dsn", empty_dsn)
     assert first.returncode == 0, first.stderr
@@ -45,32 +287,15 @@ def test_install_pggit_twice_is_harmless_and_healthy(empty_dsn: str) -> None:
     assert rows == (1,), "reinstalling must keep the recorded history"
 
 
-def test_install_pggit_unreachable_is_one_line_exit_2() -> None:
-    result = cli("install-pggit", "--dsn", "postgresql://nobody:secret@127.0.0.1:1/none")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "127.0.0.1" in lines[0]
-    assert "secret" not in result.stderr and "Traceback" not in result.stderr
-
-
+@pytest.mark.unit
 def test_crd_command_prints_the_generated_crd() -> None:
     result = cli("crd")
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout) == build_crd()
 
 
+@pytest.mark.unit
 def test_cleanup_with_nothing_recorded(tmp_path: Path) -> None:
     result = cli("cleanup", "--state-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "nothing to clean up" in result.stdout
-
-
-def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
-    result = cli(
-        "run",
-        "--dry-run",
-        str(ROOT / "experiments" / "01-pod-kill.yaml"),
-        env={"PGGIT_CHAOS_METRICS_PORT": "many", "PGGIT_CHAOS_STATE_DIR": str(tmp_path)},
-    )
-    assert result.returncode == 2
-    assert "PGGIT_CHAOS_METRICS_PORT" in result.stderr and "Traceback" not in result.stderr

@@ -1,8 +1,14 @@
-"""The ``pggit-chaos`` command line: the boundary where errors become one line and exit code 2.
+"""The ``pggit-chaos`` command line: the boundary where every error becomes one line and exit 2.
 
-Subcommands: ``run`` (experiments on the embedded PostgreSQL or a ``--dsn``), ``checks`` (the
-verification suite), ``install-pggit``, ``cleanup`` (revert what a crashed run left) and ``crd``
-(print the generated CustomResourceDefinition).
+Subcommands: ``run`` (experiments on the embedded PostgreSQL or a ``--dsn``), ``validate``
+(experiment files, nothing run), ``checks`` (the verification suite), ``install-pggit``,
+``cleanup`` (revert what a crashed run left) and ``crd`` (print the generated
+CustomResourceDefinition). Errors print as ``pggit-chaos: error: <what>: <what to do>`` on
+stderr (:func:`pggit_chaos.errors.error_lines`), never a traceback or a repr.
+
+Start-up is kept short on purpose: this module imports only the standard library and
+:mod:`pggit_chaos.errors`; each command imports what it needs when it runs, so ``--help`` and a
+bad experiment file answer before psycopg, matplotlib, hypothesis or rich are loaded.
 """
 
 from __future__ import annotations
@@ -12,15 +18,19 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-
-from rich.console import Console
+from typing import NoReturn
 
 from pggit_chaos import __version__
-from pggit_chaos.errors import ChaosError
+from pggit_chaos.errors import EXIT_ERROR, PROG, ChaosError, error_line, error_lines
 
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 3, 130
 
-err_console = Console(stderr=True, highlight=False)
+#: The exit codes, as every ``--help`` shows them.
+EXIT_CODES = (
+    "exit codes: 0 Pass, 1 Fail, 2 invalid input or error (one line on stderr saying what and "
+    "what to do), 3 Inconclusive (nothing failed, but the fault did not bite or a check could "
+    "not run), 130 interrupted (the fault is reverted and the journal still written)"
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -34,6 +44,95 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 def install_signal_handlers() -> None:
     """Make SIGTERM unwind the stack like Ctrl-C does (reverts and cleanup run)."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+class UsageError(Exception):
+    """A bad command line; argparse's complaint, printed as one error line."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps each paragraph of a description or epilog; indented lines (examples) stay as is."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith("  ") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(
+                    textwrap.fill(
+                        " ".join(paragraph.split()),
+                        width,
+                        initial_indent=indent,
+                        subsequent_indent=indent,
+                    )
+                )
+        return "\n\n".join(paragraphs)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and examples kept as written."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.prog)
+
+
+def _epilog(*examples: str, codes: bool = True) -> str:
+    lines = ["examples:", *(f"  {example}" for example in examples)]
+    return "\n".join(lines) + (f"\n\n{EXIT_CODES}" if codes else "")
+
+
+# -- commands -----------------------------------------------------------------------------------
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pggit_chaos.spec.loader import load_paths
+
+    # Validate every file before importing the runner (psycopg, rich, the engine): a bad file
+    # is reported in a fraction of a second.
+    experiments = load_paths(args.files)
+    from pggit_chaos.runner import run_experiments
+
+    return run_experiments(
+        experiments,
+        dsn=args.dsn,
+        report_dir=args.report_dir,
+        dry_run=args.dry_run,
+        quiet=args.quiet,
+    )
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pggit_chaos.spec.loader import load_each
+
+    loaded = load_each(args.files)
+    experiments = sum(len(item.experiments) for item in loaded)
+    bad = [item for item in loaded if item.error is not None]
+    for item in bad:
+        assert item.error is not None
+        for line in error_lines(item.error):
+            print(line, file=sys.stderr)
+    files = len(loaded)
+    noun = "experiment" if experiments == 1 else "experiments"
+    in_files = f"in {files} file{'' if files == 1 else 's'}"
+    if not bad:
+        print(f"ok: {experiments} {noun} {in_files}")
+        return EXIT_OK
+    problems = sum(len(item.error.problems) for item in bad if item.error is not None)
+    print(
+        f"invalid: {problems} problem{'' if problems == 1 else 's'} in {len(bad)} of {files} "
+        f"file{'' if files == 1 else 's'}; {experiments} valid {noun} in the others"
+    )
+    return EXIT_ERROR
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
@@ -50,18 +149,6 @@ def _cmd_checks(args: argparse.Namespace, rest: list[str]) -> int:
     return checks_main(rest)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from pggit_chaos.runner import run_files
-
-    return run_files(
-        args.files,
-        dsn=args.dsn,
-        report_dir=args.report_dir,
-        dry_run=args.dry_run,
-        quiet=args.quiet,
-    )
-
-
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     from pggit_chaos.config import load_settings
     from pggit_chaos.faults.cleanup import cleanup
@@ -73,44 +160,126 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
         print(line)
     if not lines:
         print("nothing to clean up")
-    return EXIT_ERROR if any(line.startswith("FAILED") for line in lines) else EXIT_OK
+    failed = [line for line in lines if line.startswith("FAILED")]
+    if failed:
+        print(
+            error_line(
+                f"cleanup: {len(failed)} of {len(lines)} could not be reverted (the FAILED "
+                "lines say why): fix that and run `pggit-chaos cleanup` again"
+            ),
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
-    import yaml
+    from pggit_chaos.spec.crd import crd_yaml
 
-    from pggit_chaos.spec import build_crd
-
-    sys.stdout.write(yaml.safe_dump(build_crd(), sort_keys=False))
+    sys.stdout.write(crd_yaml())
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pggit-chaos",
-        description="Chaos experiments for PostgreSQL with pgGit: real faults, a verdict.",
+    parser = _Parser(
+        prog=PROG,
+        description=(
+            "Chaos experiments for PostgreSQL databases running pgGit: inject a real fault "
+            "while a workload runs, wait for recovery, prove nothing was lost or corrupted."
+        ),
+        epilog=_epilog(
+            "pggit-chaos run experiments/01-pod-kill.yaml",
+            "pggit-chaos validate experiments/",
+            "pggit-chaos checks --dsn postgresql://me@db/app",
+            "pggit-chaos COMMAND --help    # what a command does, its options and examples",
+        ),
     )
-    parser.add_argument("--version", action="version", version=f"pggit-chaos {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run experiments (embedded PostgreSQL unless --dsn)")
-    run.add_argument("files", nargs="+", metavar="FILE", help="experiment YAML files")
-    run.add_argument("--dsn", help="an existing database with pgGit (SQL-level faults only)")
+    run = sub.add_parser(
+        "run",
+        help="run experiments (embedded PostgreSQL unless --dsn)",
+        description=(
+            "Run each experiment: start a throwaway PostgreSQL with pgGit (or use --dsn), run "
+            "a workload, inject the fault, revert it, wait for recovery, verify, and print a "
+            "verdict per experiment with the folder of its report. Every file is validated "
+            "first; a folder stands for its *.yaml and *.yml files in name order."
+        ),
+        epilog=_epilog(
+            "pggit-chaos run experiments/01-pod-kill.yaml",
+            "pggit-chaos run experiments/              # every experiment, one verdict each",
+            "pggit-chaos run --dry-run experiments/02-cpu-throttle.yaml",
+            "pggit-chaos run --dsn postgresql://me@db/app experiments/08-trigger-disable.yaml",
+        ),
+    )
+    run.add_argument(
+        "files", nargs="+", metavar="FILE|DIR", help="experiment YAML files or folders of them"
+    )
+    run.add_argument(
+        "--dsn", help="an existing database with pgGit (SQL-level faults only)"
+    )
     run.add_argument("--report-dir", help="folder for the report folders (default ./chaos-reports)")
     run.add_argument("--dry-run", action="store_true", help="resolve targets, print the plan only")
     run.add_argument("--quiet", action="store_true", help="no live progress line")
     run.set_defaults(handler=_cmd_run)
 
+    validate = sub.add_parser(
+        "validate",
+        help="check experiment files without running them",
+        description=(
+            "Validate experiment files as `run` and `kubectl apply` would, without running "
+            "anything: every problem of every file, one line each (file, field, reason). "
+            "A folder stands for its *.yaml and *.yml files in name order."
+        ),
+        epilog=_epilog(
+            "pggit-chaos validate experiments/",
+            "pggit-chaos validate my-experiment.yaml other.yaml",
+            codes=False,
+        )
+        + "\n\nexit codes: 0 every experiment is valid, 2 a problem was found",
+    )
+    validate.add_argument(
+        "files", nargs="+", metavar="FILE|DIR", help="experiment YAML files or folders of them"
+    )
+    validate.set_defaults(handler=_cmd_validate)
+
     checks = sub.add_parser(
-        "checks", add_help=False, help="run the verification checks (see `checks --help`)"
+        "checks",
+        add_help=False,
+        help="run the verification checks suite (see `pggit-chaos checks --help`)",
     )
     checks.set_defaults(handler=_cmd_checks, passthrough=True)
 
-    install = sub.add_parser("install-pggit", help="install or upgrade the pgGit core")
+    install = sub.add_parser(
+        "install-pggit",
+        help="install or upgrade the pgGit core",
+        description=(
+            "Install the embedded pgGit core into a database, or upgrade or repair it; "
+            "recorded history is kept. Needs a superuser (pgGit creates event triggers)."
+        ),
+        epilog=_epilog("pggit-chaos install-pggit --dsn postgresql://postgres@db/app", codes=False)
+        + "\n\nexit codes: 0 installed, 2 error (one line on stderr)",
+    )
     install.add_argument("--dsn", required=True, help="libpq connection string or URL")
     install.set_defaults(handler=_cmd_install)
 
-    cleanup = sub.add_parser("cleanup", help="revert faults and remove what crashed runs left")
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="revert faults and remove what crashed runs left",
+        description=(
+            "Revert every fault a crashed or killed run left in place (cgroups, network "
+            "namespaces, iptables rules, disabled triggers) and remove its throwaway "
+            "PostgreSQL, from the intents recorded in the state folder. Intents of runs that "
+            "are still alive are skipped unless --force."
+        ),
+        epilog=_epilog(
+            "pggit-chaos cleanup",
+            "pggit-chaos cleanup --state-dir /var/lib/pggit-chaos --force",
+            codes=False,
+        )
+        + "\n\nexit codes: 0 nothing left, 2 something could not be reverted",
+    )
     cleanup.add_argument("--state-dir", help="state folder (default: PGGIT_CHAOS_STATE_DIR)")
     cleanup.add_argument(
         "--force", action="store_true", help="also revert intents of runs that are still alive"
@@ -118,10 +287,32 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.set_defaults(handler=_cmd_cleanup)
 
     crd = sub.add_parser(
-        "crd", help="print the PgGitChaosExperiment CRD (generated from the model)"
+        "crd",
+        help="print the PgGitChaosExperiment CRD (generated from the model)",
+        description=(
+            "Print the PgGitChaosExperiment CustomResourceDefinition as YAML. It is generated "
+            "from the same model `run` and `validate` use, so the API server rejects what they "
+            "reject."
+        ),
+        epilog=_epilog("pggit-chaos crd > crd.yaml && kubectl apply -f crd.yaml", codes=False)
+        + "\n\nexit codes: 0 printed, 2 error (one line on stderr)",
     )
     crd.set_defaults(handler=_cmd_crd)
     return parser
+
+
+def _print_error(error: BaseException) -> None:
+    for line in error_lines(error):
+        print(line, file=sys.stderr)
+
+
+def _debug() -> bool:
+    try:
+        from pggit_chaos.config import load_settings
+
+        return load_settings().debug
+    except Exception:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,23 +320,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     install_signal_handlers()
-    if args_list[:1] == ["checks"]:
-        args, rest = parser.parse_known_args(args_list[:1])
-        rest = args_list[1:]
-    else:
-        args, rest = parser.parse_args(args_list), []
-    handler: Callable[..., int] = args.handler
     try:
+        if args_list[:1] == ["checks"]:
+            args, rest = parser.parse_args(args_list[:1]), args_list[1:]
+        else:
+            args, rest = parser.parse_args(args_list), []
+        handler: Callable[..., int] = args.handler
         if getattr(args, "passthrough", False):
             return handler(args, rest)
         return handler(args)
-    except ChaosError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            err_console.print(f"[bold red]error:[/] {line}", soft_wrap=True)
+    except UsageError as exc:
+        print(error_line(f"{exc}: see `{exc.prog} --help`"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: faults reverted, resources removed")
-        return 130
+        print(f"{PROG}: interrupted: faults reverted, resources removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ChaosError as exc:  # one line per problem, saying what to do
+        _print_error(exc)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: still one line, the traceback only when asked for
+        _print_error(exc)
+        if _debug():
+            import traceback
+
+            traceback.print_exception(exc)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -12,7 +12,13 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pggit_chaos.errors import ConfigurationError
-from pggit_chaos.faults.state import default_state_dir
+
+
+def _default_state_dir() -> Path:
+    # Imported here: the faults package is heavy (psycopg) and most commands never need it.
+    from pggit_chaos.faults.state import default_state_dir
+
+    return default_state_dir()
 
 
 class Settings(BaseSettings):
@@ -21,7 +27,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PGGIT_CHAOS_", extra="ignore")
 
     #: Folder of the state file recording fault intents and throwaway resources.
-    state_dir: Path = Field(default_factory=default_state_dir)
+    state_dir: Path = Field(default_factory=_default_state_dir)
     #: Folder under which each run writes its report folder.
     report_dir: Path = Path("chaos-reports")
     #: Folder holding initdb and postgres (default: found via pg_config / Debian's layout).
@@ -30,6 +36,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     #: Hypothesis profile when an experiment does not name one.
     hypothesis_profile: str = Field(default="ci", pattern="^(ci|dev|thorough)$")
+    #: Print the traceback of an internal error (a bug) after its one-line message.
+    debug: bool = False
 
 
 def load_settings() -> Settings:
@@ -38,7 +46,8 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         lines = [
-            f"PGGIT_CHAOS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            f"PGGIT_CHAOS_{'_'.join(str(p) for p in err['loc']).upper()}={err['input']!s}: "
+            f"{err['msg'][:1].lower()}{err['msg'][1:]}"
             for err in exc.errors()
         ]
         raise ConfigurationError("; ".join(lines)) from None

@@ -1,8 +1,10 @@
 """`pggit-chaos run`: experiments on one machine, from YAML files to verdicts and report folders.
 
-Called by the CLI. Composes the local substrate, the engine, the local checks runner, the
-report writers and the metrics; shows a live progress line and a final verdict table. Every
-document of every file is validated before anything runs (all problems at once, exit 2).
+Called by the CLI once every document of every file is valid (the CLI validates with the
+light :mod:`pggit_chaos.spec.loader` before importing this module, so a bad file is reported
+fast). Composes the local substrate, the engine, the local checks runner, the report writers
+and the metrics; shows a live progress line and a final verdict table. A run that ends before
+anything was injected prints one error line on stderr instead of a table.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import asyncio
 import contextlib
 import re
 import signal
+import sys
+import traceback
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +27,9 @@ from rich.text import Text
 from pggit_chaos.config import load_settings
 from pggit_chaos.engine.journal import ChecksSummary, Journal, Phase
 from pggit_chaos.engine.lifecycle import Progress, Run
-from pggit_chaos.errors import InvalidExperiment
-from pggit_chaos.spec import Experiment, load_experiments
+from pggit_chaos.errors import PROG, ChaosError, InvalidExperiment, error_line, message_of
+from pggit_chaos.spec import Experiment
+from pggit_chaos.spec.loader import load_paths
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: Which exit code wins when several experiments run: an error, then a fail, then inconclusive.
@@ -36,19 +42,28 @@ def _worse(a: int, b: int) -> int:
 console = Console(highlight=False)
 
 
-def load_all(files: list[str]) -> list[Experiment]:
-    """Every experiment of every file; all invalid documents reported together."""
-    experiments: list[Experiment] = []
-    problems: list[tuple[str, str]] = []
-    for file in files:
-        try:
-            experiments.extend(load_experiments(file))
-        except InvalidExperiment as exc:
-            where = exc.source or file
-            problems.extend((f"{where}: {path}", reason) for path, reason in exc.problems)
-    if problems:
-        raise InvalidExperiment(problems)
-    return experiments
+def check_dsn_target(experiments: Sequence[Experiment], dsn: str) -> None:
+    """Before anything runs against ``--dsn``: only SQL-level faults, a reachable pgGit.
+
+    Raises :class:`InvalidExperiment` naming each experiment whose fault needs the embedded
+    PostgreSQL, then :class:`~pggit_chaos.errors.TargetUnavailable` worded exactly as
+    ``pggit-chaos checks --dsn`` words it (both call :func:`pggit_chaos.pggit.connect_check`).
+    """
+    from pggit_chaos.local.substrate import SQL_FAULTS
+    from pggit_chaos.pggit import connect_check
+
+    refused = [
+        (
+            f"experiment {experiment.name}: spec.fault.type",
+            f"{experiment.spec.fault.type} needs the embedded PostgreSQL, and --dsn allows only "
+            f"{', '.join(SQL_FAULTS)}: run it without --dsn",
+        )
+        for experiment in experiments
+        if str(experiment.spec.fault.type) not in SQL_FAULTS
+    ]
+    if refused:
+        raise InvalidExperiment(refused)
+    connect_check(dsn)
 
 
 class LiveObserver:
@@ -203,9 +218,13 @@ def run_experiment_locally(
             asyncio.run(_run_one(run))
     except (asyncio.CancelledError, KeyboardInterrupt):
         interrupted = True
-    except Exception as exc:  # a defect: still keep the journal, say where it is
+    except ChaosError as exc:  # e.g. a dry run's plan could not reach the target
         if not run.journal.current_phase.terminal:
-            run.journal.finish(Phase.Error, f"internal error: {exc!r}", error=repr(exc))
+            run.journal.finish(Phase.Error, message_of(exc), error=str(exc))
+    except Exception as exc:  # a defect: keep the journal, with the traceback for the report
+        if not run.journal.current_phase.terminal:
+            details = "".join(traceback.format_exception(exc))
+            run.journal.finish(Phase.Error, message_of(exc), error=details)
     finally:
         substrate.close()
     journal = run.journal
@@ -218,17 +237,32 @@ def run_experiment_locally(
 
 
 def run_files(
-    files: list[str],
+    files: Sequence[str],
     *,
     dsn: str | None = None,
     report_dir: str | None = None,
     dry_run: bool = False,
     quiet: bool = False,
 ) -> int:
-    """The `pggit-chaos run` command: 0 all Pass, 1 any Fail, 2 invalid input or error."""
+    """Validate files and folders (all problems at once), then :func:`run_experiments`."""
+    return run_experiments(
+        load_paths(files), dsn=dsn, report_dir=report_dir, dry_run=dry_run, quiet=quiet
+    )
+
+
+def run_experiments(
+    experiments: Sequence[Experiment],
+    *,
+    dsn: str | None = None,
+    report_dir: str | None = None,
+    dry_run: bool = False,
+    quiet: bool = False,
+) -> int:
+    """The `pggit-chaos run` command: 0 all Pass, 1 any Fail, 2 error, 3 Inconclusive, 130."""
     from pggit_chaos.engine.report import print_verdict_table
 
-    experiments = load_all(files)
+    if dsn is not None:
+        check_dsn_target(experiments, dsn)
     if dry_run:
         experiments = [
             e.model_copy(update={"spec": e.spec.model_copy(update={"dry_run": True})})
@@ -245,6 +279,14 @@ def run_files(
         journal, folder, interrupted = run_experiment_locally(
             experiment, dsn=dsn, report_base=base, quiet=quiet
         )
+        if _never_started(journal):
+            # Nothing was injected: no verdict to show, one line saying why.
+            if interrupted:
+                print(f"{PROG}: interrupted before anything was injected", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            print(error_line(f"{experiment.name}: {journal.reason}"), file=sys.stderr)
+            worst = _worse(worst, EXIT_ERROR)
+            continue
         if journal.dry_run_plan:
             console.print(f"[bold]{experiment.name}[/]: plan (dry run, nothing injected)")
             for line in journal.dry_run_plan:
@@ -255,10 +297,19 @@ def run_files(
         if interrupted:
             return EXIT_INTERRUPTED
         if journal.current_phase in (Phase.Error, Phase.Aborted):
-            console.print(f"[bold red]{experiment.name}: {journal.reason}[/]", soft_wrap=True)
+            print(error_line(f"{experiment.name}: {journal.reason}"), file=sys.stderr)
             worst = _worse(worst, EXIT_ERROR)
         elif journal.verdict == "Inconclusive":
             worst = _worse(worst, EXIT_INCONCLUSIVE)
         elif journal.verdict != "Pass":
             worst = _worse(worst, EXIT_FAIL)
     return worst
+
+
+def _never_started(journal: Journal) -> bool:
+    """The run ended in Error or Aborted before a fault was injected (a dry run excepted)."""
+    return (
+        journal.current_phase in (Phase.Error, Phase.Aborted)
+        and journal.injected_at is None
+        and not journal.dry_run_plan
+    )

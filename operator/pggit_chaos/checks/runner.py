@@ -441,12 +441,17 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_checks(dsn, **options)
             target = "embedded PostgreSQL"
     except _UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        from pggit_chaos.errors import error_line
+
+        print(error_line(f"{exc}: see `{prog} --help`"), file=sys.stderr)
         return EXIT_UNUSABLE
     except SystemExit as exc:  # --help
         return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_UNUSABLE
-    except ChaosError as exc:
-        print(f"{prog}: {' '.join(str(exc).split())}", file=sys.stderr)
+    except ChaosError as exc:  # worded as every command words it (pggit_chaos.errors)
+        from pggit_chaos.errors import error_lines
+
+        for line in error_lines(exc):
+            print(line, file=sys.stderr)
         return EXIT_UNUSABLE
     print_verdict(result, target)
     return result.exit_code

@@ -6,7 +6,10 @@ against real databases of the session's embedded PostgreSQL (fixtures in tests/c
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -17,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pggit_chaos import sweep
 from pggit_chaos.checks import runner
 from pggit_chaos.checks.runner import run_checks
 from pggit_chaos.checks.support import CATEGORIES, SCRATCH_PREFIX
@@ -62,9 +66,7 @@ def _user_data(dsn: str) -> None:
         conn.execute("SELECT pggit.commit_changes('feature/x', 'user branch commit')")
 
 
-def test_sound_pggit_passes_every_check_and_leaves_no_trace(
-    pggit_dsn: str, tmp_path: Path
-) -> None:
+def test_sound_pggit_passes_every_check_and_leaves_no_trace(pggit_dsn: str, tmp_path: Path) -> None:
     _user_data(pggit_dsn)
     before = _snapshot(pggit_dsn)
     junit, report = tmp_path / "junit.xml", tmp_path / "result.json"
@@ -159,50 +161,70 @@ def test_bad_category_and_profile_raise_configuration_error(pggit_dsn: str) -> N
         run_checks(pggit_dsn, profile="nightly")
 
 
+def _suite_children() -> list[int]:
+    """PIDs of this process's children that run the checks suite (pytest subprocesses)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = next(
+            (line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), ""
+        )
+        if ppid == str(os.getpid()) and b"pggit_chaos.checks" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def test_killed_run_is_swept(pggit_dsn: str) -> None:
-    """A run killed by its timeout mid-check leaves no scratch schema or chaos_check_ rows."""
+    """A suite killed mid-check leaves no scratch schema, branch or row naming a scratch area.
+
+    Event-driven, not timed: a watcher waits until a check has created its scratch schema and
+    written pgGit rows, then SIGKILLs the suite's process group — whatever the machine's speed.
+    """
     seen: list[str] = []
-    timeout = 4.0
+    killed = threading.Event()
 
-    def hold_lock_then_release(ready: threading.Event) -> None:
-        with psycopg.connect(pggit_dsn) as locker:  # a transaction: the lock is held until exit
-            locker.execute("LOCK TABLE pggit.commits IN ACCESS EXCLUSIVE MODE")
-            ready.set()
-            deadline = time.monotonic() + timeout + 1.0
-            with psycopg.connect(pggit_dsn, autocommit=True) as watcher:
-                while time.monotonic() < deadline:
-                    found = watcher.execute(
-                        "SELECT nspname FROM pg_namespace WHERE left(nspname, %s) = %s",
-                        (len(SCRATCH_PREFIX), SCRATCH_PREFIX),
-                    ).fetchall()
+    def kill_mid_check() -> None:
+        deadline = time.monotonic() + 120
+        with psycopg.connect(pggit_dsn, autocommit=True) as watcher:
+            while time.monotonic() < deadline and not killed.is_set():
+                found = watcher.execute(
+                    "SELECT b.name FROM pggit.branches b WHERE left(b.name, %s) = %s"
+                    " AND EXISTS (SELECT 1 FROM pggit.commits c WHERE c.branch_id = b.id)",
+                    (len(SCRATCH_PREFIX), SCRATCH_PREFIX),
+                ).fetchall()
+                pids = _suite_children()
+                if found and pids:
                     seen.extend(r[0] for r in found)
-                    time.sleep(0.1)
+                    for pid in pids:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(pid, signal.SIGKILL)
+                    killed.set()
+                    return
+                time.sleep(0.02)
 
-    ready = threading.Event()
-    holder = threading.Thread(target=hold_lock_then_release, args=(ready,))
-    holder.start()
-    ready.wait(10)
+    watcher = threading.Thread(target=kill_mid_check)
+    watcher.start()
     try:
-        result = run_checks(pggit_dsn, categories=["concurrent"], timeout=timeout, quiet=True)
+        result = run_checks(pggit_dsn, categories=["concurrent"], timeout=300, quiet=True)
     finally:
-        holder.join()
-    assert seen, "no check was in progress when the run was killed"
-    assert result.exit_code == 1
-    assert any("did not finish" in f.message for f in result.failures)
+        killed.set()
+        watcher.join()
+    assert seen, "the suite finished before a check had written anything"
+    assert result.verdict == "Inconclusive" and result.exit_code == 3, result.failures
+    assert any("exited with code -9" in f.message for f in result.failures), result.failures
+    assert not [f for f in result.failures if f.name == "checks-cleanup"], result.failures
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
-        schemas = conn.execute(
-            "SELECT count(*) FROM pg_namespace WHERE left(nspname, %s) = %s",
-            (len(SCRATCH_PREFIX), SCRATCH_PREFIX),
-        ).fetchone()
-        branches = conn.execute(
-            "SELECT count(*) FROM pggit.branches WHERE left(name, %s) = %s",
-            (len(SCRATCH_PREFIX), SCRATCH_PREFIX),
-        ).fetchone()
-    assert schemas == (0,) and branches == (0,)
+        left = sweep.audit(conn, SCRATCH_PREFIX)
+    assert left.total == 0 and left.schemas == [], left.describe()
 
 
 def test_main_without_dsn_uses_embedded_pggit(capsys: pytest.CaptureFixture[str]) -> None:
     assert runner.main(["--category", "corruption", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "seed 3" in out and "test_no_duplicate_trinity_ids" in out
-

@@ -9,6 +9,7 @@ is handed in. The SQL contract is docs/pggit-core.md.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -46,6 +47,33 @@ EVENT_TRIGGERS: dict[str, str] = {
 SEQUENCES: tuple[str, ...] = ("trinity_seq",)
 
 
+@dataclass(frozen=True)
+class Signature:
+    """One overload of a pgGit function, as the catalog describes it."""
+
+    args: tuple[str, ...]
+    """Argument types (``pg_get_function_identity_arguments`` split, names dropped)."""
+    required: int
+    """How many arguments have no default."""
+    result: str
+    """``pg_get_function_result``: ``text``, ``integer``, ``TABLE(major integer, ...)``."""
+    columns: tuple[str, ...] = ()
+    """Names of the result columns of a set-returning ``TABLE(...)`` function."""
+
+    def accepts(self, count: int) -> bool:
+        return self.required <= count <= len(self.args)
+
+
+@dataclass(frozen=True)
+class EventTriggerInfo:
+    """An event trigger whose function lives in schema ``pggit`` (pgGit's DDL tracking)."""
+
+    name: str
+    event: str
+    function: str
+    enabled: bool
+
+
 class NotSuperuser(InsufficientPrivileges):
     """Installing pgGit needs a superuser (event triggers) and the role is not one."""
 
@@ -78,6 +106,53 @@ class Capabilities:
     #: ``pggit.install_info`` core version; None for an upstream pgGit or no pgGit.
     core_version: str | None = None
     database: str = ""
+    #: Function name -> its overloads (argument and result types).
+    signatures: dict[str, tuple[Signature, ...]] = field(default_factory=dict)
+    #: Every event trigger calling a function in schema pggit, whatever its name.
+    tracking_triggers: tuple[EventTriggerInfo, ...] = ()
+    #: What ``pggit.version()`` says, when the installed pgGit has that function.
+    version: str | None = None
+
+    @property
+    def shape(self) -> str:
+        """``embedded`` (this project's core), ``upstream`` (pgGit's public API) or ``unknown``.
+
+        Upstream pgGit keeps a ``content_hash`` on objects and links history to objects by
+        ``object_id`` only; the embedded core records ``schema_hash`` and names in history.
+        """
+        if not self.installed:
+            return "none"
+        if self.embedded:
+            return "embedded"
+        objects = self.columns.get("objects", frozenset())
+        history = self.columns.get("history", frozenset())
+        if "content_hash" in objects or ("object_id" in history and "schema_name" not in history):
+            return "upstream"
+        return "unknown"
+
+    def describe(self) -> str:
+        """One line for the top of a report: shape, version, functions and triggers found."""
+        if not self.installed:
+            return "no pgGit"
+        version = self.core_version or self.version
+        label = f"{self.shape} pgGit" + (f" {version}" if version else "")
+        triggers = ", ".join(
+            f"{t.name} ({t.event}{'' if t.enabled else ', disabled'})"
+            for t in self.tracking_triggers
+        )
+        wanted = [f for f in FUNCTIONS if not f.startswith("handle_")]
+        lacking = [f for f in wanted if f not in self.functions]
+        return (
+            f"{label}; event triggers: {triggers or 'none'}"
+            + (f"; lacks {', '.join(lacking)}" if lacking else "")
+        )
+
+    def signature(self, function: str, nargs: int) -> Signature | None:
+        """The overload of ``function`` callable with ``nargs`` arguments, if any."""
+        for sig in self.signatures.get(function.removeprefix("pggit."), ()):
+            if sig.accepts(nargs):
+                return sig
+        return None
 
     @property
     def installed(self) -> bool:
@@ -272,10 +347,35 @@ def capabilities(conn: psycopg.Connection) -> Capabilities:
             if attname is not None:
                 columns.setdefault(relname, set()).add(attname)
         cur.execute(
-            "SELECT p.proname FROM pg_catalog.pg_proc p"
-            " WHERE p.pronamespace = 'pggit'::regnamespace"
+            "SELECT p.proname, p.pronargs, p.pronargdefaults,"
+            " pg_catalog.pg_get_function_result(p.oid),"
+            " ARRAY(SELECT pg_catalog.format_type(t, NULL)"
+            "       FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS a(t, n) ORDER BY n),"
+            " CASE WHEN p.proargmodes IS NULL THEN ARRAY[]::text[] ELSE ARRAY("
+            "   SELECT n FROM unnest(p.proargnames, p.proargmodes::text[]) AS a(n, m)"
+            "    WHERE m = 't') END"
+            " FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'pggit'::regnamespace"
         )
-        functions = {name for (name,) in cur.fetchall()}
+        functions: set[str] = set()
+        signatures: dict[str, list[Signature]] = {}
+        for name, nargs, ndefaults, result, args, outs in cur.fetchall():
+            functions.add(name)
+            signatures.setdefault(name, []).append(
+                Signature(
+                    args=tuple(args),
+                    required=int(nargs) - int(ndefaults),
+                    result=str(result or ""),
+                    columns=tuple(outs or ()),
+                )
+            )
+        cur.execute(
+            "SELECT e.evtname, e.evtevent, e.evtfoid::regproc::text, e.evtenabled <> 'D'"
+            " FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid"
+            " WHERE p.pronamespace = 'pggit'::regnamespace ORDER BY e.evtname"
+        )
+        tracking = tuple(
+            EventTriggerInfo(str(n), str(ev), str(fn), bool(on)) for n, ev, fn, on in cur.fetchall()
+        )
         cur.execute(
             "SELECT e.evtname, e.evtenabled <> 'D' FROM pg_catalog.pg_event_trigger e"
             " WHERE e.evtname = ANY(%s)",
@@ -288,6 +388,15 @@ def capabilities(conn: psycopg.Connection) -> Capabilities:
             cur.execute("SELECT version FROM pggit.install_info WHERE component = 'core'")
             found = cur.fetchone()
             core_version = str(found[0]) if found else None
+        version: str | None = None
+        if any(sig.accepts(0) and sig.result == "text" for sig in signatures.get("version", [])):
+            try:
+                with conn.transaction():
+                    cur.execute("SELECT pggit.version()::text")
+                    got = cur.fetchone()
+                version = str(got[0]) if got and got[0] is not None else None
+            except psycopg.Error:
+                version = None
     if not conn.autocommit:
         conn.rollback()
     return Capabilities(
@@ -299,6 +408,9 @@ def capabilities(conn: psycopg.Connection) -> Capabilities:
         event_triggers=triggers,
         core_version=core_version,
         database=database,
+        signatures={name: tuple(sigs) for name, sigs in signatures.items()},
+        tracking_triggers=tracking,
+        version=version,
     )
 
 
@@ -310,11 +422,40 @@ def health(dsn_or_conn: str | psycopg.Connection) -> list[HealthRow]:
     return _health(dsn_or_conn, "")
 
 
+#: How a pgGit's ``health_check()`` names its rows: the embedded core says ``component``,
+#: upstream pgGit ``check_name`` (with ``message`` beside ``details``).
+HEALTH_NAME_COLUMNS = ("component", "check_name")
+
+
+def health_query(columns: Sequence[str]) -> str:
+    """The SELECT over ``pggit.health_check()`` for a result with these column names."""
+    name = next((c for c in HEALTH_NAME_COLUMNS if c in columns), None)
+    detail = next((c for c in ("details", "message") if c in columns), None)
+    if name is None or "status" not in columns:
+        raise ValueError(f"health_check() returns ({', '.join(columns)}): no name/status column")
+    details = f"{detail}::text" if detail else "''"
+    return f"SELECT {name}::text, status::text, {details} FROM pggit.health_check()"  # noqa: S608
+
+
+def _health_columns(conn: psycopg.Connection) -> tuple[str, ...]:
+    row = conn.execute(
+        "SELECT CASE WHEN p.proargmodes IS NULL THEN ARRAY[]::text[] ELSE ARRAY("
+        " SELECT n FROM unnest(p.proargnames, p.proargmodes::text[]) AS a(n, m) WHERE m = 't')"
+        " END FROM pg_catalog.pg_proc p"
+        " WHERE p.pronamespace = to_regnamespace('pggit') AND p.proname = 'health_check'"
+        " AND p.pronargs = 0 LIMIT 1"
+    ).fetchone()
+    return tuple(row[0]) if row and row[0] else ("component", "status", "details")
+
+
 def _health(conn: psycopg.Connection, dsn: str) -> list[HealthRow]:
     try:
-        rows = conn.execute(
-            "SELECT component, status, details FROM pggit.health_check()"
-        ).fetchall()
+        query = health_query(_health_columns(conn))
+    except ValueError as exc:
+        where = describe_target(dsn) if dsn else str(conn.info.dbname)
+        raise TargetUnavailable(f"{where}: pggit.{exc}") from None
+    try:
+        rows = conn.execute(query).fetchall()
     except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName):
         if not conn.autocommit:
             conn.rollback()

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pggit_chaos.checks.api import Deviations, PgGitApi
 from pggit_chaos.checks.support import (
     CATEGORIES,
     ENV_DESTRUCTIVE,
@@ -53,7 +54,11 @@ _MARKERS = {
     "destructive": "needs superuser or disturbs other sessions; runs only with --destructive",
     "requires(*names)": "skip unless the installed pgGit has these functions/tables",
     "superuser": "skip unless connected as a superuser",
+    "first_writer": "runs right after the read-only checks, before anything else writes",
 }
+#: Check outcomes: a promise broken (failed), the check could not run (error), a documented
+#: behaviour of another pgGit (differs), passed, skipped.
+OUTCOMES = ("passed", "failed", "error", "differs", "skipped")
 
 
 def _option(config: pytest.Config, name: str, env: str) -> Any:
@@ -74,7 +79,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _order(item: pytest.Item) -> int:
+    """Read-only corruption checks first (they must see the database as found), then the
+    checks that need a pgGit nobody has written to yet in this run, then the rest."""
+    if item.get_closest_marker("corruption") is not None:
+        return 0
+    if item.get_closest_marker("first_writer") is not None:
+        return 1
+    return 2
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_order)
     if _destructive_enabled(config):
         return
     skip = pytest.mark.skip(reason="destructive check: run with --destructive")
@@ -101,7 +117,34 @@ def target(pytestconfig: pytest.Config) -> TargetInfo:
         pytest.exit(f"cannot connect to the target: {str(exc).strip().splitlines()[0]}", 2)
     if not info.installed:
         pytest.exit(f"the target database has no pgGit: {info.missing(['history'])}", 2)
+    if _REPORT_KEY in pytestconfig.stash:
+        pytestconfig.stash[_REPORT_KEY].target = info.caps.describe()
     return info
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    dsn = _option(config, "--dsn", ENV_DSN)
+    if not dsn:
+        return None
+    try:
+        with connect(dsn) as conn:
+            return f"pgGit under check: {inspect_target(conn, dsn).caps.describe()}"
+    except psycopg.Error:
+        return None
+
+
+@pytest.fixture
+def deviations(request: pytest.FixtureRequest) -> Deviations:
+    """Documented differences a check notes; they turn its pass into ``differs``."""
+    found = Deviations()
+    request.node.stash[_DEVIATIONS_KEY] = found
+    return found
+
+
+@pytest.fixture
+def pggit(target: TargetInfo, deviations: Deviations) -> PgGitApi:
+    """The installed pgGit, called the way its shape wants."""
+    return PgGitApi(target.caps, deviations)
 
 
 @pytest.fixture(autouse=True)
@@ -162,6 +205,42 @@ _FALSIFYING = re.compile(
 )
 
 
+_DEVIATIONS_KEY = pytest.StashKey[Deviations]()
+
+
+def _is_broken_promise(exc: BaseException | None) -> bool:
+    """An assertion (or pytest.fail / DID NOT RAISE) is a fail; anything else an error."""
+    if exc is None:
+        return False
+    if isinstance(exc, AssertionError | pytest.fail.Exception):
+        return True
+    inner = getattr(exc, "exceptions", None)  # hypothesis' FlakyFailure / exception groups
+    if isinstance(inner, list | tuple) and inner:
+        return all(_is_broken_promise(e) for e in inner)
+    return False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Classify each check: failed (broken promise), error (could not run), differs."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call":
+        return
+    if report.failed:
+        exc = call.excinfo.value if call.excinfo is not None else None
+        report.chaos_outcome = "failed" if _is_broken_promise(exc) else "error"  # type: ignore[attr-defined]
+        return
+    found = item.stash.get(_DEVIATIONS_KEY, None)
+    if report.passed and found is not None and found.notes:
+        report.outcome = "skipped"
+        path, line, _ = item.location
+        report.longrepr = (str(path), (line or 0) + 1, "differs: " + "; ".join(found.notes))
+        report.chaos_outcome = "differs"  # type: ignore[attr-defined]
+
+
 @dataclass
 class _CheckRecord:
     """What the JSON report says about one check."""
@@ -185,6 +264,7 @@ class _Report:
     profile: str
     destructive: bool
     hypothesis_examples: int = 0
+    target: str = ""
     started: float = field(default_factory=time.time)
     checks: dict[str, _CheckRecord] = field(default_factory=dict)
 
@@ -286,13 +366,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if record is None:
         return
     record.duration += report.duration
+    classified = getattr(report, "chaos_outcome", None)
     if report.skipped and record.outcome == "passed":
-        record.outcome = "skipped"
+        record.outcome = "differs" if classified == "differs" else "skipped"
         longrepr = report.longrepr
         record.reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
-        record.reason = record.reason.removeprefix("Skipped: ")
+        record.reason = record.reason.removeprefix("Skipped: ").removeprefix("differs: ")
     elif report.failed:
-        record.outcome = "failed" if report.when == "call" else "error"
+        failed = report.when == "call" and classified != "error"
+        if record.outcome != "failed":  # a teardown error never hides the check's fail
+            record.outcome = "failed" if failed else "error"
         if not record.message:
             record.message = _message(report)
         example = _falsifying_text(report)
@@ -321,6 +404,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "profile": state.profile,
         "destructive": state.destructive,
         "hypothesis_examples": state.hypothesis_examples,
+        "target": state.target,
         "exitstatus": int(exitstatus),
         "duration": time.time() - state.started,
         "checks": [asdict(record) for record in state.checks.values()],

@@ -27,7 +27,9 @@ from typing import Any, NoReturn
 
 import psycopg
 
+from pggit_chaos import sweep
 from pggit_chaos.checks.support import (
+    APPLICATION_NAME,
     CATEGORIES,
     ENV_DESTRUCTIVE,
     ENV_DSN,
@@ -35,19 +37,24 @@ from pggit_chaos.checks.support import (
     ENV_PROFILE,
     ENV_REPORT,
     ENV_RUN_ID,
+    LOCK_TIMEOUT_MS,
     PROFILES,
+    SCRATCH_PREFIX,
+    STATEMENT_TIMEOUT_MS,
     application_name,
-    cleanup_tokens,
+    run_prefix,
 )
-from pggit_chaos.errors import ChaosError, ConfigurationError
+from pggit_chaos.errors import ChaosError, ConfigurationError, TargetUnavailable
+from pggit_chaos.pggit import describe_target
 
-#: Exit codes of ``pggit-chaos checks``.
-EXIT_PASS, EXIT_FAIL, EXIT_UNUSABLE = 0, 1, 2
+#: Exit codes of ``pggit-chaos checks``: every check passed (or differs), a check failed,
+#: unusable input, a check could not run (inconclusive: neither Pass nor Fail).
+EXIT_PASS, EXIT_FAIL, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
 @dataclass
 class CheckOutcome:
-    """One check's outcome: passed, failed, error (setup/teardown) or skipped."""
+    """One check's outcome: passed, failed, error (could not run), differs or skipped."""
 
     name: str
     outcome: str
@@ -60,12 +67,17 @@ class CheckOutcome:
 
 @dataclass
 class CheckFailure:
-    """A failed check: its assertion message, the run's seed and hypothesis' shrunk example."""
+    """A check that failed (a promise broken) or errored (could not run), with its evidence.
+
+    ``message`` is the assertion (the rows or values seen) or the error; ``seed`` replays the
+    run, ``example`` is hypothesis' shrunk input.
+    """
 
     name: str
     message: str
     seed: int
     example: str = ""
+    outcome: str = "failed"
 
 
 @dataclass
@@ -84,10 +96,29 @@ class ChecksResult:
     categories: list[str] = field(default_factory=list)
     duration: float = 0.0
     junit: str | None = None
+    errors: int = 0
+    differs: int = 0
+    #: The pgGit the checks found (shape, version, event triggers, what it lacks).
+    target: str = ""
 
     @property
     def ok(self) -> bool:
         return self.exit_code == EXIT_PASS
+
+    @property
+    def verdict(self) -> str:
+        """Fail on any fail; otherwise Inconclusive on any error; otherwise Pass."""
+        if self.failed:
+            return "Fail"
+        return "Inconclusive" if self.errors else "Pass"
+
+    def settle(self) -> None:
+        """Recount fails and errors from ``failures`` and set the exit code from them."""
+        self.failed = sum(f.outcome == "failed" for f in self.failures)
+        self.errors = sum(f.outcome == "error" for f in self.failures)
+        self.exit_code = {"Fail": EXIT_FAIL, "Inconclusive": EXIT_INCONCLUSIVE}.get(
+            self.verdict, EXIT_PASS
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,36 +188,127 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def _sweep(dsn: str, journal: Path, run_id: str) -> None:
-    """End a killed run's orphaned sessions, then clean up the scratch areas it left.
-
-    A no-op after a clean run. Sessions go first: a backend blocked in a statement outlives
-    its killed client and would otherwise commit after the cleanup.
-    """
+def _end_sessions(conn: psycopg.Connection[Any], run_id: str) -> None:
+    """End a run's sessions other than ``conn`` (a killed suite's backends outlive it)."""
     name = application_name(run_id)
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            alive = conn.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = %s AND pid <> pg_backend_pid()",
-                (name,),
-            ).fetchone()
-            if not alive or not alive[0]:
-                break
-            time.sleep(0.05)
-        tokens = (
-            [t for t in journal.read_text(encoding="utf-8").split() if t]
-            if journal.exists() else []
-        )
-        if not tokens:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alive = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchone()
+        if not alive or not alive[0]:
             return
-        left = [
-            t
-            for t in tokens
-            if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (t,)).fetchone() == (True,)
-        ]
-    cleanup_tokens(dsn, left)
+        time.sleep(0.05)
+
+
+def _live_runs(conn: psycopg.Connection[Any]) -> set[str]:
+    """Run ids with a session open now (every run holds one for its whole length)."""
+    prefix = APPLICATION_NAME + "/"
+    return {
+        str(name)[len(prefix) :]
+        for (name,) in conn.execute(
+            "SELECT DISTINCT application_name FROM pg_stat_activity"
+            " WHERE left(application_name, %s) = %s",
+            (len(prefix), prefix),
+        )
+    }
+
+
+def _run_of(token: str) -> str:
+    """The run id in a scratch name ``chaos_check_<run>_<rand>...`` ('' for older names)."""
+    rest = token[len(SCRATCH_PREFIX) :]
+    run, sep, _ = rest.partition("_")
+    return run if sep else ""
+
+
+def sweep_dead_runs(conn: psycopg.Connection[Any]) -> list[str]:
+    """Remove what checks runs that no longer have a session left behind; names what went.
+
+    A run holds a session (``application_name`` ``pggit-chaos-checks/<run>``) from start to
+    end, so a scratch name whose run has none is a killed run's leftover. Scratch names of
+    older releases carry no run id: they are swept when no checks run is alive at all.
+    """
+    live = _live_runs(conn)
+    removed: list[str] = []
+    prefixes: set[str] = set()
+    for token in sweep.prefixes_in(conn, SCRATCH_PREFIX):
+        run = _run_of(token)
+        if run and run not in live:
+            prefixes.add(run_prefix(run))
+        elif not run and not live:
+            prefixes.add(token)
+    for prefix in sorted(prefixes):
+        gone = sweep.purge(conn, prefix)
+        if gone.total or gone.schemas:
+            removed.append(f"{prefix}: {gone.describe()}")
+    return removed
+
+
+class _Lease:
+    """A session that says "this run is alive" (see :func:`sweep_dead_runs`), and audits.
+
+    On entry: ends nothing, sweeps dead runs, counts the rows naming any scratch prefix. On
+    exit (after the suite, also after a kill or timeout): ends the run's leftover sessions,
+    purges everything named by the run's prefix, and audits — any row naming a scratch prefix
+    that was not there before is a leftover, reported as an error of the tool.
+    """
+
+    def __init__(self, dsn: str, run_id: str) -> None:
+        self.dsn, self.run_id = dsn, run_id
+        self.conn: psycopg.Connection[Any] | None = None
+        self.swept: list[str] = []
+        self.before: sweep.Footprint | None = None
+
+    def __enter__(self) -> _Lease:
+        try:
+            self.conn = psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=10,
+                application_name=application_name(self.run_id),
+            )
+            self.conn.execute(  # a locked pgGit table makes the run fail, not hang
+                "SELECT set_config('lock_timeout', %s, false),"
+                " set_config('statement_timeout', %s, false)",
+                (str(LOCK_TIMEOUT_MS), str(10 * STATEMENT_TIMEOUT_MS)),
+            )
+            self.swept = sweep_dead_runs(self.conn)
+            self.before = sweep.audit(self.conn, SCRATCH_PREFIX)
+        except psycopg.Error as exc:
+            if self.conn is not None:
+                self.conn.close()
+            raise TargetUnavailable(
+                f"preparing the checks in {describe_target(self.dsn)} failed: "
+                + " ".join(str(exc).split())
+            ) from None
+        return self
+
+    def close(self) -> str:
+        """Clean up and audit; returns '' or what was left behind."""
+        conn = self.conn
+        if conn is None:
+            return ""
+        try:
+            _end_sessions(conn, self.run_id)
+            sweep.purge(conn, run_prefix(self.run_id))
+            after = sweep.audit(conn, SCRATCH_PREFIX)
+            before = self.before.rows if self.before else {}
+            grown = {t: n - before.get(t, 0) for t, n in after.rows.items() if n > before.get(t, 0)}
+            new_schemas = sorted(
+                set(after.schemas) - set(self.before.schemas if self.before else [])
+            )
+            parts = [f"pggit.{t}: {n} rows" for t, n in sorted(grown.items())]
+            parts += [f"schema {name}" for name in new_schemas]
+            return ", ".join(parts)
+        finally:
+            conn.close()
+            self.conn = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 def run_checks(
@@ -220,7 +342,7 @@ def run_checks(
         report_path, journal = work / "report.json", work / "scratch.journal"
         junit_path = Path(junit).resolve() if junit else work / "junit.xml"
         junit_path.parent.mkdir(parents=True, exist_ok=True)
-        run_id = secrets.token_hex(6)
+        run_id = secrets.token_hex(4)
         env = dict(os.environ)
         env.update(
             {
@@ -236,7 +358,8 @@ def run_checks(
             }
         )
         log_path = work / "pytest.log"
-        with open(log_path, "wb") as log:
+        lease = _Lease(dsn, run_id)
+        with lease, open(log_path, "wb") as log:
             process = subprocess.Popen(
                 _pytest_command(selected, seed, junit_path, include_destructive),
                 cwd=work,
@@ -258,20 +381,20 @@ def run_checks(
                 raise
             finally:
                 try:
-                    _sweep(dsn, journal, run_id)
-                    sweep_error = ""
+                    leftover = lease.close()
+                    sweep_error = f"left behind in the target: {leftover}" if leftover else ""
                 except psycopg.Error as exc:
-                    sweep_error = " ".join(str(exc).split())
+                    sweep_error = "removing scratch areas failed: " + " ".join(str(exc).split())
         report = (
             json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else None
         )
         log_tail = log_path.read_text(errors="replace")[-2000:] if quiet else ""
     result = _result(report, returncode, seed, profile, selected, timed_out, timeout, log_tail)
     if sweep_error:
-        result.failures.append(
-            CheckFailure("checks-cleanup", f"removing scratch areas failed: {sweep_error}", seed)
-        )
-        result.failed, result.exit_code = len(result.failures), EXIT_FAIL
+        result.failures.append(CheckFailure("checks-cleanup", sweep_error, seed, outcome="error"))
+        result.settle()
+    if junit:
+        _mark_junit(junit_path, result)
     result.duration = time.monotonic() - started
     result.junit = str(junit_path) if junit else None
     if json_out is not None:
@@ -306,32 +429,66 @@ def _result(
         if outcome.outcome in {"failed", "error"}:
             failures.append(
                 CheckFailure(
-                    outcome.name, record.get("message", ""), seed, record.get("example", "")
+                    outcome.name,
+                    record.get("message", ""),
+                    seed,
+                    record.get("example", ""),
+                    outcome=outcome.outcome,
                 )
             )
     if timed_out:
         failures.append(
-            CheckFailure("checks-suite", f"the suite did not finish within {timeout}s", seed)
+            CheckFailure(
+                "checks-suite", f"the suite did not finish within {timeout}s", seed, outcome="error"
+            )
         )
     elif report is None or returncode not in (0, 1, 5):
         why = f"pytest exited with code {returncode}"
         failures.append(
-            CheckFailure("checks-suite", f"{why}: {log_tail.strip()[-500:]}".strip(), seed)
+            CheckFailure(
+                "checks-suite", f"{why}: {log_tail.strip()[-500:]}".strip(), seed, outcome="error"
+            )
         )
-    passed = sum(c.outcome == "passed" for c in checks)
-    skipped = sum(c.outcome == "skipped" for c in checks)
-    return ChecksResult(
-        passed=passed,
-        failed=len(failures),
-        skipped=skipped,
+    result = ChecksResult(
+        passed=sum(c.outcome == "passed" for c in checks),
+        failed=0,
+        skipped=sum(c.outcome == "skipped" for c in checks),
+        differs=sum(c.outcome == "differs" for c in checks),
         failures=failures,
         checks=checks,
         hypothesis_examples=int((report or {}).get("hypothesis_examples", 0)),
         seed=seed,
-        exit_code=EXIT_FAIL if failures else EXIT_PASS,
+        exit_code=EXIT_PASS,
         profile=profile,
         categories=list(categories or CATEGORIES),
+        target=str((report or {}).get("target", "")),
     )
+    result.settle()
+    return result
+
+
+def _mark_junit(path: Path, result: ChecksResult) -> None:
+    """Make pytest's JUnit XML say what the checks concluded: ``<error>`` for a check that
+    could not run (pytest calls it a failure), ``<skipped type="differs">`` for a difference."""
+    import xml.etree.ElementTree as ET
+
+    if not path.exists():
+        return
+    outcomes = {c.name: c.outcome for c in result.checks}
+    tree = ET.parse(path)
+    for case in tree.iter("testcase"):
+        outcome = outcomes.get(case.get("name", ""))
+        failure = case.find("failure")
+        if outcome == "error" and failure is not None:
+            failure.tag = "error"
+        skipped = case.find("skipped")
+        if outcome == "differs" and skipped is not None:
+            skipped.set("type", "differs")
+    for suite in tree.iter("testsuite"):
+        cases = list(suite.iter("testcase"))
+        suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
+        suite.set("errors", str(sum(c.find("error") is not None for c in cases)))
+    tree.write(path, encoding="utf-8", xml_declaration=True)
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -372,34 +529,56 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def print_verdict(result: ChecksResult, target: str) -> None:
-    """A short verdict table (rich) with every failure's message, seed and shrunk example."""
+    """The verdict table (rich): each check's outcome, then every fail and error with its
+    evidence, seed and shrunk example, then one line with the five outcomes."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # a log (CI, a Job): room for whole check names
+        console = Console(width=160)
+    if result.target:
+        console.print(f"pgGit under check: {result.target}", highlight=False)
     table = Table(title=f"pgGit checks against {target}", show_lines=False)
-    for column in ("check", "category", "outcome", "seconds", "examples"):
-        table.add_column(column, justify="right" if column in {"seconds", "examples"} else "left")
-    styles = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
+    table.add_column("check", no_wrap=True)
+    table.add_column("category")
+    table.add_column("outcome", overflow="fold")
+    table.add_column("seconds", justify="right")
+    table.add_column("examples", justify="right")
+    styles = {
+        "passed": "green",
+        "failed": "bold red",
+        "error": "bold magenta",
+        "skipped": "yellow",
+        "differs": "cyan",
+    }
     for check in result.checks:
-        outcome = check.outcome if check.outcome != "skipped" else f"skipped: {check.reason}"
+        outcome = f"{check.outcome}: {check.reason}" if check.reason else check.outcome
         table.add_row(
             check.name,
             ",".join(c for c in check.categories if c in CATEGORIES),
-            f"[{styles.get(check.outcome, '')}]{outcome}[/]",
+            f"[{styles.get(check.outcome, '')}]{escape(outcome)}[/]",
             f"{check.duration:.2f}",
             str(check.examples or ""),
         )
     console.print(table)
     for failure in result.failures:
+        label = "FAILED" if failure.outcome == "failed" else "ERROR (could not run)"
         console.print(
-            f"[bold red]FAILED[/] {failure.name}: {failure.message}", markup=True, highlight=False
+            f"[bold red]{label}[/] {escape(failure.name)}: {escape(failure.message)}",
+            highlight=False,
         )
         if failure.example:
             console.print(failure.example, markup=False, highlight=False)
-    verdict = "[bold green]PASS[/]" if result.ok else "[bold red]FAIL[/]"
+    verdict = {
+        "Pass": "[bold green]PASS[/]",
+        "Fail": "[bold red]FAIL[/]",
+        "Inconclusive": "[bold magenta]INCONCLUSIVE[/] (a check could not run)",
+    }[result.verdict]
     console.print(
-        f"{verdict}: {result.passed} passed, {result.failed} failed, {result.skipped} skipped; "
+        f"{verdict}: {result.passed} passed, {result.failed} failed, {result.errors} errors, "
+        f"{result.differs} differ, {result.skipped} skipped; "
         f"{result.hypothesis_examples} hypothesis examples; profile {result.profile}; "
         f"seed {result.seed} (replay with --seed {result.seed}); {result.duration:.1f}s",
         highlight=False,
@@ -407,7 +586,7 @@ def print_verdict(result: ChecksResult, target: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``pggit-chaos checks``: 0 all pass, 1 a check failed, 2 unusable input (one line)."""
+    """``pggit-chaos checks``: 0 pass, 1 a check failed, 2 unusable input, 3 inconclusive."""
     prog = "pggit-chaos checks"
     try:
         args = _parser().parse_args(argv)

@@ -21,8 +21,10 @@ import psycopg
 from hypothesis import HealthCheck, Phase, settings
 from psycopg import sql
 
+from pggit_chaos import sweep
 from pggit_chaos.checks.strategies import fit_identifier
 from pggit_chaos.pggit import Capabilities, capabilities
+from pggit_chaos.sweep import Footprint, purge
 
 #: Environment variables the runner passes to the pytest subprocess.
 ENV_DSN = "PGGIT_CHAOS_DSN"
@@ -47,9 +49,23 @@ APPLICATION_NAME = "pggit-chaos-checks"
 ENV_RUN_ID = "PGGIT_CHAOS_CHECKS_RUN_ID"
 
 
-def application_name(run_id: str | None = None) -> str:
+_MANUAL_RUN = secrets.token_hex(4)
+
+
+def run_id() -> str:
+    """This run's id (the runner's, or one per process for a run by hand)."""
+    return os.environ.get(ENV_RUN_ID) or _MANUAL_RUN
+
+
+def application_name(run: str | None = None) -> str:
     """``pggit-chaos-checks/<run id>``: the application_name of every session of one run."""
-    return f"{APPLICATION_NAME}/{run_id or os.environ.get(ENV_RUN_ID) or 'manual'}"
+    return f"{APPLICATION_NAME}/{run or run_id()}"
+
+
+def run_prefix(run: str | None = None) -> str:
+    """``chaos_check_<run id>_``: the start of every scratch name of one run."""
+    return f"{SCRATCH_PREFIX}{run or run_id()}_"
+
 
 T = TypeVar("T")
 
@@ -177,7 +193,7 @@ class Scratch:
 
     @classmethod
     def new(cls) -> Scratch:
-        return cls(SCRATCH_PREFIX + secrets.token_hex(6))
+        return cls(f"{run_prefix()}{secrets.token_hex(3)}")
 
     @property
     def schema(self) -> str:
@@ -217,57 +233,16 @@ def journal_scratch(token: str) -> None:
             journal.write(token + "\n")
 
 
-def _pggit_columns(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
-    columns: dict[str, set[str]] = {}
-    for table, column in conn.execute(
-        "SELECT table_name, column_name FROM information_schema.columns"
-        " WHERE table_schema = 'pggit'"
-    ):
-        columns.setdefault(str(table), set()).add(str(column))
-    return columns
-
-
-def cleanup_scratch(conn: psycopg.Connection[Any], token: str) -> None:
+def cleanup_scratch(conn: psycopg.Connection[Any], token: str) -> Footprint:
     """Drop the scratch schema and delete every pgGit row it caused, in one transaction.
 
-    Removes: history and object rows of the schema, commits on branches whose names start
-    with ``token``, and those branches (heads cleared first, for the foreign keys).
+    What pgGit recorded about the scratch area, in whatever tables (see :mod:`pggit_chaos.sweep`):
+    rows naming the token, and rows hanging off them (history of its objects, commits on its
+    branches, objects copied into them).
     """
     if not token.startswith(SCRATCH_PREFIX) or len(token) <= len(SCRATCH_PREFIX):
         raise ValueError(f"refusing to clean up {token!r}: not a scratch token")
-    if not conn.autocommit:
-        conn.rollback()
-    with conn.transaction():
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(token)))
-        cols = _pggit_columns(conn)
-        history, objects = cols.get("history", set()), cols.get("objects", set())
-        if {"schema_name", "object_id"} <= history and "schema_name" in objects:
-            conn.execute(
-                "DELETE FROM pggit.history WHERE schema_name = %s"
-                " OR object_id IN (SELECT id FROM pggit.objects WHERE schema_name = %s)",
-                (token, token),
-            )
-        elif "schema_name" in history:
-            conn.execute("DELETE FROM pggit.history WHERE schema_name = %s", (token,))
-        if "schema_name" in objects:
-            conn.execute("DELETE FROM pggit.objects WHERE schema_name = %s", (token,))
-        branches = cols.get("branches", set())
-        if "name" not in branches:
-            return
-        mine = "left(name, %s) = %s"
-        args = (len(token), token)
-        if "head_commit_hash" in branches:
-            conn.execute(
-                f"UPDATE pggit.branches SET head_commit_hash = NULL WHERE {mine}",  # noqa: S608
-                args,
-            )
-        if "branch_id" in cols.get("commits", set()):
-            conn.execute(
-                "DELETE FROM pggit.commits WHERE branch_id IN"  # noqa: S608 - fixed text
-                f" (SELECT id FROM pggit.branches WHERE {mine})",
-                args,
-            )
-        conn.execute(f"DELETE FROM pggit.branches WHERE {mine}", args)  # noqa: S608
+    return purge(conn, token)
 
 
 def cleanup_tokens(dsn: str, tokens: Sequence[str]) -> None:
@@ -322,86 +297,6 @@ def scratch_area(dsn: str) -> Iterator[Scratch]:
             cleanup_scratch(conn, scratch.token)
 
 
-# -- small SQL helpers the check modules share ------------------------------------------------
-
-
-def commit(
-    conn: psycopg.Connection[Any], branch: str, message: str = "", custom_id: str | None = None
-) -> str:
-    """``pggit.commit_changes(branch, message[, custom_id])``; returns the Trinity ID."""
-    if custom_id is None:
-        row = conn.execute("SELECT pggit.commit_changes(%s, %s)", (branch, message)).fetchone()
-    else:
-        row = conn.execute(
-            "SELECT pggit.commit_changes(%s, %s, %s)", (branch, message, custom_id)
-        ).fetchone()
-    assert row is not None and row[0], f"commit_changes({branch!r}) returned no Trinity ID"
-    return str(row[0])
-
-
-def live_hash(conn: psycopg.Connection[Any], scratch: Scratch, table: str) -> str:
-    row = conn.execute(
-        "SELECT pggit.calculate_schema_hash(%s)", (scratch.qualified(table),)
-    ).fetchone()
-    assert row is not None and row[0], f"calculate_schema_hash({table!r}) returned nothing"
-    return str(row[0])
-
-
-@dataclass(frozen=True)
-class TrackedObject:
-    """The ``pggit.objects`` row of one table (the columns the checks read)."""
-
-    id: int
-    version: int
-    schema_hash: str | None
-    is_active: bool
-    semver: str
-
-
-def tracked_table(
-    conn: psycopg.Connection[Any], scratch: Scratch, table: str
-) -> TrackedObject | None:
-    row = conn.execute(
-        "SELECT id, version, schema_hash, is_active,"
-        " version_major || '.' || version_minor || '.' || version_patch"
-        " FROM pggit.objects WHERE object_type = 'TABLE' AND schema_name = %s AND object_name = %s",
-        (scratch.schema, table),
-    ).fetchone()
-    if row is None:
-        return None
-    return TrackedObject(int(row[0]), int(row[1]), row[2], bool(row[3]), str(row[4]))
-
-
-def history_of(conn: psycopg.Connection[Any], scratch: Scratch, table: str) -> list[str]:
-    """change_type of every history row of ``table``, oldest first."""
-    return [
-        str(change)
-        for (change,) in conn.execute(
-            "SELECT change_type FROM pggit.history WHERE object_type = 'TABLE'"
-            " AND schema_name = %s AND object_name = %s ORDER BY id",
-            (scratch.schema, table),
-        )
-    ]
-
-
-@dataclass(frozen=True)
-class ScratchFootprint:
-    """Every pgGit row a scratch area has caused (to prove a rollback left nothing)."""
-
-    history: int
-    objects: int
-    commits: int
-    branches: int
-
-
-def footprint(conn: psycopg.Connection[Any], scratch: Scratch) -> ScratchFootprint:
-    row = conn.execute(
-        "SELECT (SELECT count(*) FROM pggit.history WHERE schema_name = %(s)s),"
-        " (SELECT count(*) FROM pggit.objects WHERE schema_name = %(s)s),"
-        " (SELECT count(*) FROM pggit.commits c JOIN pggit.branches b ON b.id = c.branch_id"
-        "   WHERE left(b.name, %(n)s) = %(s)s),"
-        " (SELECT count(*) FROM pggit.branches WHERE left(name, %(n)s) = %(s)s)",
-        {"s": scratch.token, "n": len(scratch.token)},
-    ).fetchone()
-    assert row is not None
-    return ScratchFootprint(*(int(v) for v in row))
+def footprint(conn: psycopg.Connection[Any], scratch: Scratch) -> dict[str, int]:
+    """Rows, per pggit table, that a scratch area has caused (to prove a rollback left none)."""
+    return sweep.footprint(conn, scratch.token).nonzero()

@@ -19,6 +19,11 @@ pytestmark = pytest.mark.corruption
 Conn = psycopg.Connection[Any]
 
 
+def _MAIN_ONLY(target: TargetInfo) -> str:
+    """Objects recorded for the live database: upstream pgGit also keeps copies per branch."""
+    return " AND branch_name = 'main'" if target.has("objects.branch_name") else ""
+
+
 def _sample(rows: list[Any], limit: int = 5) -> str:
     return ", ".join(str(tuple(r)) for r in rows[:limit]) + (" …" if len(rows) > limit else "")
 
@@ -31,9 +36,10 @@ def test_active_tracked_tables_exist(readonly_conn: Conn, target: TargetInfo) ->
     ``detect_drift()`` reports the table; silently missing tables are corruption.
     """
     missing = readonly_conn.execute(
-        "SELECT schema_name, object_name FROM pggit.objects"
-        " WHERE is_active AND object_type = 'TABLE'"
+        "SELECT schema_name, object_name FROM pggit.objects"  # noqa: S608 - fixed text
+        " WHERE is_active AND object_type::text = 'TABLE'"
         " AND to_regclass(quote_ident(schema_name) || '.' || quote_ident(object_name)) IS NULL"
+        + _MAIN_ONLY(target)
     ).fetchall()
     if target.has("detect_drift"):
         reported = {
@@ -54,7 +60,7 @@ def test_recorded_hash_matches_live_or_is_drift(readonly_conn: Conn, target: Tar
     """For each tracked table: recorded hash == live hash, or detect_drift() reports it."""
     tables = readonly_conn.execute(
         "SELECT schema_name, object_name, schema_hash FROM pggit.objects"
-        " WHERE is_active AND object_type = 'TABLE' AND schema_hash IS NOT NULL"
+        " WHERE is_active AND object_type::text = 'TABLE' AND schema_hash IS NOT NULL"
         " AND to_regclass(quote_ident(schema_name) || '.' || quote_ident(object_name)) IS NOT NULL"
     ).fetchall()
     drifted: set[tuple[str, str]] = set()
@@ -140,16 +146,28 @@ def test_branch_names_unique(readonly_conn: Conn) -> None:
 
 
 @pytest.mark.requires("objects.is_active")
-def test_one_active_object_per_name(readonly_conn: Conn) -> None:
-    """At most one active pggit.objects row per (type, schema, name)."""
+def test_one_active_object_per_name(readonly_conn: Conn, target: TargetInfo) -> None:
+    """At most one active pggit.objects row per (type, schema, name) — per branch, where
+    pgGit keeps objects per branch."""
+    per_branch = ", branch_name" if target.has("objects.branch_name") else ""
     dupes = readonly_conn.execute(
-        "SELECT object_type, schema_name, object_name, count(*) FROM pggit.objects WHERE is_active"
-        " GROUP BY 1, 2, 3 HAVING count(*) > 1"
+        "SELECT object_type::text, schema_name, object_name"  # noqa: S608 - fixed text
+        f"{per_branch}, count(*) FROM pggit.objects WHERE is_active"
+        f" GROUP BY object_type, schema_name, object_name{per_branch} HAVING count(*) > 1"
     ).fetchall()
     assert not dupes, f"{len(dupes)} objects tracked twice: {_sample(dupes)}"
 
 
 def test_event_triggers_present_and_enabled(target: TargetInfo) -> None:
-    """pggit_ddl_trigger and pggit_drop_trigger exist and are enabled (tracking is on)."""
-    problems = target.missing(["pggit_ddl_trigger", "pggit_drop_trigger"])
+    """pgGit tracks DDL: an enabled event trigger calling a pggit function on ddl_command_end,
+    and one on sql_drop (whatever their names)."""
+    triggers = target.caps.tracking_triggers
+    problems = []
+    for event in ("ddl_command_end", "sql_drop"):
+        on_event = [t for t in triggers if t.event == event]
+        if not on_event:
+            problems.append(f"no event trigger on {event} calls a pggit function")
+        elif not any(t.enabled for t in on_event):
+            names = ", ".join(t.name for t in on_event)
+            problems.append(f"every pgGit trigger on {event} is disabled ({names})")
     assert not problems, "; ".join(problems)

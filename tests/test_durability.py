@@ -17,6 +17,7 @@ from pggit_chaos.engine.history import History
 from pggit_chaos.engine.invariants import InvariantReport, check_invariants
 from pggit_chaos.engine.workload import Workload
 from pggit_chaos.local import EmbeddedPostgres
+from waits import acknowledged, every_client_acknowledged, until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -37,10 +38,17 @@ def _pod_kill_under_load(settings: Mapping[str, object]) -> tuple[InvariantRepor
 
         async def run() -> None:
             async with load:
-                await asyncio.sleep(1.5)
+                await until(
+                    lambda: history.counts().ok >= 150 and every_client_acknowledged(history, 4),
+                    "150 commits were acknowledged, by all 4 clients",
+                )
                 await asyncio.to_thread(server.kill)  # while the clients are committing
                 await asyncio.to_thread(server.start)  # crash recovery (WAL replay)
-                await asyncio.sleep(0.3)
+                up = history.now()
+                await until(
+                    lambda: acknowledged(history, after=up) > 0,
+                    "a commit was acknowledged by the recovered server",
+                )
 
         asyncio.run(run())
         return check_invariants(dsn, history, load.run_id), history

@@ -18,21 +18,25 @@ from psycopg import sql
 from pggit_chaos.engine.history import History
 from pggit_chaos.engine.invariants import InvariantReport, check_invariants, cleanup_run
 from pggit_chaos.engine.workload import Workload, commit_message_prefix, run_branch, run_schema
+from waits import acknowledged, run_until, until
 
 pytestmark = pytest.mark.postgres
 
 
-def _workload(
-    dsn: str, seconds: float = 1.0, mix: dict[str, int] | None = None, run_id: str | None = None
-) -> tuple[History, str]:
+def _workload(dsn: str, run_id: str | None = None) -> tuple[History, str]:
+    """A mixed workload, run until what the tests tamper with exists, however slow the machine:
+    60 operations, commits enough to pick a middle one, a table created and still there."""
     history = History()
-    load = Workload(dsn, clients=4, rate=0, op_timeout=5, mix=mix, history=history, run_id=run_id)
+    load = Workload(dsn, clients=4, rate=0, op_timeout=5, history=history, run_id=run_id)
 
-    async def run() -> None:
-        async with load:
-            await asyncio.sleep(seconds)
+    def enough() -> bool:
+        return (
+            history.counts().ok >= 60
+            and acknowledged(history, "commit") >= 5
+            and acknowledged(history, "create_table") > acknowledged(history, "drop_table")
+        )
 
-    asyncio.run(run())
+    asyncio.run(run_until(load, enough, "60 operations, 5 commits and a live table"))
     return history, load.run_id
 
 
@@ -294,27 +298,64 @@ def test_failed_and_indeterminate_commits(pggit_dsn: str) -> None:
 
 
 def _trigger_disable_run(dsn: str) -> tuple[History, str, tuple[float, float]]:
+    """A workload through a real disabled-trigger window, each stretch ended by events.
+
+    Before the window: 5 tracked DDL. Inside: 5 untracked DDL. After: 5 tracked DDL, and until
+    every table the window touched was touched again after it (or was dropped), so that no
+    table's last word is a DDL in flight while the triggers were switched back on.
+    """
     history = History()
     load = Workload(
         dsn, clients=4, rate=0, op_timeout=5, mix={"commit": 1, "ddl": 3}, history=history
     )
     window: list[float] = []
+    ddl = ("create_table", "alter_table", "drop_table")
+
+    def acknowledged_ddl(after: float) -> list[str]:
+        """Tables of the DDL invoked after ``after`` and acknowledged."""
+        ops = history.ops
+        invoked = {
+            (op.process, op.f, op.value["table"])
+            for op in ops
+            if op.type == "invoke" and op.f in ddl and op.time > after
+        }
+        return [
+            op.value["table"]
+            for op in ops
+            if op.type == "ok" and (op.process, op.f, op.value.get("table")) in invoked
+        ]
+
+    def settled_after_window() -> bool:
+        start, end = window
+        after = acknowledged_ddl(end)
+        dropped = {
+            op.value["table"] for op in history.ops if op.type == "ok" and op.f == "drop_table"
+        }
+        touched = {
+            op.value["table"]
+            for op in history.ops
+            if op.type == "invoke" and op.f in ddl and start <= op.time <= end
+        }
+        return len(after) >= 5 and touched - dropped <= set(after)
 
     async def run() -> None:
         async with load:
-            await asyncio.sleep(0.5)
+            await until(lambda: acknowledged(history, *ddl) >= 5, "5 tracked DDL before the window")
             admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
             try:
                 window.append(history.now())  # the window opens when the fault starts
                 await admin.execute("ALTER EVENT TRIGGER pggit_ddl_trigger DISABLE")
                 await admin.execute("ALTER EVENT TRIGGER pggit_drop_trigger DISABLE")
-                await asyncio.sleep(0.7)
+                disabled = history.now()
+                await until(
+                    lambda: len(acknowledged_ddl(disabled)) >= 5, "5 DDL while tracking was off"
+                )
             finally:
                 await admin.execute("ALTER EVENT TRIGGER pggit_ddl_trigger ENABLE")
                 await admin.execute("ALTER EVENT TRIGGER pggit_drop_trigger ENABLE")
                 window.append(history.now())
                 await admin.close()
-            await asyncio.sleep(0.6)
+            await until(settled_after_window, "the window's tables were touched again after it")
 
     asyncio.run(run())
     return history, load.run_id, (window[0], window[1])
@@ -363,8 +404,8 @@ def test_trigger_disable_misplaced_window_reports_lost(pggit_dsn: str) -> None:
 
 
 def test_cleanup_run_removes_only_that_run(pggit_dsn: str) -> None:
-    history_a, run_a = _workload(pggit_dsn, 0.6, run_id="cleanup_a")
-    history_b, run_b = _workload(pggit_dsn, 0.6, run_id="cleanup_b")
+    history_a, run_a = _workload(pggit_dsn, run_id="cleanup_a")
+    history_b, run_b = _workload(pggit_dsn, run_id="cleanup_b")
     cleanup_run(pggit_dsn, run_a)
     cleanup_run(pggit_dsn, run_a)  # idempotent
     with psycopg.connect(pggit_dsn) as conn:

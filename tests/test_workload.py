@@ -29,6 +29,7 @@ from pggit_chaos.engine.workload import (
 )
 from pggit_chaos.errors import ConfigurationError
 from pggit_chaos.local import EmbeddedPostgres
+from waits import acknowledged, every_client_acknowledged, run_until, until
 
 # -- History (no server) ----------------------------------------------------------------------
 
@@ -146,11 +147,6 @@ def test_workload_rejects_bad_configuration() -> None:
 # -- against the session server -----------------------------------------------------------------
 
 
-async def _run(load: Workload, seconds: float) -> None:
-    async with load:
-        await asyncio.sleep(seconds)
-
-
 def _assert_consistent(history: History) -> None:
     counts = history.counts()
     assert counts.in_flight == 0
@@ -168,7 +164,16 @@ def _assert_consistent(history: History) -> None:
 def test_workload_runs_and_checker_passes(pggit_dsn: str, tmp_path: Path) -> None:
     history = History()
     load = Workload(pggit_dsn, clients=4, rate=0, op_timeout=5, history=history, seed=7)
-    asyncio.run(_run(load, 2.0))
+    every_kind = ("commit", "create_table", "alter_table", "drop_table")
+    asyncio.run(
+        run_until(
+            load,
+            lambda: history.counts().ok > 150
+            and all(acknowledged(history, f) for f in every_kind)
+            and every_client_acknowledged(history, 4),
+            "150 operations of every kind by every client were acknowledged",
+        )
+    )
     _assert_consistent(history)
     counts = history.counts()
     fs = {op.f for op in history.ops if op.type == "ok"}
@@ -206,38 +211,49 @@ def test_rate_limit_is_shared_across_clients(pggit_dsn: str) -> None:
     async def run() -> float:
         async with load:
             start = history.now()
-            await asyncio.sleep(1.5)
-            return history.now() - start
+            await until(lambda: history.counts().invoked >= 60, "60 operations were invoked")
+        return history.now() - start
 
     elapsed = asyncio.run(run())
     invoked = history.counts().invoked
-    # One slot every 1/40 s across all clients (plus the first slot at time zero).
-    assert 0 < invoked <= 40 * (elapsed + 0.5) + 1
-    assert invoked >= 20
+    # One slot every 1/40 s across all clients (plus the first slot at time zero), however
+    # long a busy machine took to invoke the 60.
+    assert 60 <= invoked <= 40 * (elapsed + 0.5) + 1
 
 
 @pytest.mark.postgres
 def test_server_cancelled_statements_are_fail_not_info(pggit_dsn: str) -> None:
     """A row lock on the run's branch blocks commit_changes; statement_timeout cancels: fail."""
     history = History()
+    # The server cancels at the statement_timeout (1 s), well before the client gives up (5 s).
     load = Workload(
-        pggit_dsn, clients=2, rate=0, op_timeout=1.0, mix={"commit": 1, "ddl": 0}, history=history
+        pggit_dsn,
+        clients=2,
+        rate=0,
+        op_timeout=5.0,
+        statement_timeout=1.0,
+        mix={"commit": 1, "ddl": 0},
+        history=history,
     )
 
     async def run() -> None:
         async with load:
-            await asyncio.sleep(0.3)
+            await until(lambda: history.counts().ok > 0, "a commit was acknowledged")
             locker = await psycopg.AsyncConnection.connect(pggit_dsn)
             try:
                 await locker.execute(
                     "SELECT 1 FROM pggit.branches WHERE name = %s FOR UPDATE",
                     (load.branch,),
                 )
-                await asyncio.sleep(1.5)  # longer than the 0.8 s statement_timeout
+                await until(lambda: history.counts().failed > 0, "a blocked commit was cancelled")
             finally:
                 await locker.rollback()
                 await locker.close()
-            await asyncio.sleep(0.3)
+            released = history.now()
+            await until(
+                lambda: acknowledged(history, after=released) > 0,
+                "a commit was acknowledged after the lock was released",
+            )
 
     asyncio.run(run())
     _assert_consistent(history)
@@ -286,7 +302,7 @@ def test_workload_survives_terminated_backends(pggit_dsn: str) -> None:
 
     async def run() -> None:
         async with load:
-            await asyncio.sleep(0.7)
+            await until(lambda: every_client_acknowledged(history, 4), "all 4 clients worked")
             async with await psycopg.AsyncConnection.connect(pggit_dsn, autocommit=True) as admin:
                 kill_time.append(history.now())
                 cur = await admin.execute(
@@ -295,7 +311,11 @@ def test_workload_survives_terminated_backends(pggit_dsn: str) -> None:
                     (f"{APPLICATION_NAME}-_",),
                 )
                 killed.extend(row[0] for row in await cur.fetchall())
-            await asyncio.sleep(1.0)
+            await until(
+                lambda: load.stats.connects >= 8
+                and acknowledged(history, after=kill_time[0] + 0.1) > 0,
+                "every client reconnected and worked again",
+            )
 
     asyncio.run(run())
     assert len(killed) == 4
@@ -334,13 +354,19 @@ def test_workload_survives_server_crash_and_restart(
 
     async def run() -> None:
         async with load:
-            await asyncio.sleep(0.8)
+            await until(lambda: every_client_acknowledged(history, 4), "all 4 clients worked")
             marks["kill"] = history.now()
             await asyncio.to_thread(server.kill)
-            await asyncio.sleep(0.3)
+            await until(
+                lambda: load.stats.connect_failures >= 1, "a client failed to reach the dead server"
+            )
             await asyncio.to_thread(server.start)
             marks["up"] = history.now()
-            await asyncio.sleep(1.5)
+            await until(
+                lambda: load.stats.connects >= 8
+                and acknowledged(history, after=marks["up"]) > 0,
+                "the clients reconnected to the restarted server and worked again",
+            )
 
     asyncio.run(run())
     _assert_consistent(history)
@@ -372,7 +398,7 @@ def test_frozen_backends_hit_the_client_timeout(own_server: tuple[EmbeddedPostgr
     async def run() -> None:
         await load.start()
         try:
-            await asyncio.sleep(0.4)
+            await until(lambda: every_client_acknowledged(history, 3), "all 3 clients worked")
             with psycopg.connect(dsn, autocommit=True) as admin:
                 frozen.extend(
                     row[0]
@@ -383,9 +409,9 @@ def test_frozen_backends_hit_the_client_timeout(own_server: tuple[EmbeddedPostgr
                 )
             for pid in frozen:
                 os.kill(pid, signal.SIGSTOP)
-            await asyncio.sleep(1.2)
-            timed_out = [op for op in history.ops if op.type == "info"]
-            assert timed_out, "no operation timed out while the backends were frozen"
+            await until(
+                lambda: load.stats.timeouts >= 3, "every frozen client's operation timed out"
+            )
             await load.stop()  # returns although the frozen backends never reply
         finally:
             for pid in frozen:
@@ -394,13 +420,13 @@ def test_frozen_backends_hit_the_client_timeout(own_server: tuple[EmbeddedPostgr
         # The thawed backends find their sockets gone and exit: wait, so that a commit they
         # were in the middle of has settled before the checker reads.
         with psycopg.connect(dsn, autocommit=True) as admin:
-            for _ in range(200):
-                left = admin.execute(
+            await until(
+                lambda: admin.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (frozen,)
                 ).fetchone()
-                if left == (0,):
-                    break
-                await asyncio.sleep(0.05)
+                == (0,),
+                "the thawed backends exited",
+            )
 
     asyncio.run(run())
     assert len(frozen) == 3

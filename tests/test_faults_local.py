@@ -1,7 +1,8 @@
 """Real faults on a real embedded PostgreSQL: each one bites, and after revert nothing remains.
 
 Needs root (cgroups, network namespaces, iptables). Every test runs a small real load or real
-client connections through the fault and checks the effect from the outside.
+client connections through the fault and checks the effect from the outside, and that the
+fault's own evidence (read from the kernel, iptables or the server) says it bit.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from pggit_chaos.faults import (
     NetworkPartition,
     PodKill,
     PodPause,
+    ServerCgroup,
     StateFile,
     TriggerDisable,
+    WorkloadWindow,
 )
 from pggit_chaos.faults.cgroup import cgroup_pids, cgroup_version, process_cgroup
 from pggit_chaos.faults.network import rule_present
@@ -43,6 +46,8 @@ pytestmark = [
 ]
 
 CPU_QUERY = "SELECT count(*) FROM generate_series(1, 3e6)"
+#: What the engine would pass when the workload played no part.
+QUIET = WorkloadWindow(seconds=1.0)
 
 
 def experiment(fault: dict[str, Any], **spec: Any) -> Experiment:
@@ -171,6 +176,15 @@ def test_pod_kill_crashes_and_restarts_with_committed_data(server: EmbeddedPostg
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT v FROM kept").fetchall() == [("committed before the kill",)]
     assert "redo" in server.log_tail(200) or "recover" in server.log_tail(200)
+    evidence = fault.evidence(QUIET)
+    assert evidence.bit, evidence.summary
+    figures = evidence.figures
+    assert figures["killed_postmaster_pid"] == old_pid
+    assert figures["new_postmaster_pid"] == server.pid
+    assert figures["killed_backends"] >= 1 and figures["surviving_processes"] == 0
+    assert figures["crash_recovery_log_lines"] >= 1
+    assert figures["postmaster_start_before"] != figures["postmaster_start_after"]
+    assert "crash recovery ran" in evidence.summary
 
 
 def test_pod_kill_revert_restarts_at_once_when_delay_is_long(server: EmbeddedPostgres) -> None:
@@ -210,26 +224,78 @@ def test_cpu_throttle_throttles_every_backend_and_leaves_nothing(server: Embedde
     fault.revert()  # idempotent
     assert not Path(intent.undo["path"]).exists()
     assert process_cgroup(server.pid, "cpu", cgroup_version()) == origin
+    evidence = fault.evidence(QUIET)  # read by revert before the cgroup went
+    assert evidence.bit, evidence.summary
+    assert int(evidence.figures["nr_throttled"]) > 0
+    assert float(evidence.figures["throttled_seconds"]) > 0
 
 
-def test_memory_pressure_sets_the_limit_on_the_server(server: EmbeddedPostgres) -> None:
-    limit = 96 * 1024**2
-    fault = MemoryPressure(lambda: server.pid, limit_bytes=limit)
-    version = cgroup_version()
+def limit_hits(cgroup: ServerCgroup) -> int:
+    if cgroup.version == 2:
+        events = dict(line.split() for line in cgroup.read("memory.events").splitlines())
+        return int(events["max"])
+    return int(cgroup.read("memory.failcnt"))
+
+
+@pytest.fixture
+def caged_server() -> Iterator[tuple[EmbeddedPostgres, ServerCgroup]]:
+    """A server started inside a memory cgroup of its own, as the substrate starts it."""
+    cgroup = ServerCgroup("memory")
+    cgroup.create()
     try:
-        fault.inject()
-        limit_file = "memory.max" if version == 2 else "memory.limit_in_bytes"
-        assert int((fault.path / limit_file).read_text()) == limit
-        assert server.pid in cgroup_pids(fault.path)
-        with Load(server.dsn()) as load:
-            assert load.progresses()
-        if version == 1:
-            assert int((fault.path / "memory.max_usage_in_bytes").read_text()) <= limit
+        with EmbeddedPostgres(cgroup=cgroup.path) as srv:
+            yield srv, cgroup
     finally:
-        fault.revert()
-    assert not fault.path.exists()
+        cgroup.remove()
+    assert not cgroup.path.exists()
+
+
+def test_memory_pressure_limits_the_cgroup_the_server_was_born_in(
+        caged_server: tuple[EmbeddedPostgres, ServerCgroup]) -> None:
+    server, cgroup = caged_server
+    assert server.pid in cgroup_pids(cgroup.path)
+    # Everything the server allocated is charged here: shared buffers, backends, page cache.
+    usage_file = "memory.current" if cgroup.version == 2 else "memory.usage_in_bytes"
+    assert int(cgroup.read(usage_file)) > 16 * 1024**2
+    fault = MemoryPressure(cgroup, limit_bytes=1024**3, headroom_bytes=0)
+    limit_file = "memory.max" if cgroup.version == 2 else "memory.limit_in_bytes"
+    with Load(server.dsn()) as load:
+        assert load.progresses()
+        try:
+            fault.inject()
+            assert fault.applied_limit is not None and fault.applied_limit < 1024**3
+            assert int(cgroup.read(limit_file)) == fault.applied_limit
+            # The inserts' WAL and data pages need memory the limit has no room for: the
+            # kernel reclaims page cache, and counts each time the limit was hit.
+            assert wait_for(lambda: limit_hits(cgroup) > 0, timeout=60)
+            assert load.progresses()  # squeezed, not stopped
+        finally:
+            fault.revert()
+    restored = cgroup.read(limit_file).strip()  # unlimited again: "max" (v2), ~2^63 (v1)
+    assert restored == "max" or int(restored) >= 2**62
+    evidence = fault.evidence(QUIET)
+    assert evidence.bit, evidence.summary
+    assert int(evidence.figures["limit_hits"]) > 0
+    assert "hit its" in evidence.summary
     with psycopg.connect(server.dsn()) as conn:
         assert conn.execute("SELECT count(*) > 0 FROM load_t").fetchone() == (True,)
+
+
+def test_memory_pressure_far_above_usage_does_not_bite(
+        caged_server: tuple[EmbeddedPostgres, ServerCgroup]) -> None:
+    server, cgroup = caged_server
+    fault = MemoryPressure(cgroup, limit_bytes=4 * 1024**3)
+    try:
+        fault.inject()
+        with Load(server.dsn()) as load:
+            assert load.progresses()
+    finally:
+        fault.revert()
+    evidence = fault.evidence(QUIET)
+    assert not evidence.bit
+    assert evidence.summary.startswith("memory-pressure did not bite: peak ")
+    assert "of a 4096.0 MiB limit" in evidence.summary
+    assert evidence.figures["limit_hits"] == 0
 
 
 def test_pod_pause_freezes_queries_until_thawed(server: EmbeddedPostgres) -> None:
@@ -248,6 +314,13 @@ def test_pod_pause_freezes_queries_until_thawed(server: EmbeddedPostgres) -> Non
         fault.revert()
         conn.close()
     assert not fault.path.exists()
+    assert fault.seen_frozen and fault.frozen_tasks >= 1
+    stalled = WorkloadWindow(seconds=1.0, baseline_ok_per_s=50, longest_ack_gap_seconds=1.0)
+    evidence = fault.evidence(stalled)
+    assert evidence.bit, evidence.summary
+    assert "nothing acknowledged for 1.0 s" in evidence.summary
+    going = WorkloadWindow(seconds=1.0, ok=50, baseline_ok_per_s=50, longest_ack_gap_seconds=0.1)
+    assert not fault.evidence(going).bit
 
 
 def test_network_partition_hangs_clients_and_heals(tmp_path: Path) -> None:
@@ -280,6 +353,10 @@ def test_network_partition_hangs_clients_and_heals(tmp_path: Path) -> None:
         thread.join(60)
         assert out == [(7,)]
         assert not any(rule_present(netns.name, rule) for rule in fault.rules)
+        evidence = fault.evidence(WorkloadWindow(seconds=2.0, indeterminate=1,
+                                                 baseline_ok_per_s=10))
+        assert evidence.bit, evidence.summary
+        assert int(evidence.figures["dropped_packets_in"]) > 0  # the SYNs and the query
         with psycopg.connect(substrate.dsn, connect_timeout=5) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert substrate.probe(5.0).healthy
@@ -304,6 +381,10 @@ def test_connection_kill_terminates_clients_but_not_probes(pggit_dsn: str) -> No
         assert probe.execute("SELECT 1").fetchone() == (1,)
     finally:
         fault.revert()
+    evidence = fault.evidence(QUIET)
+    assert evidence.bit, evidence.summary
+    assert int(evidence.figures["terminated_backends"]) >= 1
+    assert int(evidence.figures["sessions_killed"]) >= 1  # the server counted them too
     survivor = psycopg.connect(pggit_dsn, autocommit=True, application_name="test-client")
     time.sleep(0.3)  # several intervals: nothing kills it any more
     assert survivor.execute("SELECT 1").fetchone() == (1,)
@@ -333,17 +414,20 @@ def test_lock_contention_blocks_ddl_until_revert(pggit_dsn: str) -> None:
     fault.check()
     assert fault.intent().undo["application_name"].startswith("pggit-chaos-fault-")
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
-        conn.execute("SET lock_timeout = '300ms'")
         try:
             fault.inject()
             held = conn.execute(
                 "SELECT mode FROM pg_locks WHERE pid = %s AND relation = 'pggit.objects'::regclass",
                 (fault.backend_pid,)).fetchall()
             assert held == [("AccessExclusiveLock",)]
+            conn.execute("SET lock_timeout = '1s'")  # long enough for the sampler to see it
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 conn.execute("CREATE TABLE during_lock(id int)")  # the trigger writes objects
         finally:
             fault.revert()
+        evidence = fault.evidence(QUIET)
+        assert evidence.bit, evidence.summary
+        assert int(evidence.figures["peak_waiters"]) >= 1
         conn.execute("CREATE TABLE after_lock(id int)")
         tracked = conn.execute(
             "SELECT count(*) FROM pggit.history WHERE object_name = 'after_lock'").fetchone()
@@ -380,6 +464,21 @@ def test_trigger_disable_untracks_ddl_and_restores(pggit_dsn: str) -> None:
         conn.execute("CREATE TABLE tracked(id int)")
         names = {r[0] for r in conn.execute("SELECT object_name FROM pggit.history").fetchall()}
         assert "tracked" in names and "untracked" not in names
+    evidence = fault.evidence(QUIET)
+    assert evidence.bit, evidence.summary
+    assert evidence.figures["relations_changed"] == 1  # untracked, and not the later one
+    assert evidence.figures["history_rows_added"] == 0
+
+
+def test_trigger_disable_without_ddl_does_not_bite(pggit_dsn: str) -> None:
+    fault = TriggerDisable(pggit_dsn)
+    try:
+        fault.inject()
+    finally:
+        fault.revert()
+    evidence = fault.evidence(QUIET)
+    assert not evidence.bit
+    assert "no relation was created or altered" in evidence.summary
 
 
 def test_trigger_disable_needs_a_superuser(pggit_dsn: str) -> None:

@@ -24,6 +24,7 @@ from pggit_chaos.engine.journal import (
     CheckFailureSummary,
     CheckResultSummary,
     ChecksSummary,
+    FaultEvidenceSummary,
     FaultWindow,
     InvariantSummary,
     Journal,
@@ -97,11 +98,11 @@ def make_journal(verdict: str) -> Journal:
     bounds = [
         (Phase.SteadyState, 0.0, 1.6),
         (Phase.Injecting, 1.6, 13.2),
-        (Phase.Recovering, 13.2, 16.8),
-        (Phase.Verifying, 16.8, 29.5),
+        (Phase.Recovering, 13.2, 13.3),
+        (Phase.Verifying, 13.3, 29.5),
     ]
     fault = (3.1, 13.1)
-    recovered = 16.7
+    recovered = 5.4  # pod-kill: healthy again 2.3 s after the kill, during the 10 s hold
     checks = ChecksSummary(
         passed=23 if fail else 25, failed=2 if fail else 0, skipped=1, seed=90210,
         profile="ci", hypothesis_examples=1840,
@@ -148,9 +149,18 @@ def make_journal(verdict: str) -> Journal:
                       "undo": {"kind": "restart"}},
         fault_window=FaultWindow(fault_type="pod-kill", start_offset=fault[0],
                                  end_offset=fault[1], started_at=T0 + timedelta(seconds=3.1),
-                                 ended_at=T0 + timedelta(seconds=13.1)),
+                                 ended_at=T0 + timedelta(seconds=13.1),
+                                 outage_end_offset=recovered),
+        fault_evidence=FaultEvidenceSummary(
+            bit=True,
+            summary="postmaster 4242 and 6 backend(s) SIGKILLed; restarted as pid 4310 after "
+                    "1.05 s down; crash recovery ran (log: redo starts at 0/1A2B3C4)",
+            figures={"killed_postmaster_pid": 4242, "killed_backends": 6, "down_seconds": 1.05,
+                     "postmaster_start_after": "2025-03-14 09:26:57+00"},
+            read_at=T0 + timedelta(seconds=13.3)),
         workload=workload,
         recovery_seconds=recovered - fault[0],
+        recovery_from="injection",
         recovery_timeout_seconds=120.0,
         recovered_offset=recovered,
         invariants=invariants,
@@ -272,13 +282,16 @@ def test_to_status_shape(verdict: str) -> None:
     status = make_journal(verdict).to_status()
     assert set(status) == {
         "phase", "verdict", "startedAt", "injectedAt", "revertedAt", "recoveredAt",
-        "finishedAt", "recoverySeconds", "faultIntent", "workload", "checks", "conditions"}
+        "finishedAt", "recoverySeconds", "faultIntent", "faultEvidence", "workload", "checks",
+        "conditions"}
     assert status["phase"] == ("Passed" if verdict == "Pass" else "Failed")
     assert status["verdict"] == verdict
     for key in ("startedAt", "injectedAt", "revertedAt", "recoveredAt", "finishedAt"):
         assert RFC3339_Z.match(status[key]), status[key]
     assert status["startedAt"] == "2025-03-14T09:26:53Z"
-    assert status["recoverySeconds"] == pytest.approx(13.6)
+    assert status["recoverySeconds"] == pytest.approx(2.3)
+    assert status["faultEvidence"]["bit"] is True
+    assert "crash recovery ran" in status["faultEvidence"]["summary"]
     assert status["faultIntent"] is None  # reverted
     assert set(status["workload"]) == {"invoked", "ok", "failed", "indeterminate", "lost",
                                        "duplicated", "unexpected"}
@@ -490,7 +503,7 @@ def test_verdict_table_renders_everything() -> None:
     console = Console(width=160, record=True, color_system="truecolor")
     console.print(render_verdict_table(make_journal("Fail")))
     text = console.export_text(clear=False)
-    for needle in ("Injecting", "Verifying", "11,702 ok", "37 lost", "FAIL", "13.6 s",
+    for needle in ("Injecting", "Verifying", "11,702 ok", "37 lost", "FAIL", "2.30 s",
                    "acknowledged-commits-present", "test_trinity_unique", "--seed 424242",
                    "37 acknowledged commits lost", "recorded hash 9f2c"):
         assert needle in text, needle

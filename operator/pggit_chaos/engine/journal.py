@@ -25,6 +25,7 @@ __all__ = [
     "CheckFailureSummary",
     "CheckResultSummary",
     "ChecksSummary",
+    "FaultEvidenceSummary",
     "FaultWindow",
     "InvariantSummary",
     "Journal",
@@ -118,11 +119,36 @@ class FaultWindow(_Model):
     end_offset: float | None = None
     started_at: AwareDatetime
     ended_at: AwareDatetime | None = None
+    outage_end_offset: float | None = None
+    """For a fault that heals while held (pod-kill): when the database was first healthy again.
+    The outage runs from ``start_offset`` to here; the rest of the window is only the hold."""
 
     @property
     def seconds(self) -> float | None:
         """How long the fault was active, if it has been reverted."""
         return None if self.end_offset is None else self.end_offset - self.start_offset
+
+    @property
+    def outage_seconds(self) -> float | None:
+        """How long the database was down (pod-kill), if that was measured."""
+        if self.outage_end_offset is None:
+            return None
+        return max(0.0, self.outage_end_offset - self.start_offset)
+
+
+#: One figure of evidence: a count, an amount or a short text.
+EvidenceFigure = int | float | str
+
+
+class FaultEvidenceSummary(_Model):
+    """What the system showed of the fault: whether it bit, in one line, and the readings."""
+
+    bit: bool
+    """True when the system showed the fault's effect; False makes the verdict Inconclusive."""
+    summary: str
+    figures: dict[str, EvidenceFigure] = Field(default_factory=dict)
+    """Raw readings, e.g. ``{"nr_throttled": 87, "throttled_seconds": 8.7}``."""
+    read_at: AwareDatetime | None = None
 
 
 class WorkloadSummary(_Model):
@@ -338,8 +364,13 @@ class Journal(_Model):
 
     fault_intent: dict[str, Any] | None = None
     fault_window: FaultWindow | None = None
+    fault_evidence: FaultEvidenceSummary | None = None
+    """Whether the fault took effect, read from the system after the revert."""
     workload: WorkloadSummary = Field(default_factory=WorkloadSummary)
     recovery_seconds: float | None = None
+    recovery_from: Literal["revert", "injection"] = "revert"
+    """What ``recovery_seconds`` counts from: the revert, or the injection (pod-kill, whose
+    server comes back while the fault is held: the outage, up to the first healthy probe)."""
     recovery_timeout_seconds: float | None = None
     recovered_offset: float | None = None
     invariants: list[InvariantSummary] = Field(default_factory=list)
@@ -462,17 +493,22 @@ class Journal(_Model):
             self.fault_window.end_offset = self.offset()
             self.fault_window.ended_at = now
 
-    def mark_recovered(self, seconds: float, at: float | None = None) -> None:
-        """The database is healthy again, ``seconds`` after revert (or injection).
+    def mark_recovered(self, seconds: float, at: float | None = None,
+                       since: Literal["revert", "injection"] = "revert") -> None:
+        """The database is healthy again, ``seconds`` after the revert (or the injection).
 
         ``at`` is the ``time.monotonic()`` reading when it was first seen healthy (default:
-        now) — for pod-kill that is during the hold, well before this call.
+        now) — for pod-kill that is during the hold, well before this call; the outage then
+        ends there (:attr:`FaultWindow.outage_end_offset`).
         """
         now = time.monotonic()
         at = now if at is None else at
         self.recovered_at = _utcnow() - timedelta(seconds=max(0.0, now - at))
         self.recovery_seconds = seconds
+        self.recovery_from = since
         self.recovered_offset = self.offset(at)
+        if since == "injection" and self.fault_window is not None:
+            self.fault_window.outage_end_offset = self.recovered_offset
 
     @property
     def recovery_state(self) -> Literal["recovered", "timed-out", "not-reached"]:
@@ -541,6 +577,10 @@ class Journal(_Model):
             "recoverySeconds": (None if self.recovery_seconds is None
                                 else round(self.recovery_seconds, 3)),
             "faultIntent": active_intent,
+            "faultEvidence": (None if self.fault_evidence is None else {
+                "bit": self.fault_evidence.bit,
+                "summary": _clip(self.fault_evidence.summary),
+            }),
             "workload": {
                 "invoked": self.workload.invoked,
                 "ok": self.workload.ok,

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from pggit_chaos.engine.history import History
 from pggit_chaos.engine.journal import (
+    FaultEvidenceSummary,
     InvariantSummary,
     Journal,
     Phase,
@@ -25,6 +28,7 @@ from pggit_chaos.engine.journal import (
 )
 from pggit_chaos.engine.workload import Workload, new_run_id
 from pggit_chaos.errors import ChaosError
+from pggit_chaos.faults.base import FaultEvidence, WorkloadWindow
 
 if TYPE_CHECKING:
     from pggit_chaos.engine.invariants import InvariantReport
@@ -39,6 +43,8 @@ BASELINE_SECONDS = 1.0
 SETTLE_SECONDS = 1.0
 #: Width of the timeline's buckets.
 BUCKET_SECONDS = 0.5
+#: The reason a dry run ends with (its phase is Aborted: nothing was injected).
+DRY_RUN_REASON = "dry run: nothing injected"
 
 
 @dataclass
@@ -107,6 +113,8 @@ class Run:
         self.invariant_report: InvariantReport | None = None
         #: (start, end) of the fault on the history's clock, for the invariant checker.
         self.fault_window: tuple[float, float] | None = None
+        #: (step, seconds) of the Verifying phase: settle, invariant checker, checks suite.
+        self._verify_steps: list[tuple[str, float]] = []
 
     # -- phases ---------------------------------------------------------------------------------
     def _enter(self, phase: Phase, detail: str = "") -> None:
@@ -123,8 +131,13 @@ class Run:
         spec = self.experiment.spec
         self._enter(Phase.Pending, f"fault {spec.fault.type}, substrate {self.substrate.name}")
         if spec.dry_run:
+            # The phase is Aborted (a terminal phase: nothing was injected); the displays say
+            # "planned (dry run)" from the plan the journal carries.
             self.journal.dry_run_plan = self.substrate.plan(self.experiment)
-            return self._finish(Phase.Aborted, "dry run: nothing injected")
+            return self._finish(Phase.Aborted, DRY_RUN_REASON)
+        # Progress ticks through every phase, the long synchronous ones included (they run
+        # in threads, so the event loop stays free).
+        ticker = asyncio.create_task(self._tick())
         try:
             return await self._execute()
         except ChaosError as exc:
@@ -134,6 +147,9 @@ class Run:
             self._finish(Phase.Error, "interrupted: fault reverted", error="interrupted")
             raise
         finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
             await self._stop_workload()
 
     async def _execute(self) -> Journal:
@@ -157,16 +173,17 @@ class Run:
             history=self.history,
         )
         await self.workload.start()
-        ticker = asyncio.create_task(self._tick())
         try:
             await asyncio.sleep(self.baseline)
             recovered = await self._inject_hold_revert_recover(fault)
             if recovered:
+                # Recovery is over once the database is healthy: the settle (the workload
+                # shown running again) belongs to verification, not to the recovery time.
+                self._enter(Phase.Verifying, f"the workload settles {self.settle:g} s and "
+                            "stops; then the invariant checker and the checks suite")
+                started = time.monotonic()
                 await asyncio.sleep(self.settle)
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
             await self._stop_workload()
         self._summarise_workload()
         if not recovered:
@@ -174,6 +191,7 @@ class Run:
                 Phase.Failed,
                 f"not healthy within the recovery timeout of {spec.recovery.timeout}",
             )
+        self._verify_steps.append(("workload settled and stopped", time.monotonic() - started))
         return await self._verify()
 
     async def _inject_hold_revert_recover(self, fault: Fault) -> bool:
@@ -213,12 +231,54 @@ class Run:
         if first_healthy is not None:  # confirm it is still healthy after the revert
             deadline = max(deadline, time.monotonic() + timeout)
         healthy_at = await self._first_healthy(deadline)
-        if healthy_at is None:
-            return False
-        recovered_at = first_healthy or healthy_at
-        self.journal.mark_recovered(recovered_at - since, at=recovered_at)
-        self.observer.on_phase(self.journal)
-        return True
+        if healthy_at is not None:
+            recovered_at = first_healthy or healthy_at
+            self.journal.mark_recovered(
+                recovered_at - since, at=recovered_at,
+                since="injection" if fault.recovery_from_injection else "revert")
+            self.observer.on_phase(self.journal)
+        await self._record_evidence(fault)
+        return healthy_at is not None
+
+    async def _record_evidence(self, fault: Fault) -> None:
+        """Ask the fault what the system showed of it (after the revert, counters read)."""
+        window = self._workload_window()
+        try:
+            evidence = await asyncio.to_thread(fault.evidence, window)
+        except Exception as exc:  # a reading that failed proves nothing: not a bite
+            evidence = FaultEvidence.unreadable(fault.type, exc)
+        self.journal.fault_evidence = FaultEvidenceSummary(
+            bit=evidence.bit, summary=evidence.summary, figures=dict(evidence.figures),
+            read_at=datetime.now(UTC),
+        )
+
+    def _workload_window(self) -> WorkloadWindow:
+        """What the workload saw during the fault window, from its history."""
+        if self.fault_window is None:
+            return WorkloadWindow(seconds=0.0)
+        start, end = self.fault_window
+        outcomes: dict[str, int] = {"ok": 0, "fail": 0, "info": 0}
+        acks: list[float] = []
+        before = 0
+        baseline_start = max(0.0, start - self.baseline)
+        for op in self.history.ops:
+            if op.type == "invoke":
+                continue
+            if start <= op.time <= end:
+                outcomes[op.type] += 1
+                if op.type == "ok":
+                    acks.append(op.time)
+            elif op.type == "ok" and baseline_start <= op.time < start:
+                before += 1
+        points = [start, *sorted(acks), end]
+        gap = max((b - a for a, b in itertools.pairwise(points)), default=0.0)
+        baseline = start - baseline_start
+        return WorkloadWindow(
+            seconds=end - start, ok=outcomes["ok"], failed=outcomes["fail"],
+            indeterminate=outcomes["info"],
+            baseline_ok_per_s=before / baseline if baseline > 0 else 0.0,
+            longest_ack_gap_seconds=gap,
+        )
 
     async def _first_healthy(self, deadline: float) -> float | None:
         """Probe every ``probeInterval`` until healthy (its monotonic time) or the deadline."""
@@ -235,12 +295,18 @@ class Run:
 
     async def _verify(self) -> Journal:
         verification = self.experiment.spec.verification
-        self._enter(Phase.Verifying, "invariant checker, then the checks suite")
+        if self.journal.current_phase is not Phase.Verifying:
+            self._enter(Phase.Verifying, "invariant checker, then the checks suite")
         reasons: list[str] = []
         #: Why the run cannot say Pass although nothing failed (the verdict is Inconclusive).
         unsure: list[str] = []
+        evidence = self.journal.fault_evidence
+        if evidence is not None and not evidence.bit:
+            unsure.append(evidence.summary)
         if verification.invariants:
+            started = time.monotonic()
             report = await asyncio.to_thread(self._check_invariants)
+            self._verify_steps.append(("invariant checker", time.monotonic() - started))
             self.invariant_report = report
             self.journal.invariants = [
                 InvariantSummary(
@@ -260,9 +326,11 @@ class Run:
                     else "invariants violated"
                 )
         if verification.checks and self.checks_runner is not None:
+            started = time.monotonic()
             summary = await asyncio.to_thread(
                 self.checks_runner, self.substrate.dsn, self.experiment
             )
+            self._verify_steps.append(("checks suite", time.monotonic() - started))
             self.journal.checks = summary
             failed = [f for f in summary.failures if f.outcome == "failed"]
             if failed:
@@ -272,6 +340,10 @@ class Run:
             if errored:
                 names = ", ".join(f.name for f in errored[:3])
                 unsure.append(f"{len(errored)} check(s) could not run: {names}")
+        record = self.journal.phases[-1]
+        if record.phase is Phase.Verifying and self._verify_steps:
+            record.detail = "; ".join(f"{step} {seconds:.1f} s"
+                                      for step, seconds in self._verify_steps)
         if reasons:
             return self._finish(Phase.Failed, "; ".join(reasons))
         if unsure:

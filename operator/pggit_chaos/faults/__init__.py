@@ -4,8 +4,8 @@ Substrates build the fault classes; the engine only sees :class:`~pggit_chaos.fa
 ``pggit-chaos cleanup`` uses :func:`cleanup` with a :class:`StateFile`.
 """
 
-from pggit_chaos.faults.base import Fault, FaultIntent
-from pggit_chaos.faults.cgroup import CpuThrottle, MemoryPressure, PodPause
+from pggit_chaos.faults.base import Fault, FaultEvidence, FaultIntent, WorkloadWindow
+from pggit_chaos.faults.cgroup import CpuThrottle, MemoryPressure, PodPause, ServerCgroup
 from pggit_chaos.faults.cleanup import cleanup, revert_intent
 from pggit_chaos.faults.network import NetworkPartition
 from pggit_chaos.faults.process import PodKill
@@ -16,14 +16,17 @@ __all__ = [
     "ConnectionKill",
     "CpuThrottle",
     "Fault",
+    "FaultEvidence",
     "FaultIntent",
     "LockContention",
     "MemoryPressure",
     "NetworkPartition",
     "PodKill",
     "PodPause",
+    "ServerCgroup",
     "StateFile",
     "TriggerDisable",
+    "WorkloadWindow",
     "cleanup",
     "default_state_dir",
     "revert_intent",

@@ -1,15 +1,16 @@
 """Revert what a crashed run left behind, from the state file's plain data alone.
 
 ``pggit-chaos cleanup`` calls :func:`cleanup`; :func:`revert_intent` undoes one intent of any
-kind (cgroup, iptables, SQL, thread, throwaway cluster, network namespace) without the Python
-objects that injected it. Intents of a runner that is still alive are skipped unless forced.
+kind (cgroup, cgroup limit, iptables, SQL, thread, throwaway cluster, network namespace)
+without the Python objects that injected it. Intents of a runner that is still alive are
+skipped unless forced.
 """
 
 from __future__ import annotations
 
 from pggit_chaos.errors import FaultError
 from pggit_chaos.faults.base import FaultIntent
-from pggit_chaos.faults.cgroup import revert_cgroup
+from pggit_chaos.faults.cgroup import revert_cgroup, revert_limit
 from pggit_chaos.faults.network import revert_rules
 from pggit_chaos.faults.process import kill_stray_cluster
 from pggit_chaos.faults.sql import revert_sql_intent
@@ -22,6 +23,8 @@ def revert_intent(intent: FaultIntent) -> str:
     kind = intent.undo.get("kind")
     if kind == "cgroup":
         return revert_cgroup(intent.undo)
+    if kind == "cgroup-limit":
+        return revert_limit(intent.undo)
     if kind == "iptables":
         return revert_rules(intent.undo)
     if kind == "embedded-postgres":

@@ -20,13 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from pggit_chaos.errors import FaultError
-from pggit_chaos.faults.base import FaultIntent
+from pggit_chaos.faults.base import FaultEvidence, FaultIntent, Figure, WorkloadWindow
 from pggit_chaos.local.server import EmbeddedPostgres, child_pids
 
 #: Folder names of throwaway clusters (``EmbeddedPostgres`` uses this mkdtemp prefix).
 CLUSTER_PREFIX = "pggit-chaos-pg-"
 #: Its socket folder when the cluster folder's path is too long for a unix socket.
 SOCKET_PREFIX = "pggit-chaos-sock-"
+#: Server log messages that only crash recovery writes (PostgreSQL 10 and later).
+CRASH_RECOVERY_MESSAGES = (
+    "database system was interrupted",
+    "was not properly shut down; automatic recovery in progress",
+    "redo starts at",
+    "redo done at",
+)
 
 
 class PodKill:
@@ -52,6 +59,12 @@ class PodKill:
         self.restarted_pid: int | None = None
         #: ``time.monotonic()`` when the restarted server accepted connections again.
         self.restarted_at: float | None = None
+        #: ``time.monotonic()`` when the kill was done.
+        self.killed_at: float | None = None
+        #: Backends of the killed postmaster, read just before the kill.
+        self.killed_backends: list[int] = []
+        self._log_offset = 0
+        self._started_before: str | None = None
 
     def check(self) -> None:
         """Nothing beyond owning the server: it is our child."""
@@ -90,6 +103,11 @@ class PodKill:
         if process is None or process.poll() is not None:
             raise FaultError("pod-kill: the PostgreSQL server is not running")
         self.killed_pid = process.pid
+        # The baseline of the evidence: who runs now, since when, and where the log ends.
+        self.killed_backends = child_pids(process.pid)
+        self._started_before = _postmaster_start_time(self.server)
+        with contextlib.suppress(OSError):
+            self._log_offset = self.server.log_file.stat().st_size
         if self.grace_period_seconds > 0:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
@@ -97,6 +115,7 @@ class PodKill:
             while process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
         self.server.kill()
+        self.killed_at = time.monotonic()
         self._restart_now.clear()
         self._kubelet = threading.Thread(target=self._restart_later, name="pggit-chaos-kubelet",
                                          daemon=True)
@@ -127,6 +146,76 @@ class PodKill:
             raise FaultError(f"pod-kill: PostgreSQL did not start again: {exc}{first}") from exc
         self.restarted_pid = self.server.pid
         self.restarted_at = time.monotonic()
+
+    def _recovery_log_lines(self) -> list[str]:
+        """Crash-recovery messages the server logged since the kill (message text only)."""
+        try:
+            with open(self.server.log_file, "rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            if any(message in line for message in CRASH_RECOVERY_MESSAGES):
+                found.append(line.split("LOG:", 1)[-1].strip())
+        return found
+
+    def evidence(self, window: WorkloadWindow) -> FaultEvidence:
+        """The killed PIDs are gone, a new postmaster runs, and crash recovery ran.
+
+        Read from /proc (the old PIDs), the server log written since the kill, and
+        ``pg_postmaster_start_time()`` before and after.
+        """
+        if self.killed_pid is None:
+            return FaultEvidence(False, "pod-kill did not bite: nothing was killed")
+        victims = [self.killed_pid, *self.killed_backends]
+        survivors = [pid for pid in victims if not _gone(pid)]
+        new_pid = self.server.pid if self.server.running else None
+        recovery = self._recovery_log_lines()
+        started_after = _postmaster_start_time(self.server) if new_pid else None
+        restarted = new_pid is not None and new_pid != self.killed_pid
+        new_start = (started_after is not None and self._started_before is not None
+                     and started_after != self._started_before)
+        figures: dict[str, Figure] = {
+            "killed_postmaster_pid": self.killed_pid,
+            "killed_backends": len(self.killed_backends),
+            "surviving_processes": len(survivors),
+            "new_postmaster_pid": new_pid or 0,
+            "crash_recovery_log_lines": len(recovery),
+        }
+        if self.killed_at is not None and self.restarted_at is not None:
+            figures["down_seconds"] = round(self.restarted_at - self.killed_at, 3)
+        if self._started_before and started_after:
+            figures["postmaster_start_before"] = self._started_before
+            figures["postmaster_start_after"] = started_after
+        bit = not survivors and restarted and bool(recovery or new_start)
+        down = (f" after {figures['down_seconds']:.2f} s down" if "down_seconds" in figures
+                else "")
+        proof = (f"crash recovery ran (log: {'; '.join(recovery[:2])})" if recovery
+                 else "a new pg_postmaster_start_time()" if new_start
+                 else "no crash recovery in the server log")
+        if bit:
+            summary = (f"postmaster {self.killed_pid} and {len(self.killed_backends)} "
+                       f"backend(s) SIGKILLed; restarted as pid {new_pid}{down}; {proof}")
+        else:
+            why = (f"{len(survivors)} killed process(es) still alive" if survivors
+                   else "the server was not restarted" if not restarted else proof)
+            summary = f"pod-kill did not bite: {why}"
+        return FaultEvidence(bit, summary, figures)
+
+
+def _postmaster_start_time(server: EmbeddedPostgres) -> str | None:
+    """``pg_postmaster_start_time()`` over the unix socket; None when it does not answer."""
+    import psycopg
+
+    try:
+        with psycopg.connect(server.socket_dsn(), connect_timeout=2, autocommit=True,
+                             application_name="pggit-chaos-probe-evidence") as conn:
+            row = conn.execute("SELECT pg_postmaster_start_time()::text").fetchone()
+    except (psycopg.Error, AssertionError):
+        return None
+    return str(row[0]) if row else None
 
 
 def cluster_undo(server: EmbeddedPostgres) -> dict[str, Any]:

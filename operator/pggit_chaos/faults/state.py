@@ -1,7 +1,8 @@
 """The local state file: every fault intent and leak-prone resource, written before it exists.
 
 The local substrate records fault intents (before injection) and resources that must not leak
-(the throwaway cluster: type ``embedded-postgres``; the network namespace: type ``netns``), and
+(the throwaway cluster: type ``embedded-postgres``; the network namespace: type ``netns``; the
+server's own memory cgroup: type ``server-cgroup``), and
 clears them once reverted. ``pggit-chaos cleanup`` (:func:`pggit_chaos.faults.cleanup.cleanup`)
 reverts what a crashed runner left. JSON, written atomically (tmp + ``os.replace``) under an
 ``fcntl`` lock, so concurrent runs sharing the file do not clobber each other's entries.
@@ -26,7 +27,7 @@ from pggit_chaos.faults.base import FaultIntent
 STATE_DIR_ENV = "PGGIT_CHAOS_STATE_DIR"
 STATE_FILE_NAME = "state.json"
 #: Intent types that are resources (cleaned up after the faults), not faults.
-RESOURCE_TYPES = ("embedded-postgres", "netns")
+RESOURCE_TYPES = ("embedded-postgres", "netns", "server-cgroup")
 
 
 def default_state_dir() -> Path:

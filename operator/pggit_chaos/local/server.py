@@ -171,7 +171,8 @@ class EmbeddedPostgres:
     """One throwaway cluster; a context manager that removes every trace on exit.
 
     ``netns`` runs the postmaster inside that network namespace (``ip netns exec``); ``host``
-    is then the namespace's address the clients use.
+    is then the namespace's address the clients use. ``cgroup`` (a cgroup folder) starts the
+    postmaster inside that cgroup, so that all it ever allocates is charged there (root only).
     """
 
     def __init__(
@@ -181,6 +182,7 @@ class EmbeddedPostgres:
         host: str = "127.0.0.1",
         port: int | None = None,
         netns: str | None = None,
+        cgroup: str | os.PathLike[str] | None = None,
         base_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 60.0,
     ) -> None:
@@ -189,6 +191,7 @@ class EmbeddedPostgres:
         self.host = host
         self.port = port or free_port("127.0.0.1" if netns else host)
         self.netns = netns
+        self.cgroup = Path(cgroup) if cgroup is not None else None
         self.start_timeout = start_timeout
         self._base_parent = base_dir
         self.base: Path | None = None
@@ -272,6 +275,9 @@ class EmbeddedPostgres:
 
     def command(self) -> list[str]:
         cmd: list[str] = []
+        if self.cgroup is not None:
+            # Join the cgroup first (as root), then become the server: born inside it.
+            cmd += ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.cgroup / "cgroup.procs")]
         if self.netns:
             cmd += ["ip", "netns", "exec", self.netns]
         listen = "0.0.0.0" if self.netns else self.host

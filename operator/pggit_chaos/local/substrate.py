@@ -3,8 +3,10 @@
 The engine (``pggit-chaos run``) uses :class:`LocalSubstrate` through the
 :class:`~pggit_chaos.engine.substrate.Substrate` protocol. ``prepare`` starts an
 :class:`~pggit_chaos.local.server.EmbeddedPostgres` (inside a network namespace when the fault
-is ``network-partition``), installs pgGit and records both as resources in the state file, so
-``pggit-chaos cleanup`` removes them if the runner dies. With ``dsn=`` (``--dsn``) nothing is
+is ``network-partition``; inside a memory cgroup of its own when it is ``memory-pressure``, so
+that the limit covers all the server allocates, as a container's does), installs pgGit and
+records each as a resource in the state file, so ``pggit-chaos cleanup`` removes them if the
+runner dies. With ``dsn=`` (``--dsn``) nothing is
 started and only the SQL-level faults are allowed.
 """
 
@@ -19,7 +21,7 @@ import psycopg
 from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import FaultError, InvalidExperiment
 from pggit_chaos.faults.base import Fault, FaultIntent
-from pggit_chaos.faults.cgroup import CpuThrottle, MemoryPressure, PodPause
+from pggit_chaos.faults.cgroup import CpuThrottle, MemoryPressure, PodPause, ServerCgroup
 from pggit_chaos.faults.network import NetworkPartition
 from pggit_chaos.faults.process import PodKill, cluster_undo
 from pggit_chaos.faults.sql import (
@@ -54,6 +56,8 @@ class LocalSubstrate:
         self.server: EmbeddedPostgres | None = None
         #: The server's network namespace (only for network-partition).
         self.netns: Netns | None = None
+        #: The server's own memory cgroup (only for memory-pressure).
+        self.cgroup: ServerCgroup | None = None
         self.dbname = DEFAULT_DATABASE
         self._resources: list[FaultIntent] = []
         self._lock = threading.Lock()
@@ -94,8 +98,17 @@ class LocalSubstrate:
                 self.netns = netns
                 netns.create()
                 host = netns.ns_address
+            if spec.fault.type == "memory-pressure":
+                cgroup = ServerCgroup("memory")
+                cgroup.check()
+                self._record_resource(FaultIntent(
+                    type="server-cgroup", target=str(cgroup.path), undo=cgroup.undo(),
+                    description=f"memory cgroup of the server of {experiment.name}"))
+                self.cgroup = cgroup
+                cgroup.create()
             server = EmbeddedPostgres(settings=dict(spec.local.postgresql), host=host,
-                                      netns=self.netns.name if self.netns else None)
+                                      netns=self.netns.name if self.netns else None,
+                                      cgroup=self.cgroup.path if self.cgroup else None)
             server.init()
             self.server = server
             self._record_resource(FaultIntent(
@@ -136,7 +149,12 @@ class LocalSubstrate:
         if fault_type == "cpu-throttle":
             return CpuThrottle(lambda: server.pid, settings.cpu_percent)
         if fault_type == "memory-pressure":
-            return MemoryPressure(lambda: server.pid, int(settings.limit))
+            if self.cgroup is None:
+                raise FaultError("memory-pressure: the server was not started in a memory cgroup "
+                                 "of its own (prepare() ran for another fault type)")
+            headroom = settings.headroom
+            return MemoryPressure(self.cgroup, int(settings.limit),
+                                  None if headroom is None else int(headroom))
         if fault_type == "pod-pause":
             return PodPause(lambda: server.pid)
         if fault_type == "network-partition":
@@ -163,7 +181,8 @@ class LocalSubstrate:
             settings = ", ".join(f"{k}={v}" for k, v in spec.local.postgresql.items())
             settings = settings or "defaults"
             where = " in a new network namespace (10.251.X.0/30 veth pair)" \
-                if fault_type == "network-partition" else ""
+                if fault_type == "network-partition" else \
+                " in a memory cgroup of its own" if fault_type == "memory-pressure" else ""
             lines.append(f"start an embedded PostgreSQL{where} with settings: {settings}")
             database = spec.target.database
             if database == "postgres":
@@ -180,8 +199,10 @@ class LocalSubstrate:
             lines.append(f"refused: {fault_type} needs the embedded PostgreSQL")
             return lines
         if self.server is None and self.embedded:
-            section = spec.fault.settings.model_dump(by_alias=True, mode="json")
-            lines.append(f"inject {fault_type} with {section}")
+            section = spec.fault.settings.model_dump(by_alias=True, mode="json",
+                                                     exclude_none=True)
+            settings_text = ", ".join(f"{key} {_plain(value)}" for key, value in section.items())
+            lines.append(f"inject {fault_type}" + (f": {settings_text}" if settings_text else ""))
         else:
             fault = self.build_fault(experiment)
             plan_lines = getattr(fault, "plan_lines", None)
@@ -237,8 +258,26 @@ class LocalSubstrate:
                 self.netns = None
             for intent in [r for r in self._resources if r.type == "netns"]:
                 self._clear_resource(intent)
+            if self.cgroup is not None:
+                try:
+                    self.cgroup.remove()
+                except Exception as exc:
+                    errors.append(f"memory cgroup: {exc}")
+                self.cgroup = None
+            for intent in [r for r in self._resources if r.type == "server-cgroup"]:
+                self._clear_resource(intent)
             if errors:
                 raise FaultError("; ".join(errors) + " (run `pggit-chaos cleanup`)")
+
+
+def _plain(value: object) -> str:
+    """A setting as a person writes it: ``2s``, ``pggit_ddl_trigger and pggit_drop_trigger``."""
+    if isinstance(value, list | tuple):
+        items = [_plain(item) for item in value]
+        return " and ".join(items) if len(items) <= 2 else ", ".join(items)
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_plain(item)}" for key, item in value.items())
+    return str(value)
 
 
 def _probe(dsn: str, timeout: float) -> Probe:

@@ -260,6 +260,11 @@ class MemoryPressure(_Model):
     limit: Annotated[Quantity, QuantityRange(min="16Mi")] = Field(
         default=Quantity("128Mi"), description="Memory limit, e.g. 128Mi; at least 16Mi."
     )
+    headroom: Annotated[Quantity, QuantityRange(min="0")] | None = Field(
+        default=None,
+        description="If set, the limit is the server's memory usage at injection plus this "
+        "(never more than limit), so that it bites a server of any size; 0 = no room to grow.",
+    )
 
 
 class PodPause(_Model):

@@ -57,3 +57,24 @@ def empty_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+
+
+UPSTREAM_TEMPLATE = "upstream_shape_template"
+
+
+@pytest.fixture(scope="session")
+def upstream_template(pg_server: EmbeddedPostgres) -> str:
+    """Name of a template database holding the sound upstream-shaped pgGit."""
+    from pggit_upstream import install_upstream
+
+    install_upstream(pg_server.create_database(UPSTREAM_TEMPLATE))
+    return UPSTREAM_TEMPLATE
+
+
+@pytest.fixture
+def upstream_dsn(pg_server: EmbeddedPostgres, upstream_template: str) -> Iterator[str]:
+    """DSN of a fresh database with the sound upstream-shaped pgGit installed."""
+    name = _fresh_name()
+    dsn = pg_server.create_database(name, template=upstream_template)
+    yield dsn
+    pg_server.drop_database(name)

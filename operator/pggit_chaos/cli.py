@@ -108,6 +108,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         report_dir=args.report_dir,
         dry_run=args.dry_run,
         quiet=args.quiet,
+        keep_evidence=args.keep_evidence,
     )
 
 
@@ -156,6 +157,10 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
     state_dir = args.state_dir or load_settings().state_dir
     lines = cleanup(StateFile.in_dir(state_dir), force=args.force)
+    if args.dsn:
+        from pggit_chaos.target_cleanup import sweep_target
+
+        lines += sweep_target(args.dsn, force=args.force)
     for line in lines:
         print(line)
     if not lines:
@@ -222,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", help="folder for the report folders (default ./chaos-reports)")
     run.add_argument("--dry-run", action="store_true", help="resolve targets, print the plan only")
     run.add_argument("--quiet", action="store_true", help="no live progress line")
+    run.add_argument(
+        "--keep-evidence",
+        action="store_true",
+        help="with --dsn: keep the workload's schema, branch and commits in the target"
+        " (by default they are removed once the verdict is recorded)",
+    )
     run.set_defaults(handler=_cmd_run)
 
     validate = sub.add_parser(
@@ -270,17 +281,24 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Revert every fault a crashed or killed run left in place (cgroups, network "
             "namespaces, iptables rules, disabled triggers) and remove its throwaway "
-            "PostgreSQL, from the intents recorded in the state folder. Intents of runs that "
-            "are still alive are skipped unless --force."
+            "PostgreSQL, from the intents recorded in the state folder. With --dsn, also "
+            "remove from that database what runs left there: workloads kept with "
+            "--keep-evidence or of killed runs (chaos_run_*), scratch areas of killed checks "
+            "runs (chaos_check_*), with every pgGit row they caused. Runs that are still "
+            "alive are skipped unless --force."
         ),
         epilog=_epilog(
             "pggit-chaos cleanup",
+            "pggit-chaos cleanup --dsn postgresql://postgres@db/app",
             "pggit-chaos cleanup --state-dir /var/lib/pggit-chaos --force",
             codes=False,
         )
         + "\n\nexit codes: 0 nothing left, 2 something could not be reverted",
     )
     cleanup.add_argument("--state-dir", help="state folder (default: PGGIT_CHAOS_STATE_DIR)")
+    cleanup.add_argument(
+        "--dsn", help="also remove what dead or kept runs left in this database"
+    )
     cleanup.add_argument(
         "--force", action="store_true", help="also revert intents of runs that are still alive"
     )

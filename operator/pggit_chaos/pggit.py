@@ -437,6 +437,11 @@ def health_query(columns: Sequence[str]) -> str:
     return f"SELECT {name}::text, status::text, {details} FROM pggit.health_check()"  # noqa: S608
 
 
+def health_sql(conn: psycopg.Connection) -> str:
+    """The query over ``pggit.health_check()`` that fits the installed pgGit's result columns."""
+    return health_query(_health_columns(conn))
+
+
 def _health_columns(conn: psycopg.Connection) -> tuple[str, ...]:
     row = conn.execute(
         "SELECT CASE WHEN p.proargmodes IS NULL THEN ARRAY[]::text[] ELSE ARRAY("

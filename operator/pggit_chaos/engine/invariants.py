@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from pggit_chaos.engine.history import DDL_FUNCTIONS, History, Pair
 from pggit_chaos.engine.workload import (
@@ -30,6 +29,7 @@ from pggit_chaos.engine.workload import (
     validate_run_id,
 )
 from pggit_chaos.errors import TargetUnavailable
+from pggit_chaos.sweep import Footprint, purge
 
 #: pgGit's event triggers; both must exist and be enabled after an experiment.
 EVENT_TRIGGERS: tuple[str, ...] = ("pggit_ddl_trigger", "pggit_drop_trigger")
@@ -859,31 +859,20 @@ class _Checker:
 
 
 # -- cleanup --------------------------------------------------------------------------------
-def cleanup_run(dsn: str, run_id: str, *, connect_timeout: float = 10.0) -> None:
-    """Remove the run's schema, branch, commits, objects and history rows (one transaction)."""
+def cleanup_run(dsn: str, run_id: str, *, connect_timeout: float = 10.0) -> Footprint:
+    """Remove the run's schema, branch, commits and every pgGit row naming or hanging off them.
+
+    One transaction, through :func:`pggit_chaos.sweep.purge`, so it works on any pgGit's
+    shape (upstream pgGit copies objects into branches and logs DDL in side tables).
+    """
     validate_run_id(run_id)
-    schema = run_schema(run_id)
-    branch = run_branch(run_id)
-    prefix = commit_message_prefix(run_id)
     try:
-        conn = psycopg.connect(dsn, connect_timeout=max(2, int(connect_timeout)))
+        conn = psycopg.connect(dsn, connect_timeout=max(2, int(connect_timeout)), autocommit=True)
     except psycopg.Error as exc:
         raise TargetUnavailable(f"cleanup cannot connect: {exc}") from exc
-    with conn, conn.transaction():
-        conn.execute("SET LOCAL statement_timeout = '120s'")
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        conn.execute("UPDATE pggit.branches SET head_commit_hash = NULL WHERE name = %s", (branch,))
-        conn.execute(
-            """
-            DELETE FROM pggit.commits c
-             WHERE c.branch_id IN (SELECT id FROM pggit.branches WHERE name = %s)
-                OR left(c.message, %s) = %s
-            """,
-            (branch, len(prefix), prefix),
-        )
-        conn.execute("DELETE FROM pggit.branches WHERE name = %s", (branch,))
-        conn.execute("DELETE FROM pggit.history WHERE schema_name = %s", (schema,))
-        conn.execute("DELETE FROM pggit.objects WHERE schema_name = %s", (schema,))
+    with conn:
+        conn.execute("SET statement_timeout = '120s'")
+        return purge(conn, run_schema(run_id))
 
 
 __all__ = [

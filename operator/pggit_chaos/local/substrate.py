@@ -33,7 +33,7 @@ from pggit_chaos.faults.sql import (
 from pggit_chaos.faults.state import StateFile
 from pggit_chaos.local.netns import Netns
 from pggit_chaos.local.server import EmbeddedPostgres
-from pggit_chaos.pggit import mask_dsn
+from pggit_chaos.pggit import health_sql, mask_dsn
 
 if TYPE_CHECKING:
     from pggit_chaos.spec import Experiment
@@ -288,8 +288,9 @@ def _probe(dsn: str, timeout: float) -> Probe:
             application_name=PROBE_APPLICATION, tcp_user_timeout=milliseconds,
             options=f"-c statement_timeout={milliseconds}",
         ) as conn:
-            rows = conn.execute(
-                "SELECT component, status, details FROM pggit.health_check()").fetchall()
+            rows = conn.execute(health_sql(conn)).fetchall()
+    except ValueError as exc:  # a health_check() whose rows we cannot read
+        return Probe(reachable=True, healthy=False, detail=str(exc))
     except psycopg.errors.UndefinedFunction as exc:
         return Probe(reachable=True, healthy=False, detail=f"pgGit missing: {exc}".strip())
     except psycopg.errors.InvalidSchemaName as exc:
@@ -297,7 +298,10 @@ def _probe(dsn: str, timeout: float) -> Probe:
     except psycopg.errors.QueryCanceled as exc:
         return Probe(reachable=True, healthy=False, detail=f"health_check too slow: {exc}".strip())
     except psycopg.Error as exc:
-        return Probe(reachable=False, healthy=False, detail=str(exc).strip())
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not isinstance(exc, psycopg.OperationalError):  # connected: health_check() failed
+            return Probe(reachable=True, healthy=False, detail=f"health_check() fails: {first}")
+        return Probe(reachable=False, healthy=False, detail=first)
     components = {str(component): str(status) for component, status, _ in rows}
     critical = [f"{component}: {details}" for component, status, details in rows
                 if status == "critical"]

@@ -228,3 +228,28 @@ def test_main_without_dsn_uses_embedded_pggit(capsys: pytest.CaptureFixture[str]
     assert runner.main(["--category", "corruption", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "seed 3" in out and "test_no_duplicate_trinity_ids" in out
+
+
+#: A pgGit whose generate_trinity_id reads a column that does not exist: every commit fails
+#: with UndefinedColumn (42703) — the checks cannot run, which says nothing about a promise.
+BROKEN_SHAPE = """
+CREATE OR REPLACE FUNCTION pggit.generate_trinity_id(branch text DEFAULT 'main') RETURNS text
+LANGUAGE plpgsql AS $$ BEGIN RETURN (SELECT no_such_column FROM pggit.branches LIMIT 1); END $$;
+"""
+
+
+def test_a_check_that_cannot_run_is_an_error_not_a_fail(pggit_dsn: str, tmp_path: Path) -> None:
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute(BROKEN_SHAPE)
+    junit = tmp_path / "junit.xml"
+    result = run_checks(pggit_dsn, categories=["transaction"], junit=junit, quiet=True)
+    errors = [f for f in result.failures if f.outcome == "error"]
+    assert errors and result.errors == len(errors), result.failures
+    assert result.failed == 0, [(f.name, f.message) for f in result.failures]
+    assert result.verdict == "Inconclusive" and result.exit_code == 3
+    assert all("no_such_column" in f.message or "42703" in f.message for f in errors), errors
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+    for failure in errors:
+        assert cases[failure.name].find("error") is not None, failure.name
+        assert cases[failure.name].find("failure") is None, failure.name
+    assert runner.main(["--dsn", pggit_dsn, "--category", "transaction"]) == 3

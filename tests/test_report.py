@@ -37,6 +37,7 @@ from pggit_chaos.engine.journal import (
 )
 from pggit_chaos.engine.report import (
     TIMELINE_SIZE_PX,
+    build_timeline_figure,
     render_verdict_table,
     replay_command,
     write_report,
@@ -515,3 +516,131 @@ def test_verdict_table_renders_everything() -> None:
     console.print(render_verdict_table(make_journal("Pass")))
     text = console.export_text()
     assert "PASS" in text and "FAIL" not in text
+
+
+# -- what the displays say: fault evidence, recovery, outage, dry runs, long names ----------
+
+
+LONG_CHECK = "test_trinity_ids_unique_under_concurrent_commits_released_by_a_barrier"
+
+
+def test_verdict_table_never_cuts_a_name_at_80_columns() -> None:
+    journal = make_journal("Fail")
+    journal.checks.failures = [
+        CheckFailureSummary(name=f"{LONG_CHECK}_{n}", message="two commits share a Trinity ID",
+                            seed=424242)
+        for n in range(3)
+    ]
+    console = Console(width=80, record=True)
+    console.print(render_verdict_table(journal))
+    text = console.export_text()
+    lines = [line.strip() for line in text.splitlines()]
+    for n in range(3):
+        assert f"{LONG_CHECK}_{n}" in lines  # whole, on a line of its own
+    assert "failed: two commits share a Trinity ID" in lines
+    assert "acknowledged-commits-present" in text  # an invariant name: not folded at 80
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "--seed 424242" in text
+
+
+def test_verdict_table_shows_the_evidence_and_what_recovery_counts_from() -> None:
+    console = Console(width=140, record=True)
+    console.print(render_verdict_table(make_journal("Pass")))
+    text = " ".join(console.export_text().split())
+    assert "fault bit │ yes" in text
+    assert "crash recovery ran" in text
+    assert "2.30 s from the kill to the first healthy probe" in text
+    assert "pod-kill held 10.0 s, database down 2.30 s of it" in text
+
+    journal = make_journal("Pass")
+    journal.fault_evidence = FaultEvidenceSummary(
+        bit=False, summary="memory-pressure did not bite: peak 31.0 MiB of a 128.0 MiB limit, "
+                           "memory.failcnt 0")
+    journal.recovery_from = "revert"
+    journal.finish(Phase.Inconclusive, journal.fault_evidence.summary)
+    console = Console(width=140, record=True)
+    console.print(render_verdict_table(journal))
+    text = " ".join(console.export_text().split())
+    assert "fault bit │ NO" in text and "INCONCLUSIVE" in text
+    assert "from the revert to the first healthy probe" in text
+
+
+def test_summary_and_junit_carry_the_evidence(tmp_path: Path) -> None:
+    files = write_report(make_journal("Pass"), tmp_path / "bit")
+    summary = files.summary.read_text()
+    assert "## Fault evidence" in summary and "✅ **The fault bit**" in summary
+    assert "| killed_backends | 6 |" in summary and "| down_seconds | 1.05 |" in summary
+    assert "2.30 s from the kill to the first healthy probe" in summary
+    assert "The database was down 2.30 s of the 10.0 s the fault was held." in summary
+    cases = _junit_cases(files.junit)
+    assert "crash recovery ran" in (cases["fault-bit"].system_out or "")  # type: ignore[attr-defined]
+    assert not cases["fault-bit"].result  # type: ignore[attr-defined]
+
+    journal = make_journal("Pass")
+    reason = "cpu-throttle did not bite: the server never used up a quota of 90% of one core"
+    journal.fault_evidence = FaultEvidenceSummary(bit=False, summary=reason,
+                                                  figures={"nr_throttled": 0})
+    journal.finish(Phase.Inconclusive, reason)
+    files = write_report(journal, tmp_path / "no-bite")
+    summary = files.summary.read_text()
+    assert summary.splitlines()[0].startswith("# ⚠️ INCONCLUSIVE")
+    assert "⚠️ **The fault did not bite**" in summary
+    cases = _junit_cases(files.junit)
+    for name in ("fault-bit", "verdict"):  # never a green CI for a run that proved nothing
+        (result,) = cases[name].result  # type: ignore[attr-defined]
+        assert isinstance(result, Skipped) and "did not bite" in result.message
+
+
+def _texts(figure: object) -> list[str]:
+    from matplotlib.figure import Figure
+
+    assert isinstance(figure, Figure)
+    found = [t.get_text() for t in figure.texts]
+    for ax in figure.axes:
+        found += [t.get_text() for t in ax.texts]
+    return found
+
+
+def test_timeline_band_is_the_outage_and_the_hold_is_lighter() -> None:
+    import matplotlib.pyplot as plt
+
+    journal = make_journal("Pass")
+    figure = build_timeline_figure(journal)
+    try:
+        texts = _texts(figure)
+        assert "pod-kill: down 2.3 s (held 10.0 s)" in texts
+        assert any(t.startswith("fault bit: postmaster 4242") for t in texts)
+        ops = figure.axes[1]
+        spans = [p for p in ops.patches if p.get_alpha() in (0.18, 0.05)]
+        extents = sorted((round(p.get_extents().x0), round(p.get_extents().x1), p.get_alpha())
+                         for p in spans)
+        to_px = ops.transData.transform
+        x_kill, x_up, x_revert = (round(to_px((x, 0))[0]) for x in (3.1, 5.4, 13.1))
+        assert extents == [(x_kill, x_up, 0.18), (x_up, x_revert, 0.05)]
+    finally:
+        plt.close(figure)
+
+    journal.fault_window = journal.fault_window.model_copy(  # type: ignore[union-attr]
+        update={"outage_end_offset": None})
+    figure = build_timeline_figure(journal)
+    try:
+        assert "pod-kill (10.0 s)" in _texts(figure)
+    finally:
+        plt.close(figure)
+
+
+def test_dry_run_reads_as_a_plan(tmp_path: Path) -> None:
+    journal = Journal(experiment="cpu-throttle", spec=MANIFEST)
+    journal.enter_phase(Phase.Pending, "fault pod-kill, substrate local")
+    journal.dry_run_plan = ["start an embedded PostgreSQL with settings: defaults",
+                            "inject cpu-throttle: cpuPercent 10", "hold for 10s, then revert"]
+    journal.finish(Phase.Aborted, "dry run: nothing injected")
+    files = write_report(journal, tmp_path)
+    summary = files.summary.read_text()
+    assert summary.splitlines()[0] == "# ⚠️ PLANNED (DRY RUN): cpu-throttle"
+    assert "2. inject cpu-throttle: cpuPercent 10" in summary
+    assert "| planned (dry run) |" in summary and "| Aborted |" not in summary
+    assert "{" not in summary
+    (result,) = _junit_cases(files.junit)["verdict"].result  # type: ignore[attr-defined]
+    assert isinstance(result, Skipped) and "dry run" in result.message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +116,11 @@ def test_every_example_experiment_passes_and_leaves_nothing(
     assert journal["workload"]["ok"] > 0
     assert journal["workload"]["lost"] == 0
     assert all(inv["passed"] for inv in journal["invariants"])
+    # The fault bit, read from the system (a Pass of a fault that did nothing is no Pass).
+    evidence = journal["fault_evidence"]
+    assert evidence is not None and evidence["bit"], evidence
+    assert evidence["figures"] and evidence["summary"]
+    assert "fault bit" in result.stdout
     folder = next(runner.reports.iterdir())
     for name in ("journal.json", "junit.xml", "summary.md", "timeline.png", "history.jsonl"):
         assert (folder / name).stat().st_size > 0, name
@@ -145,6 +151,10 @@ def test_dry_run_prints_the_plan_and_injects_nothing(runner: Runner) -> None:
     result = runner.run("run", "--dry-run", str(ROOT / "experiments" / "02-cpu-throttle.yaml"))
     assert result.returncode == 0, result.stderr
     assert "plan" in result.stdout and "cpu" in result.stdout.lower()
+    # A plan, in readable lines: not an abort, not a Python dict.
+    assert "planned (dry run)" in result.stdout and "Aborted" not in result.stdout
+    assert "inject cpu-throttle: cpuPercent 10" in result.stdout
+    assert "{" not in result.stdout
     (journal,) = runner.journals()
     assert journal["injected_at"] is None and journal["verdict"] is None
     runner.assert_nothing_left()
@@ -233,4 +243,48 @@ def test_cleanup_command_after_the_runner_is_killed_mid_fault(runner: Runner, ex
     result = runner.run("cleanup", "--state-dir", str(runner.state))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAILED" not in result.stdout
+    runner.assert_nothing_left()
+
+
+STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) +(\S+) +\+\d+\.\ds")
+
+
+def test_without_a_terminal_each_phase_is_one_timestamped_line(runner: Runner) -> None:
+    """CI and a Job's log: no live line, one line per phase with its UTC time, no repeats."""
+    quick = write_experiment(
+        runner.tmp / "quick.yaml", ROOT / "experiments" / "06-connection-kill.yaml",
+        **{"spec.duration": "2s", "spec.verification.checks": []},
+    )
+    result = runner.run("run", str(quick))  # stdout is a pipe: not a terminal
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stamped = [m for m in map(STAMPED.match, result.stdout.splitlines()) if m]
+    assert [m.group(3) for m in stamped] == [
+        "Pending", "SteadyState", "Injecting", "Recovering", "Verifying", "Passed"]
+    assert {m.group(2) for m in stamped} == {"connection-kill"}
+    times = [m.group(1) for m in stamped]
+    assert times == sorted(times)
+    assert "\x1b[" not in result.stdout  # no terminal control sequences in a log
+    runner.assert_nothing_left()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the local faults need root (cgroups, netns, iptables)")
+def test_a_fault_that_cannot_bite_is_inconclusive(runner: Runner) -> None:
+    """A memory limit far above what the server uses: nothing was tested, so no Pass."""
+    roomy = write_experiment(
+        runner.tmp / "roomy.yaml", ROOT / "experiments" / "03-memory-pressure.yaml",
+        **{"metadata.name": "roomy-memory", "spec.duration": "2s",
+           "spec.fault.memoryPressure": {"limit": "4Gi"}, "spec.verification.checks": []},
+    )
+    result = runner.run("run", str(roomy))
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-3000:]
+    (journal,) = runner.journals()
+    assert journal["verdict"] == "Inconclusive"
+    assert journal["reason"].startswith("memory-pressure did not bite: peak ")
+    assert "of a 4096.0 MiB limit, memory" in journal["reason"]
+    evidence = journal["fault_evidence"]
+    assert not evidence["bit"] and evidence["figures"]["limit_hits"] == 0
+    assert all(inv["passed"] for inv in journal["invariants"])  # nothing failed either
+    assert "INCONCLUSIVE" in result.stdout and "fault bit" in result.stdout
+    summary = next(runner.reports.iterdir()) / "summary.md"
+    assert "The fault did not bite" in summary.read_text()
     runner.assert_nothing_left()

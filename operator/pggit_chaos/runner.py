@@ -66,30 +66,86 @@ def check_dsn_target(experiments: Sequence[Experiment], dsn: str) -> None:
     connect_check(dsn)
 
 
-class LiveObserver:
-    """The live progress line: phase, elapsed, ops/s, errors."""
+def _stamp(when: datetime) -> str:
+    """``2025-03-14T09:26:53.589Z``: UTC with milliseconds."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
-    def __init__(self, live: Live | None, name: str) -> None:
+
+def phase_label(journal: Journal, phase: Phase) -> str:
+    """The phase as a person should read it: a dry run's end is a plan, not an abort."""
+    if phase.terminal and journal.dry_run_plan and journal.injected_at is None:
+        return "planned (dry run)"
+    return phase.value
+
+
+class LiveObserver:
+    """The run's progress as the user sees it.
+
+    On a terminal: one live line (phase, elapsed, ops/s, ok, errors). It is rendered from the
+    run's own clock each time rich refreshes it (4 times a second, from rich's thread), so the
+    elapsed time keeps ticking through long synchronous phases. Without a terminal (CI, a
+    Job's log): one timestamped line per phase, printed once, when the phase begins.
+    """
+
+    def __init__(self, live: Live | None, name: str, out: Console | None = None) -> None:
         self.live = live
         self.name = name
+        self.out = out or console
         self.last = Progress(Phase.Pending, 0.0, 0.0, 0, 0)
         self.fault_active = False
+        self.journal: Journal | None = None
+        #: How many of the journal's phase records have been printed (no terminal).
+        self.printed = 0
+        if live is not None:
+            live.update(self, refresh=True)
 
-    def _render(self, phase: Phase) -> Text:
+    def _elapsed(self) -> float:
+        journal = self.journal
+        if journal is None:
+            return self.last.elapsed
+        record = journal.phases[-1] if journal.phases else None
+        if record is not None and record.phase.terminal:
+            return record.start_offset
+        return journal.offset()
+
+    def render(self) -> Text:
         p = self.last
+        phase = self.journal.current_phase if self.journal is not None else p.phase
+        label = phase_label(self.journal, phase) if self.journal is not None else phase.value
         return Text.assemble(
             (f"{self.name} ", "bold"),
-            (f"{phase.value:<11}", "cyan"),
-            f" {p.elapsed:6.1f}s  {p.ops_per_s:7.0f} ops/s  ok {p.ok:<7} ",
+            (f"{label:<11}", "cyan"),
+            f" {self._elapsed():6.1f}s  {p.ops_per_s:7.0f} ops/s  ok {p.ok:<7} ",
             (f"errors {p.errors}", "red" if p.errors else "dim"),
         )
 
+    def __rich__(self) -> Text:
+        return self.render()
+
+    def phase_line(self, journal: Journal, index: int) -> str:
+        """``<UTC time> <experiment> <phase> +<seconds>s <detail>`` for one phase record."""
+        record = journal.phases[index]
+        label = phase_label(journal, record.phase)
+        detail = record.detail
+        if record.phase.terminal:
+            detail = journal.reason or detail
+            if label != record.phase.value:
+                detail = "nothing injected"
+        line = f"{_stamp(record.started_at)} {self.name} {label:<11} +{record.start_offset:.1f}s"
+        return f"{line}  {' '.join(detail.split())}" if detail else line
+
     def on_phase(self, journal: Journal) -> None:
+        self.journal = journal
         self._track_active_fault(journal)
         if self.live is not None:
-            self.live.update(self._render(journal.current_phase))
-        else:
-            console.print(f"{self.name}: {journal.current_phase.value}", style="dim")
+            self.live.refresh()
+            return
+        # Called for each phase and again for marks inside one (injected, recovered):
+        # print every phase record once, in order.
+        while self.printed < len(journal.phases):
+            self.out.print(self.phase_line(journal, self.printed), markup=False,
+                           highlight=False, soft_wrap=True)
+            self.printed += 1
 
     def _track_active_fault(self, journal: Journal) -> None:
         """Keep ``pggit_chaos_active_faults`` true to the journal's injected/reverted marks."""
@@ -104,8 +160,6 @@ class LiveObserver:
 
     def on_progress(self, progress: Progress) -> None:
         self.last = progress
-        if self.live is not None:
-            self.live.update(self._render(progress.phase))
 
 
 def local_checks_runner(report_folder: Path, seed: int | None = None):  # type: ignore[no-untyped-def]
@@ -210,7 +264,8 @@ def run_experiment_locally(
     folder = _report_folder(report_base, experiment)
     substrate = LocalSubstrate(state=StateFile.in_dir(settings.state_dir), dsn=dsn)
     interrupted = False
-    live = None if quiet or not console.is_terminal else Live(console=console, transient=True)
+    live = None if quiet or not console.is_terminal else Live(
+        console=console, transient=True, auto_refresh=True, refresh_per_second=4)
     observer = LiveObserver(live, experiment.name)
     run = Run(experiment, substrate, local_checks_runner(folder), observer)
     try:
@@ -288,9 +343,11 @@ def run_experiments(
             worst = _worse(worst, EXIT_ERROR)
             continue
         if journal.dry_run_plan:
-            console.print(f"[bold]{experiment.name}[/]: plan (dry run, nothing injected)")
-            for line in journal.dry_run_plan:
-                console.print(f"  {line}", soft_wrap=True)
+            console.print(f"[bold]{experiment.name}[/]: planned (dry run), nothing injected. "
+                          "A run would:")
+            for n, line in enumerate(journal.dry_run_plan, 1):
+                console.print(f"  {n}. {line}", soft_wrap=True, markup=False, highlight=False)
+            console.print(f"report: {folder}")
             continue
         print_verdict_table(journal, console)
         console.print(f"report: {folder}")

@@ -4,6 +4,8 @@ Called by the CLI (``pggit-chaos run`` writes the folder and prints :func:`rende
 and by the verification Job in a cluster. :func:`write_report` writes ``journal.json``,
 ``junit.xml`` (for CI), ``summary.md`` (for a person) and ``timeline.png`` (the picture a user
 looks at first: operations/s and errors/s with the fault window shaded and recovery marked).
+Each shows the fault's evidence (did it bite, and the figures that say so), recovery seconds as
+measured and what they count from, and a dry run as a plan, never as an abort.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -33,6 +35,7 @@ __all__ = [
     "ReportFiles",
     "format_seconds",
     "print_verdict_table",
+    "recovery_text",
     "render_verdict_table",
     "replay_command",
     "write_junit",
@@ -100,13 +103,16 @@ def replay_command(seed: int | None, dsn: str = "$DSN") -> str:
     return f'pggit-chaos checks --dsn "{dsn}"{seed_part}'
 
 
+def _is_dry_run(journal: Journal) -> bool:
+    return bool(journal.dry_run_plan) and journal.injected_at is None
+
+
 def _verdict_word(journal: Journal) -> str:
     if journal.verdict is not None:
         return journal.verdict.upper()
-    phase = journal.current_phase
-    if journal.dry_run_plan and not journal.injected_at:
-        return "DRY RUN"
-    return phase.value.upper()
+    if _is_dry_run(journal):
+        return "PLANNED (DRY RUN)"
+    return journal.current_phase.value.upper()
 
 
 def _verdict_colour(journal: Journal) -> str:
@@ -114,9 +120,42 @@ def _verdict_colour(journal: Journal) -> str:
         return _GREEN
     if journal.verdict == "Fail" or journal.current_phase is Phase.Error:
         return _RED
-    if journal.current_phase is Phase.Aborted:
+    if journal.current_phase is Phase.Aborted and not _is_dry_run(journal):
+        return _AMBER
+    if journal.verdict == "Inconclusive":
         return _AMBER
     return _GREY
+
+
+def recovery_text(journal: Journal) -> str:
+    """``1.63 s from the kill to the first healthy probe`` (what the seconds count from)."""
+    if journal.recovery_state == "timed-out":
+        limit = (f" within {format_seconds(journal.recovery_timeout_seconds)}"
+                 if journal.recovery_timeout_seconds is not None else "")
+        return f"not healthy{limit}"
+    if journal.recovery_seconds is None:
+        return "not measured (nothing was injected)"
+    start = ("the injection" if journal.recovery_from == "injection" else "the revert")
+    if journal.recovery_from == "injection" and journal.fault_type == "pod-kill":
+        start = "the kill"
+    return f"{format_seconds(journal.recovery_seconds)} from {start} to the first healthy probe"
+
+
+def _phase_note(journal: Journal, phase: Phase, detail: str) -> str:
+    """What a phase's duration is made of, where that is not obvious."""
+    window = journal.fault_window
+    if phase is Phase.Injecting and window is not None and window.seconds is not None:
+        note = f"{window.fault_type or journal.fault_type} held {format_seconds(window.seconds)}"
+        if window.outage_seconds is not None:
+            note += f", database down {format_seconds(window.outage_seconds)} of it"
+        return note
+    if phase is Phase.Recovering and journal.recovery_seconds is not None:
+        if journal.recovery_from == "injection":
+            return "healthy again during the hold; confirmed after the revert"
+        return "until the first healthy probe"
+    if phase is Phase.Verifying:
+        return detail
+    return ""
 
 
 # -- JUnit ---------------------------------------------------------------------------------
@@ -184,6 +223,15 @@ def write_junit(journal: Journal, path: Path) -> Path:
         case.result = [failure]
         suite.add_testcase(case)
 
+    evidence = journal.fault_evidence
+    if evidence is not None:
+        bit = TestCase("fault-bit", classname=suite_name)
+        if evidence.bit:
+            bit.system_out = evidence.summary
+        else:
+            bit.result = [Skipped(f"inconclusive: {evidence.summary}")]
+        suite.add_testcase(bit)
+
     recovery = TestCase("recovery", classname=suite_name, time=journal.recovery_seconds)
     state = journal.recovery_state
     if state == "timed-out":
@@ -194,13 +242,18 @@ def write_junit(journal: Journal, path: Path) -> Path:
     elif state == "not-reached":
         recovery.result = [Skipped("recovery was not waited for (nothing injected)")]
     else:
-        recovery.system_out = f"healthy after {journal.recovery_seconds:.3f} s"
+        recovery.system_out = f"healthy after {journal.recovery_seconds:.3f} s " \
+                              f"(from the {journal.recovery_from})"
     suite.add_testcase(recovery)
 
     verdict = TestCase("verdict", classname=suite_name, time=journal.duration_seconds)
     phase = journal.current_phase
     if journal.verdict == "Fail":
         verdict.result = [Failure(journal.reason or "experiment failed", "Fail")]
+    elif journal.verdict == "Inconclusive":
+        verdict.result = [Skipped(f"inconclusive: {journal.reason}")]
+    elif _is_dry_run(journal):
+        verdict.result = [Skipped("planned (dry run): nothing injected")]
     elif phase in (Phase.Aborted, Phase.Error):
         error = Error(journal.reason or journal.error or phase.value, phase.value)
         error.text = journal.error or journal.reason
@@ -244,6 +297,14 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} ms"
 
 
+def _figure(value: float | int | str) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    return value
+
+
 def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.png",
                   history_name: str | None = None) -> Path:
     """A short Markdown summary: verdict and reason first, then the figures behind it."""
@@ -266,16 +327,32 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
     if journal.error:
         lines += ["## Error", "", "```", journal.error.strip(), "```", ""]
     if journal.dry_run_plan:
-        lines += ["## Dry-run plan", ""]
+        lines += ["## Dry-run plan", "", "Nothing was injected. A run would:", ""]
         lines += [f"{i}. {_cell(step)}" for i, step in enumerate(journal.dry_run_plan, 1)]
         lines.append("")
+    evidence = journal.fault_evidence
+    if evidence is not None:
+        lines += ["## Fault evidence", ""]
+        lines.append(f"✅ **The fault bit**: {_cell(evidence.summary)}" if evidence.bit
+                     else f"⚠️ **The fault did not bite** (the verdict cannot be Pass): "
+                          f"{_cell(evidence.summary)}")
+        lines.append("")
+        if evidence.figures:
+            lines += ["| reading | value |", "|---|---:|"]
+            lines += [f"| {_cell(key)} | {_cell(_figure(value))} |"
+                      for key, value in evidence.figures.items()]
+            lines.append("")
 
     if journal.phases:
         lines += ["## Phases", "", "| Phase | Started | Duration | Detail |", "|---|---|---:|---|"]
         for record in journal.phases:
             duration = "" if record.phase.terminal else format_seconds(record.elapsed_seconds)
-            lines.append(f"| {record.phase.value} | +{record.start_offset:.2f} s | {duration} | "
-                         f"{_cell(record.detail)} |")
+            name = record.phase.value
+            detail = _phase_note(journal, record.phase, record.detail) or record.detail
+            if record.phase.terminal and _is_dry_run(journal):
+                name, detail = "planned (dry run)", "nothing injected"
+            lines.append(f"| {name} | +{record.start_offset:.2f} s | {duration} | "
+                         f"{_cell(detail)} |")
         lines.append("")
 
     w = journal.workload
@@ -293,7 +370,12 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
     ]
     state = journal.recovery_state
     if state == "recovered":
-        lines.append(f"Healthy again after **{format_seconds(journal.recovery_seconds)}**.")
+        lines.append(f"Healthy again after **{recovery_text(journal)}**.")
+        outage = journal.fault_window.outage_seconds if journal.fault_window else None
+        if outage is not None and journal.fault_window is not None \
+                and journal.fault_window.seconds is not None:
+            lines.append(f"The database was down {format_seconds(outage)} of the "
+                         f"{format_seconds(journal.fault_window.seconds)} the fault was held.")
     elif state == "timed-out":
         limit = (f" within the {format_seconds(journal.recovery_timeout_seconds)} timeout"
                  if journal.recovery_timeout_seconds is not None else "")
@@ -393,22 +475,37 @@ def _draw_phase_ribbon(ax: Axes, journal: Journal, end: float) -> None:
 
 
 def _shade_fault(axes: list[Axes], journal: Journal, end: float, label_ax: Axes) -> None:
+    """The fault's effect as a band. For a fault that heals while held (pod-kill), the band is
+    the outage itself, from the kill to the first healthy probe; the rest of the hold is a
+    lighter band."""
     window = journal.fault_window
     if window is None:
         return
     stop = window.end_offset if window.end_offset is not None else end
+    outage_end = window.outage_end_offset
+    band_end = min(outage_end, stop) if outage_end is not None else stop
     for ax in axes:
-        ax.axvspan(window.start_offset, stop, color=_FAULT_COLOUR, alpha=0.16, lw=0, zorder=0)
+        ax.axvspan(window.start_offset, band_end, color=_FAULT_COLOUR, alpha=0.18, lw=0,
+                   zorder=0)
+        if outage_end is not None and band_end < stop:
+            ax.axvspan(band_end, stop, facecolor=_FAULT_COLOUR, alpha=0.05, lw=0, zorder=0,
+                       hatch="//", edgecolor=_FAULT_COLOUR)
         ax.axvline(window.start_offset, color=_FAULT_COLOUR, lw=1.2, alpha=0.9)
         if window.end_offset is not None:
             ax.axvline(stop, color=_FAULT_COLOUR, lw=1.2, alpha=0.9, ls="--")
     fault = window.fault_type or journal.fault_type or "fault"
-    length = (f"{stop - window.start_offset:.1f} s" if window.end_offset is not None
-              else "not reverted")
+    if window.end_offset is None:
+        label = f"{fault} (not reverted)"
+    elif outage_end is not None:
+        label = (f"{fault}: down {band_end - window.start_offset:.1f} s "
+                 f"(held {stop - window.start_offset:.1f} s)")
+    else:
+        label = f"{fault} ({stop - window.start_offset:.1f} s)"
     transform = blended_transform_factory(label_ax.transData, label_ax.transAxes)
-    label_ax.text(window.start_offset + (stop - window.start_offset) / 2, 0.97,
-                  f"{fault} ({length})", transform=transform, ha="center", va="top",
-                  fontsize=10, fontweight="bold", color="#e65100",
+    label_ax.text(window.start_offset + (band_end - window.start_offset) / 2
+                  if outage_end is None else window.start_offset, 0.97,
+                  label, transform=transform, ha="center" if outage_end is None else "left",
+                  va="top", fontsize=10, fontweight="bold", color="#e65100",
                   bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": _FAULT_COLOUR,
                         "alpha": 0.9})
 
@@ -419,8 +516,11 @@ def _mark_recovery(axes: list[Axes], journal: Journal, end: float, label_ax: Axe
         x = journal.recovered_offset
         for ax in axes:
             ax.axvline(x, color=_RECOVERY_COLOUR, lw=1.6, ls=(0, (4, 2)), zorder=3)
-        label_ax.text(x, 0.80, f" recovered (+{journal.recovery_seconds:.1f}s)",
-                      transform=transform, ha="left", va="top", fontsize=9.5,
+        near_end = x > 0.8 * end  # label to the left of the line, inside the plot
+        label_ax.text(x, 0.80, f"recovered (+{journal.recovery_seconds:.1f}s) " if near_end
+                      else f" recovered (+{journal.recovery_seconds:.1f}s)",
+                      transform=transform, ha="right" if near_end else "left", va="top",
+                      fontsize=9.5,
                       color=_RECOVERY_COLOUR, fontweight="bold",
                       bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
                             "alpha": 0.85})
@@ -438,9 +538,11 @@ def build_timeline_figure(journal: Journal) -> Figure:
     """The timeline figure (operations/s, errors/s, phases, fault window, recovery)."""
     width, height = TIMELINE_SIZE_PX
     fig = plt.figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
+    header_lines = int(bool(journal.reason and journal.verdict != "Pass")) + int(
+        journal.fault_evidence is not None)
     grid = fig.add_gridspec(3, 1, height_ratios=[0.32, 3.0, 1.25], hspace=0.08,
                             left=0.065, right=0.985, bottom=0.1,
-                            top=0.8 if journal.reason and journal.verdict != "Pass" else 0.84)
+                            top=(0.84, 0.8, 0.765)[min(header_lines, 2)])
     ribbon = fig.add_subplot(grid[0])
     ops = fig.add_subplot(grid[1], sharex=ribbon)
     errs = fig.add_subplot(grid[2], sharex=ribbon)
@@ -457,8 +559,8 @@ def build_timeline_figure(journal: Journal) -> Figure:
         ops.set_ylim(0, max(max(series.ok_per_s, default=0.0) * 1.25, 1.0))
         errs.set_ylim(0, max(max(series.errors_per_s, default=0.0) * 1.3, 1.0))
     else:
-        message = ("dry run: nothing injected, no workload" if journal.dry_run_plan
-                   else "no workload samples")
+        message = ("planned (dry run): nothing injected, no workload"
+                   if _is_dry_run(journal) else "no workload samples")
         ops.text(0.5, 0.5, message, transform=ops.transAxes, ha="center", va="center",
                  fontsize=12, color=_GREY)
         for ax in (ops, errs):
@@ -495,10 +597,18 @@ def build_timeline_figure(journal: Journal) -> Figure:
     if w.latency_p50_ms is not None and w.latency_p99_ms is not None:
         figures += f"   |   p50/p99 {w.latency_p50_ms:.1f}/{w.latency_p99_ms:.1f} ms"
     fig.text(0.985, 0.895, figures, fontsize=9.5, ha="right", va="center", color="#424242")
+    lines: list[tuple[str, str, str]] = []
     if journal.reason and journal.verdict != "Pass":
-        reason = journal.reason if len(journal.reason) <= 160 else journal.reason[:159] + "…"
-        fig.text(0.065, 0.85, reason, fontsize=10.5, ha="left", va="center",
-                 color=_verdict_colour(journal), fontweight="bold")
+        lines.append((journal.reason, _verdict_colour(journal), "bold"))
+    evidence = journal.fault_evidence
+    if evidence is not None and (evidence.bit or evidence.summary != journal.reason):
+        mark = "fault bit: " if evidence.bit else "fault did not bite: "
+        text = evidence.summary.removeprefix(f"{journal.fault_type} did not bite: ")
+        lines.append((mark + text, _GREEN if evidence.bit else _AMBER, "normal"))
+    for n, (text, colour, weight) in enumerate(lines[:2]):
+        clipped = text if len(text) <= 135 else text[:134] + "…"  # the full text: summary.md
+        fig.text(0.065, 0.85 - 0.035 * n, clipped, fontsize=10 if n else 10.5, ha="left",
+                 va="center", color=colour, fontweight=weight)
     return fig
 
 
@@ -542,17 +652,30 @@ def _mark(ok: bool) -> Text:
     return Text("pass", style="bold green") if ok else Text("FAIL", style="bold red")
 
 
-def render_verdict_table(journal: Journal) -> Table:
-    """The final table the CLI prints: phases, workload, recovery, invariants, checks, verdict."""
+def render_verdict_table(journal: Journal) -> RenderableType:
+    """What the CLI prints at the end: a table (phases, workload, fault evidence, recovery,
+    invariants, checks, verdict), then the failing checks, each with its full name.
+
+    No cell is ever cut short: long values wrap within their column, and check names (which
+    are long) are listed under the table, where they have the whole width.
+    """
     colour = {"PASS": "green", "FAIL": "red"}.get(_verdict_word(journal), "yellow")
     table = Table(title=f"{journal.experiment} ({journal.fault_type or 'fault'})",
                   title_style="bold", show_header=False, expand=False)
+    # Names in the middle column (phases, invariants) are single words: give it their width,
+    # so that they wrap only when the console is narrower than they are.
+    names = [r.phase.value for r in journal.phases] + [i.name for i in journal.invariants]
     table.add_column("", style="bold", no_wrap=True)
-    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold", min_width=min(32, max(map(len, names), default=4)))
     table.add_column("", overflow="fold")
 
-    for phase, seconds in journal.phase_durations():
-        table.add_row("phase", phase.value, format_seconds(seconds))
+    for record in journal.phases:
+        if record.phase.terminal or record.elapsed_seconds is None:
+            continue
+        note = _phase_note(journal, record.phase, record.detail)
+        seconds = format_seconds(record.elapsed_seconds)
+        table.add_row("phase", record.phase.value,
+                      Text.assemble(seconds, (f"  {note}" if note else "", "dim")))
     table.add_section()
 
     w = journal.workload
@@ -567,11 +690,16 @@ def render_verdict_table(journal: Journal) -> Table:
                   f"{w.lost} lost, {w.duplicated} duplicated, {w.unexpected} unexpected")
     table.add_section()
 
+    evidence = journal.fault_evidence
+    if evidence is not None:
+        table.add_row("fault bit", Text("yes", style="bold green") if evidence.bit
+                      else Text("NO", style="bold yellow"),
+                      Text(evidence.summary, style="" if evidence.bit else "yellow"))
     state = journal.recovery_state
     if state == "recovered":
-        table.add_row("recovery", _mark(True), format_seconds(journal.recovery_seconds))
+        table.add_row("recovery", _mark(True), recovery_text(journal))
     elif state == "timed-out":
-        table.add_row("recovery", _mark(False), "timed out")
+        table.add_row("recovery", _mark(False), recovery_text(journal))
     else:
         table.add_row("recovery", Text("—", style="dim"), "not measured")
 
@@ -585,17 +713,23 @@ def render_verdict_table(journal: Journal) -> Table:
     c = journal.checks
     if c.ran or c.failures:
         seed = f", seed {c.seed}" if c.seed is not None else ""
+        errors = f", {c.errors} could not run" if c.errors else ""
         table.add_row("checks", _mark(not c.failed and not c.failures),
-                      f"{c.passed} passed, {c.failed} failed, {c.skipped} skipped{seed}")
-        for failure in c.failures:
-            seed_value = failure.seed if failure.seed is not None else c.seed
-            table.add_row("", Text(failure.name, style="red"),
-                          Text(f"{failure.message}  (replay: {replay_command(seed_value)})"))
+                      f"{c.passed} passed, {c.failed} failed, {c.skipped} skipped{errors}{seed}")
     table.add_section()
 
     table.add_row("verdict", Text(_verdict_word(journal), style=f"bold {colour}"),
                   Text(journal.reason or "", style=colour))
-    return table
+    if not c.failures:
+        return table
+    lines: list[RenderableType] = [table, Text("failing checks:", style="bold red")]
+    for failure in c.failures:
+        seed_value = failure.seed if failure.seed is not None else c.seed
+        what = "could not run" if failure.outcome == "error" else "failed"
+        lines.append(Text.assemble("  ", (failure.name, "bold red")))
+        lines.append(Text(f"    {what}: {failure.message}" if failure.message else f"    {what}"))
+        lines.append(Text(f"    replay: {replay_command(seed_value)}", style="dim"))
+    return Group(*lines)
 
 
 def print_verdict_table(journal: Journal, console: Console | None = None) -> None:

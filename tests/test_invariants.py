@@ -69,6 +69,10 @@ def test_report_is_serialisable_and_counts_add_up(run: tuple[str, History, str])
     c = data["counts"]
     assert c["invoked"] == c["ok"] + c["failed"] + c["indeterminate"] == history.counts().invoked
     assert data["passed"] is True and data["drift"] == []
+    # The embedded core keeps everything the checker reads: every invariant evaluated.
+    assert data["shape"].startswith("embedded pgGit 1.0.0")
+    assert data["unsure"] == [] and data["skipped"] == []
+    assert {r["outcome"] for r in data["invariants"]} == {"passed"}
     names = {r["name"] for r in data["invariants"]}
     assert names == {
         "commits-durable",
@@ -183,6 +187,19 @@ def test_untracked_alter_is_reported_as_drift(run: tuple[str, History, str]) -> 
     assert "not reported by pggit.detect_drift" not in " ".join(hashes.examples)
     assert not report.passed
     assert report.counts.lost == 0  # the workload's own DDL is all still there
+
+
+def test_without_detect_drift_hashes_are_still_compared(run: tuple[str, History, str]) -> None:
+    """The hash comparison needs no detect_drift(): only pgGit's own report goes unchecked."""
+    dsn, history, run_id = run
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION pggit.detect_drift()")
+    hashes = check_invariants(dsn, history, run_id).invariant("schema-hashes")
+    assert hashes.outcome == "passed"
+    assert hashes.message == (
+        "recorded schema hashes equal the live ones"
+        " (not checked: pgGit's own drift report (pgGit has no detect_drift()))"
+    )
 
 
 def test_untracked_drop_is_missing_table(run: tuple[str, History, str]) -> None:

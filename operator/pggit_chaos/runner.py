@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 from prometheus_client import REGISTRY, write_to_textfile
 from rich.console import Console
 from rich.live import Live
@@ -30,6 +31,7 @@ from pggit_chaos.engine.lifecycle import Progress, Run
 from pggit_chaos.errors import PROG, ChaosError, InvalidExperiment, error_line, message_of
 from pggit_chaos.spec import Experiment
 from pggit_chaos.spec.loader import load_paths
+from pggit_chaos.target_cleanup import RUN_PREFIX, lease, remove_run
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: Which exit code wins when several experiments run: an error, then a fail, then inconclusive.
@@ -253,8 +255,14 @@ def run_experiment_locally(
     dsn: str | None,
     report_base: Path,
     quiet: bool = False,
+    keep_evidence: bool = False,
 ) -> tuple[Journal, Path, bool]:
-    """Run one experiment on the local substrate; returns (journal, report folder, interrupted)."""
+    """Run one experiment on the local substrate; returns (journal, report folder, interrupted).
+
+    Against a user's database (``dsn``) the run holds a lease session (so `cleanup` leaves it
+    alone) and, once the journal and report are written, removes what its workload created
+    there (schema, branch, commits, pgGit rows) unless ``keep_evidence``.
+    """
     from pggit_chaos import metrics
     from pggit_chaos.engine.report import write_report
     from pggit_chaos.faults.state import StateFile
@@ -269,7 +277,10 @@ def run_experiment_locally(
     observer = LiveObserver(live, experiment.name)
     run = Run(experiment, substrate, local_checks_runner(folder), observer)
     try:
-        with live if live is not None else contextlib.nullcontext():
+        with (
+            lease(dsn, run.run_id) if dsn else contextlib.nullcontext(),
+            live if live is not None else contextlib.nullcontext(),
+        ):
             asyncio.run(_run_one(run))
     except (asyncio.CancelledError, KeyboardInterrupt):
         interrupted = True
@@ -288,7 +299,43 @@ def run_experiment_locally(
     metrics.record_journal(journal)
     # The run's metrics as a node_exporter textfile, since a local run's process ends here.
     write_to_textfile(str(folder / "metrics.prom"), REGISTRY)
+    if dsn and not journal.dry_run_plan:
+        _remove_workload(dsn, run.run_id, keep_evidence)
     return journal, folder, interrupted
+
+
+def _remove_workload(dsn: str, run_id: str, keep_evidence: bool) -> None:
+    """Remove the run's workload from the user's database (the journal already holds it)."""
+    from pggit_chaos.pggit import mask_dsn
+
+    area = f"{RUN_PREFIX}{run_id}"
+    if keep_evidence:
+        console.print(
+            f"kept the workload in the target ({area}); remove it with "
+            f"`pggit-chaos cleanup --dsn '{mask_dsn(dsn)}'`",
+            markup=False,
+            highlight=False,
+        )
+        return
+    try:
+        gone = remove_run(dsn, run_id)
+    except (ChaosError, psycopg.Error) as exc:
+        print(
+            error_line(
+                f"removing the workload {area} from the target failed: {message_of(exc)}: "
+                f"run `pggit-chaos cleanup --dsn '{mask_dsn(dsn)}'`"
+            ),
+            file=sys.stderr,
+        )
+        return
+    if not gone.total and not gone.schemas:
+        return
+    console.print(
+        f"removed the workload from the target: {gone.describe()}"
+        " (--keep-evidence keeps it)",
+        markup=False,
+        highlight=False,
+    )
 
 
 def run_files(
@@ -298,10 +345,16 @@ def run_files(
     report_dir: str | None = None,
     dry_run: bool = False,
     quiet: bool = False,
+    keep_evidence: bool = False,
 ) -> int:
     """Validate files and folders (all problems at once), then :func:`run_experiments`."""
     return run_experiments(
-        load_paths(files), dsn=dsn, report_dir=report_dir, dry_run=dry_run, quiet=quiet
+        load_paths(files),
+        dsn=dsn,
+        report_dir=report_dir,
+        dry_run=dry_run,
+        quiet=quiet,
+        keep_evidence=keep_evidence,
     )
 
 
@@ -312,6 +365,7 @@ def run_experiments(
     report_dir: str | None = None,
     dry_run: bool = False,
     quiet: bool = False,
+    keep_evidence: bool = False,
 ) -> int:
     """The `pggit-chaos run` command: 0 all Pass, 1 any Fail, 2 error, 3 Inconclusive, 130."""
     from pggit_chaos.engine.report import print_verdict_table
@@ -332,7 +386,7 @@ def run_experiments(
     worst = EXIT_PASS
     for experiment in experiments:
         journal, folder, interrupted = run_experiment_locally(
-            experiment, dsn=dsn, report_base=base, quiet=quiet
+            experiment, dsn=dsn, report_base=base, quiet=quiet, keep_evidence=keep_evidence
         )
         if _never_started(journal):
             # Nothing was injected: no verdict to show, one line saying why.

@@ -204,7 +204,7 @@ def checks_summary(result: object, profile: str) -> ChecksSummary:
         CheckResultSummary(
             name=c.name,
             outcome=c.outcome,
-            message=getattr(c, "message", "") or "",
+            message=getattr(c, "message", "") or getattr(c, "reason", "") or "",
             duration_seconds=getattr(c, "duration", None),
         )
         for c in getattr(result, "checks", [])

@@ -202,6 +202,14 @@ class InvariantSummary(_Model):
     passed: bool
     message: str = ""
     examples: list[str] = Field(default_factory=list)
+    outcome: Literal["passed", "failed", "skipped", "error"] | None = None
+    """``skipped``: the installed pgGit keeps nothing to check it against; ``error``: it
+    could not be evaluated (the verdict cannot be Pass). None in journals of older releases."""
+
+    @property
+    def state(self) -> str:
+        """The outcome, also for journals that only say passed or not."""
+        return self.outcome or ("passed" if self.passed else "failed")
 
 
 class CheckFailureSummary(_Model):

@@ -310,7 +310,11 @@ class Run:
             self.invariant_report = report
             self.journal.invariants = [
                 InvariantSummary(
-                    name=r.name, passed=r.passed, message=r.message, examples=list(r.examples)
+                    name=r.name,
+                    passed=r.passed,
+                    message=r.message,
+                    examples=list(r.examples),
+                    outcome=r.outcome,
                 )
                 for r in report.invariants
             ]
@@ -318,6 +322,7 @@ class Run:
             self.journal.workload.lost = report.counts.lost
             self.journal.workload.duplicated = report.counts.duplicated
             self.journal.workload.unexpected = report.counts.unexpected
+            unsure.extend(report.unsure)  # invariants that could not be evaluated
             if not report.passed:
                 failing = report.failures
                 reasons.append(

@@ -180,6 +180,10 @@ def write_junit(journal: Journal, path: Path) -> Path:
             failure = Failure(invariant.message or "invariant violated", "InvariantViolated")
             failure.text = "\n".join(invariant.examples) or invariant.message
             case.result = [failure]
+        elif invariant.state == "error":
+            case.result = [Error(invariant.message, "InvariantNotEvaluated")]
+        elif invariant.state == "skipped":
+            case.result = [Skipped(invariant.message)]
         elif invariant.message:
             case.system_out = invariant.message
         suite.add_testcase(case)
@@ -198,8 +202,14 @@ def write_junit(journal: Journal, path: Path) -> Path:
                 failure.text = _check_failure_text(seed, detail.example if detail else None,
                                                    message)
                 case.result = [failure]
+            elif result.outcome == "error":
+                detail = failures_by_name.get(result.name)
+                message = (detail.message if detail else "") or result.message or "could not run"
+                case.result = [Error(message, "CheckNotRun")]
             elif result.outcome == "skipped":
                 case.result = [Skipped(result.message or "skipped")]
+            elif result.outcome == "differs":
+                case.result = [Skipped(f"differs: {result.message}", "differs")]
             suite.add_testcase(case)
         reported = {r.name for r in checks.results}
         leftover = [f for f in checks.failures if f.name not in reported]
@@ -386,8 +396,10 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
 
     if journal.invariants:
         lines += ["## Invariants", "", "| Invariant | Result | Detail |", "|---|---|---|"]
+        marks = {"passed": "✅ pass", "failed": "❌ **fail**", "skipped": "⏭️ not checked",
+                 "error": "⚠️ could not evaluate"}
         for inv in journal.invariants:
-            result = "✅ pass" if inv.passed else "❌ **fail**"
+            result = marks.get(inv.state, inv.state)
             lines.append(f"| {_cell(inv.name)} | {result} | {_cell(inv.message)} |")
         lines.append("")
         for inv in journal.invariants:
@@ -406,9 +418,10 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
         seed = f", seed `{c.seed}`" if c.seed is not None else ""
         examples = (f", {c.hypothesis_examples} hypothesis examples"
                     if c.hypothesis_examples is not None else "")
-        lines += ["## Checks", "",
-                  f"{c.passed} passed, {c.failed} failed, {c.skipped} skipped{profile}"
-                  f"{seed}{examples}.", ""]
+        target = [f"pgGit under check: {c.target}.", ""] if c.target else []
+        lines += ["## Checks", "", *target,
+                  f"{c.passed} passed, {c.failed} failed, {c.errors} could not run, "
+                  f"{c.differs} differ, {c.skipped} skipped{profile}{seed}{examples}.", ""]
         if c.failures:
             lines += ["### Failing checks", ""]
             for failure in c.failures:
@@ -704,8 +717,10 @@ def render_verdict_table(journal: Journal) -> RenderableType:
         table.add_row("recovery", Text("—", style="dim"), "not measured")
 
     for inv in journal.invariants:
-        table.add_row("invariant", Text(inv.name),
-                      Text.assemble(_mark(inv.passed), "  ", inv.message))
+        mark = (_mark(inv.passed) if inv.state in ("passed", "failed")
+                else Text("not checked" if inv.state == "skipped" else "could not evaluate",
+                          style="yellow"))
+        table.add_row("invariant", Text(inv.name), Text.assemble(mark, "  ", inv.message))
     if journal.drift:
         table.add_row("drift", Text(f"{len(journal.drift)} reported", style="yellow"),
                       Text("; ".join(journal.drift[:3]) + (" …" if len(journal.drift) > 3 else "")))
@@ -714,8 +729,10 @@ def render_verdict_table(journal: Journal) -> RenderableType:
     if c.ran or c.failures:
         seed = f", seed {c.seed}" if c.seed is not None else ""
         errors = f", {c.errors} could not run" if c.errors else ""
+        differs = f", {c.differs} differ" if c.differs else ""
         table.add_row("checks", _mark(not c.failed and not c.failures),
-                      f"{c.passed} passed, {c.failed} failed, {c.skipped} skipped{errors}{seed}")
+                      f"{c.passed} passed, {c.failed} failed, {c.skipped} skipped{errors}"
+                      f"{differs}{seed}")
     table.add_section()
 
     table.add_row("verdict", Text(_verdict_word(journal), style=f"bold {colour}"),

@@ -644,3 +644,37 @@ def test_dry_run_reads_as_a_plan(tmp_path: Path) -> None:
     assert "{" not in summary
     (result,) = _junit_cases(files.junit)["verdict"].result  # type: ignore[attr-defined]
     assert isinstance(result, Skipped) and "dry run" in result.message
+
+
+def test_report_carries_every_outcome(tmp_path: Path) -> None:
+    """Invariants not checked / not evaluated, checks that errored or differ: each says so."""
+    journal = make_journal("Pass")
+    journal.invariants = [
+        InvariantSummary(name="acknowledged-commits-present", passed=True, message="4 present"),
+        InvariantSummary(name="schema-hashes", passed=True, outcome="skipped",
+                         message="not checked: no recorded hash"),
+        InvariantSummary(name="ddl-tracked", passed=True, outcome="error",
+                         message="not checked: could not be evaluated (UndefinedColumn)"),
+    ]
+    journal.checks = ChecksSummary(
+        passed=1, failed=0, skipped=0, errors=1, differs=1, seed=7, profile="ci",
+        target="upstream pgGit 0.1.3",
+        results=[
+            CheckResultSummary(name="test_ok", outcome="passed"),
+            CheckResultSummary(name="test_broken_shape", outcome="error"),
+            CheckResultSummary(name="test_trim", outcome="differs", message="trims messages"),
+        ],
+        failures=[CheckFailureSummary(name="test_broken_shape", message="UndefinedColumn x",
+                                      seed=7, outcome="error")],
+    )
+    journal.finish(Phase.Inconclusive, "1 check(s) could not run: test_broken_shape")
+    write_report(journal, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "not checked" in summary and "could not evaluate" in summary
+    assert "1 could not run, 1 differ" in summary and "upstream pgGit 0.1.3" in summary
+    cases = _junit_cases(tmp_path / "junit.xml")
+    results = {name: [type(r) for r in case.result] for name, case in cases.items()}  # type: ignore[attr-defined]
+    assert results["schema-hashes"] == [Skipped] and results["ddl-tracked"] == [Error]
+    assert results["test_broken_shape"] == [Error] and results["test_trim"] == [Skipped]
+    assert results["test_ok"] == []
+    assert journal.verdict == "Inconclusive" and journal.to_status()["phase"] == "Inconclusive"

@@ -311,6 +311,14 @@ class _Lease:
             self.conn.close()
 
 
+def describe_pggit(dsn: str) -> str:
+    """One line: the installed pgGit's shape, version, event triggers and what it lacks."""
+    from pggit_chaos.pggit import capabilities
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        return capabilities(conn).describe()
+
+
 def run_checks(
     dsn: str,
     categories: Sequence[str] | None = None,
@@ -321,6 +329,7 @@ def run_checks(
     include_destructive: bool = False,
     timeout: float | None = None,
     quiet: bool = False,
+    announce: bool = False,
 ) -> ChecksResult:
     """Run the selected checks against ``dsn``; exit_code 0 when all pass, 1 otherwise.
 
@@ -335,6 +344,8 @@ def run_checks(
     from pggit_chaos.pggit import connect_check
 
     connect_check(dsn)
+    if announce:  # which pgGit, before anything runs
+        print(f"pgGit under check: {describe_pggit(dsn)}", flush=True)
     seed = seed if seed is not None else secrets.randbelow(2**32)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pggit-chaos-checks-") as tmp:
@@ -538,8 +549,6 @@ def print_verdict(result: ChecksResult, target: str) -> None:
     console = Console()
     if not console.is_terminal:  # a log (CI, a Job): room for whole check names
         console = Console(width=160)
-    if result.target:
-        console.print(f"pgGit under check: {result.target}", highlight=False)
     table = Table(title=f"pgGit checks against {target}", show_lines=False)
     table.add_column("check", no_wrap=True)
     table.add_column("category")
@@ -605,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             "include_destructive": args.destructive,
             "timeout": args.timeout,
             "quiet": not args.verbose,
+            "announce": True,
         }
         if args.dsn:
             from pggit_chaos.pggit import describe_target

@@ -753,17 +753,32 @@ def test_variant_registry() -> None:
 
 
 def test_variant_trinity_collide(pggit_dsn: str) -> None:
+    """Millisecond IDs collide: shown by counting, not by hoping the machine is fast.
+
+    1,000 IDs made in one statement that takes under a second fall into fewer than 1,000
+    milliseconds, so two are equal; likewise 1,000 commits in one statement hit a duplicate
+    hash (a busy machine may make a statement slower, so it is tried until one collides).
+    """
     apply_variant(pggit_dsn, "trinity_collide")
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
-        ids = [one(conn, "SELECT pggit.generate_trinity_id('main')") for _ in range(200)]
-        assert len(set(ids)) < len(ids)
-        failures = 0
-        for n in range(200):
+        duplicates = one(
+            conn,
+            "SELECT count(*) - count(DISTINCT id) FROM (SELECT pggit.generate_trinity_id('main')"
+            " FROM generate_series(1, 1000)) AS t(id)",
+        )
+        assert duplicates > 0
+        collided = False
+        for attempt in range(100):
             try:
-                conn.execute("SELECT pggit.commit_changes('main', %s)", (str(n),))
+                conn.execute(
+                    "SELECT count(pggit.commit_changes('main', %s || n))"
+                    " FROM generate_series(1, 1000) AS n",
+                    (f"{attempt}:",),
+                )
             except psycopg.errors.UniqueViolation:
-                failures += 1
-        assert failures > 0
+                collided = True
+                break
+        assert collided, "1,000 commits in one statement never collided, 100 times"
 
 
 def test_variant_message_trimmed(pggit_dsn: str) -> None:

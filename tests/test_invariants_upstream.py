@@ -11,7 +11,6 @@ nobody foresaw makes an invariant an *error* (the run cannot Pass) instead of cr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -24,9 +23,9 @@ from psycopg import sql
 
 from pggit_chaos.engine.history import History
 from pggit_chaos.engine.invariants import InvariantReport, check_invariants
-from pggit_chaos.engine.workload import Workload, commit_message_prefix, run_branch, run_schema
+from pggit_chaos.engine.workload import commit_message_prefix, run_branch, run_schema
 from pggit_upstream import apply_defect
-from waits import acknowledged, run_until
+from test_invariants import _acked_commits, _trigger_disable_run, _workload
 
 pytestmark = pytest.mark.postgres
 
@@ -44,30 +43,6 @@ INVARIANTS = {
     "ddl-in-catalog",
     "schema-hashes",
 }
-
-
-def _workload(dsn: str) -> tuple[History, str]:
-    """A mixed workload until 60 operations, 5 commits and a live table were acknowledged."""
-    history = History()
-    load = Workload(dsn, clients=4, rate=0, op_timeout=5, history=history)
-
-    def enough() -> bool:
-        return (
-            history.counts().ok >= 60
-            and acknowledged(history, "commit") >= 5
-            and acknowledged(history, "create_table") > acknowledged(history, "drop_table")
-        )
-
-    asyncio.run(run_until(load, enough, "60 operations, 5 commits and a live table"))
-    return history, load.run_id
-
-
-def _acked_commits(history: History) -> list[tuple[str, str]]:
-    return [
-        (p.invoke.value["message"], p.completion.result or "")
-        for p in history.pairs()
-        if p.invoke.f == "commit" and p.completion is not None and p.outcome == "ok"
-    ]
 
 
 def _created_tables(history: History) -> list[str]:
@@ -336,8 +311,6 @@ def test_trigger_disable_window_on_upstream(upstream_dsn: str) -> None:
     """Untracked DDL inside a real disabled-trigger window: explained where the shape can show
     it (created/dropped tables against the catalog), an untracked ALTER said to be unverifiable
     without a recorded hash; outside a misplaced window the same DDL is lost."""
-    from test_invariants import _trigger_disable_run
-
     history, run_id, window = _trigger_disable_run(upstream_dsn)
     report = check_invariants(
         upstream_dsn, history, run_id, fault_window=window, fault_type="trigger-disable"

@@ -249,3 +249,18 @@ def prefixes_in(conn: psycopg.Connection[Any], stem: str) -> set[str]:
         ):
             found.add(str(name))
     return found
+
+
+def live_sessions(conn: psycopg.Connection[Any], prefix: str) -> set[str]:
+    """What follows ``prefix`` in the application_name of every session open now.
+
+    Runs and checks runs name their sessions ``<prefix><run id>``: this says which are alive.
+    """
+    return {
+        str(name)[len(prefix) :]
+        for (name,) in conn.execute(
+            "SELECT DISTINCT application_name FROM pg_stat_activity"
+            " WHERE left(application_name, %s) = %s",
+            (len(prefix), prefix),
+        )
+    }

@@ -56,17 +56,6 @@ def remove_run(dsn: str, run_id: str) -> sweep.Footprint:
         return sweep.purge(conn, RUN_PREFIX + run_id)
 
 
-def _live_leases(conn: psycopg.Connection[Any]) -> set[str]:
-    return {
-        str(name)[len(LEASE_PREFIX) :]
-        for (name,) in conn.execute(
-            "SELECT DISTINCT application_name FROM pg_stat_activity"
-            " WHERE left(application_name, %s) = %s",
-            (len(LEASE_PREFIX), LEASE_PREFIX),
-        )
-    }
-
-
 def sweep_target(dsn: str, *, force: bool = False) -> list[str]:
     """Remove what dead runs left in ``dsn``; one line per run removed or skipped.
 
@@ -77,7 +66,7 @@ def sweep_target(dsn: str, *, force: bool = False) -> list[str]:
 
     lines: list[str] = []
     with _connect(dsn) as conn:
-        live = _live_leases(conn)
+        live = sweep.live_sessions(conn, LEASE_PREFIX)
         for name in sorted(sweep.prefixes_in(conn, RUN_PREFIX)):
             run_id = name[len(RUN_PREFIX) :]
             if run_id in live and not force:

@@ -203,19 +203,6 @@ def _end_sessions(conn: psycopg.Connection[Any], run_id: str) -> None:
         time.sleep(0.05)
 
 
-def _live_runs(conn: psycopg.Connection[Any]) -> set[str]:
-    """Run ids with a session open now (every run holds one for its whole length)."""
-    prefix = APPLICATION_NAME + "/"
-    return {
-        str(name)[len(prefix) :]
-        for (name,) in conn.execute(
-            "SELECT DISTINCT application_name FROM pg_stat_activity"
-            " WHERE left(application_name, %s) = %s",
-            (len(prefix), prefix),
-        )
-    }
-
-
 def _run_of(token: str) -> str:
     """The run id in a scratch name ``chaos_check_<run>_<rand>...`` ('' for older names)."""
     rest = token[len(SCRATCH_PREFIX) :]
@@ -230,7 +217,7 @@ def sweep_dead_runs(conn: psycopg.Connection[Any]) -> list[str]:
     end, so a scratch name whose run has none is a killed run's leftover. Scratch names of
     older releases carry no run id: they are swept when no checks run is alive at all.
     """
-    live = _live_runs(conn)
+    live = sweep.live_sessions(conn, APPLICATION_NAME + "/")
     removed: list[str] = []
     prefixes: set[str] = set()
     for token in sweep.prefixes_in(conn, SCRATCH_PREFIX):

@@ -22,8 +22,8 @@ from psycopg import sql
 
 from pggit_chaos import sweep
 from pggit_chaos.checks import runner
+from pggit_chaos.checks.names import CATEGORIES, SCRATCH_PREFIX
 from pggit_chaos.checks.runner import run_checks
-from pggit_chaos.checks.support import CATEGORIES, SCRATCH_PREFIX
 from pggit_chaos.errors import ConfigurationError, TargetUnavailable
 from pggit_chaos.local import free_port
 

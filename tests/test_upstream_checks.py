@@ -17,8 +17,8 @@ import pytest
 from psycopg import sql
 
 from pggit_chaos import sweep
+from pggit_chaos.checks.names import SCRATCH_PREFIX
 from pggit_chaos.checks.runner import ChecksResult, run_checks
-from pggit_chaos.checks.support import SCRATCH_PREFIX
 from pggit_upstream import DEFECTS, apply_defect
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

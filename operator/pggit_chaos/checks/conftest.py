@@ -27,11 +27,8 @@ import pytest
 from psycopg import sql
 
 from pggit_chaos.checks.api import Deviations, PgGitApi
+from pggit_chaos.checks.names import CATEGORIES, ENV_DESTRUCTIVE, ENV_DSN, ENV_REPORT
 from pggit_chaos.checks.support import (
-    CATEGORIES,
-    ENV_DESTRUCTIVE,
-    ENV_DSN,
-    ENV_REPORT,
     Scratch,
     TargetInfo,
     cleanup_scratch,

@@ -23,12 +23,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import psycopg
-
-from pggit_chaos import sweep
-from pggit_chaos.checks.support import (
+from pggit_chaos.checks.names import (
     APPLICATION_NAME,
     CATEGORIES,
     ENV_DESTRUCTIVE,
@@ -45,7 +42,14 @@ from pggit_chaos.checks.support import (
     run_prefix,
 )
 from pggit_chaos.errors import ChaosError, ConfigurationError, TargetUnavailable
-from pggit_chaos.pggit import describe_target
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from pggit_chaos.sweep import Footprint
+
+# psycopg, the sweep and pgGit's client are imported where used: `checks --help` and a bad
+# option answer before they load.
 
 #: Exit codes of ``pggit-chaos checks``: every check passed (or differs), a check failed,
 #: unusable input, a check could not run (inconclusive: neither Pass nor Fail).
@@ -217,6 +221,8 @@ def sweep_dead_runs(conn: psycopg.Connection[Any]) -> list[str]:
     end, so a scratch name whose run has none is a killed run's leftover. Scratch names of
     older releases carry no run id: they are swept when no checks run is alive at all.
     """
+    from pggit_chaos import sweep
+
     live = sweep.live_sessions(conn, APPLICATION_NAME + "/")
     removed: list[str] = []
     prefixes: set[str] = set()
@@ -246,9 +252,14 @@ class _Lease:
         self.dsn, self.run_id = dsn, run_id
         self.conn: psycopg.Connection[Any] | None = None
         self.swept: list[str] = []
-        self.before: sweep.Footprint | None = None
+        self.before: Footprint | None = None
 
     def __enter__(self) -> _Lease:
+        import psycopg
+
+        from pggit_chaos import sweep
+        from pggit_chaos.pggit import describe_target
+
         try:
             self.conn = psycopg.connect(
                 self.dsn,
@@ -274,6 +285,8 @@ class _Lease:
 
     def close(self) -> str:
         """Clean up and audit; returns '' or what was left behind."""
+        from pggit_chaos import sweep
+
         conn = self.conn
         if conn is None:
             return ""
@@ -300,6 +313,8 @@ class _Lease:
 
 def describe_pggit(dsn: str) -> str:
     """One line: the installed pgGit's shape, version, event triggers and what it lacks."""
+    import psycopg
+
     from pggit_chaos.pggit import capabilities
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
@@ -328,6 +343,8 @@ def run_checks(
         raise ConfigurationError(
             f"unknown hypothesis profile {profile!r}: choose from {', '.join(PROFILES)}"
         )
+    import psycopg
+
     from pggit_chaos.pggit import connect_check
 
     connect_check(dsn)
@@ -504,7 +521,22 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pggit-chaos checks",
-        description="Run the pgGit verification checks (pytest + hypothesis) against a database.",
+        description=(
+            "Run the pgGit verification checks (pytest + hypothesis) against a database: the "
+            "embedded core or upstream pgGit, whichever is installed (said first). Each check "
+            "passes, fails (a promise broken, with evidence), errors (could not run), differs "
+            "(a documented behaviour of that pgGit) or is skipped (what it needs is missing). "
+            "Checks work in scratch schemas and leave the database's pgGit rows as found."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pggit-chaos checks\n"
+            "  pggit-chaos checks --dsn postgresql://postgres@db/app --category corruption\n"
+            "  pggit-chaos checks --dsn URL --profile dev --junit checks.xml --seed 4269135873\n"
+            "\nexit codes: 0 Pass, 1 Fail, 2 unusable input, 3 Inconclusive (a check could not"
+            " run)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--dsn", help="target database (default: a fresh embedded PostgreSQL with pgGit)"

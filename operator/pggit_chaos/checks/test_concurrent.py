@@ -17,8 +17,8 @@ import pytest
 from psycopg import sql
 
 from pggit_chaos.checks.api import PgGitApi
+from pggit_chaos.checks.names import LOCK_TIMEOUT_MS
 from pggit_chaos.checks.support import (
-    LOCK_TIMEOUT_MS,
     Scratch,
     TargetInfo,
     connect,

@@ -15,8 +15,9 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pggit_chaos.checks.api import PgGitApi
+from pggit_chaos.checks.names import application_name
 from pggit_chaos.checks.strategies import wide_table_definition
-from pggit_chaos.checks.support import Scratch, application_name, run_workers, scale
+from pggit_chaos.checks.support import Scratch, run_workers, scale
 
 pytestmark = pytest.mark.resource
 

@@ -236,7 +236,7 @@ def purge(conn: psycopg.Connection[Any], prefix: str) -> Footprint:
 
 
 def prefixes_in(conn: psycopg.Connection[Any], stem: str) -> set[str]:
-    """Scratch tokens (``stem`` + 12 hex-ish characters) named by schemas or branches now."""
+    """Names starting with ``stem`` that schemas or pgGit branches carry now."""
     found: set[str] = set()
     for (name,) in conn.execute(
         "SELECT nspname FROM pg_catalog.pg_namespace WHERE left(nspname, %s) = %s",

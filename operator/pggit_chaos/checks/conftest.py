@@ -34,7 +34,6 @@ from pggit_chaos.checks.support import (
     cleanup_scratch,
     connect,
     inspect_target,
-    journal_scratch,
     load_profile,
 )
 
@@ -179,7 +178,6 @@ def readonly_conn(target: TargetInfo) -> Iterator[psycopg.Connection[Any]]:
 def scratch(target: TargetInfo) -> Iterator[Scratch]:
     """A fresh scratch schema + branch prefix; removed with every pgGit row it caused."""
     area = Scratch.new()
-    journal_scratch(area.token)
     with connect(target.dsn) as setup:
         setup.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(area.schema)))
     try:

@@ -30,7 +30,6 @@ from pggit_chaos.checks.names import (
     CATEGORIES,
     ENV_DESTRUCTIVE,
     ENV_DSN,
-    ENV_JOURNAL,
     ENV_PROFILE,
     ENV_REPORT,
     ENV_RUN_ID,
@@ -354,7 +353,7 @@ def run_checks(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pggit-chaos-checks-") as tmp:
         work = Path(tmp)
-        report_path, journal = work / "report.json", work / "scratch.journal"
+        report_path = work / "report.json"
         junit_path = Path(junit).resolve() if junit else work / "junit.xml"
         junit_path.parent.mkdir(parents=True, exist_ok=True)
         run_id = secrets.token_hex(4)
@@ -365,7 +364,6 @@ def run_checks(
                 ENV_DSN: dsn,
                 ENV_PROFILE: profile,
                 ENV_REPORT: str(report_path),
-                ENV_JOURNAL: str(journal),
                 ENV_DESTRUCTIVE: "1" if include_destructive else "0",
                 "PYTHONPATH": os.pathsep.join(
                     p for p in (_package_root(), env.get("PYTHONPATH")) if p

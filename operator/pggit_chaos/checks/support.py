@@ -12,7 +12,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,7 +23,6 @@ from psycopg import sql
 
 from pggit_chaos import sweep
 from pggit_chaos.checks.names import (
-    ENV_JOURNAL,
     ENV_PROFILE,
     LOCK_TIMEOUT_MS,
     PROFILES,
@@ -194,14 +193,6 @@ class Scratch:
         return f"{self.schema}.{name}"
 
 
-def journal_scratch(token: str) -> None:
-    """Note ``token`` in the run's journal file so the runner can clean up after a kill."""
-    path = os.environ.get(ENV_JOURNAL)
-    if path:
-        with open(path, "a", encoding="utf-8") as journal:
-            journal.write(token + "\n")
-
-
 def cleanup_scratch(conn: psycopg.Connection[Any], token: str) -> Footprint:
     """Drop the scratch schema and delete every pgGit row it caused, in one transaction.
 
@@ -212,15 +203,6 @@ def cleanup_scratch(conn: psycopg.Connection[Any], token: str) -> Footprint:
     if not token.startswith(SCRATCH_PREFIX) or len(token) <= len(SCRATCH_PREFIX):
         raise ValueError(f"refusing to clean up {token!r}: not a scratch token")
     return purge(conn, token)
-
-
-def cleanup_tokens(dsn: str, tokens: Sequence[str]) -> None:
-    """Clean up several scratch areas (the runner's sweep after a killed run)."""
-    if not tokens:
-        return
-    with connect(dsn) as conn:
-        for token in dict.fromkeys(tokens):
-            cleanup_scratch(conn, token)
 
 
 @dataclass
@@ -250,20 +232,6 @@ def run_workers(
         for future in [pool.submit(one, i) for i in range(count)]:
             future.result(timeout=timeout)
     return results
-
-
-@contextlib.contextmanager
-def scratch_area(dsn: str) -> Iterator[Scratch]:
-    """A scratch area for the duration of the block, cleaned up also after a failure."""
-    scratch = Scratch.new()
-    journal_scratch(scratch.token)
-    with connect(dsn) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch.schema)))
-    try:
-        yield scratch
-    finally:
-        with connect(dsn) as conn:
-            cleanup_scratch(conn, scratch.token)
 
 
 def footprint(conn: psycopg.Connection[Any], scratch: Scratch) -> dict[str, int]:

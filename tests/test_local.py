@@ -84,6 +84,8 @@ def test_interrupted_process_leaves_no_server_behind(tmp_path: Path) -> None:
         """
         import signal, sys, time
         from pggit_chaos.local import EmbeddedPostgres
+        # Ctrl-C reaches a foreground program; a background job inherits SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         server = EmbeddedPostgres(base_dir=sys.argv[1])
         server.__enter__()
         print("ready", flush=True)

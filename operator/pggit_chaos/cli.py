@@ -42,8 +42,10 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def install_signal_handlers() -> None:
-    """Make SIGTERM unwind the stack like Ctrl-C does (reverts and cleanup run)."""
+    """Make SIGTERM unwind the stack like Ctrl-C does (reverts and cleanup run), and make
+    SIGINT do so too when started as a background job (which inherits SIGINT ignored)."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class UsageError(Exception):

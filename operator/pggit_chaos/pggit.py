@@ -130,6 +130,12 @@ class Capabilities:
             return "upstream"
         return "unknown"
 
+    @property
+    def hash_column(self) -> str | None:
+        """The objects column holding a table's recorded structure hash, if any: the embedded
+        core's ``schema_hash``, upstream's ``content_hash``."""
+        return next((c for c in ("schema_hash", "content_hash") if self.has(f"objects.{c}")), None)
+
     def describe(self) -> str:
         """One line for the top of a report: shape, version, functions and triggers found."""
         if not self.installed:

@@ -99,10 +99,7 @@ class PgGitApi:
     @property
     def hash_column(self) -> str | None:
         """The objects column holding a table's recorded structure hash."""
-        for column in ("schema_hash", "content_hash"):
-            if self.caps.has(f"objects.{column}"):
-                return column
-        return None
+        return self.caps.hash_column
 
     # -- Trinity IDs, commits, branches ----------------------------------------------------
     def generate_ids(self, conn: Conn, branch: str, count: int) -> list[str]:

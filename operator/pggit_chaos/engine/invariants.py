@@ -277,9 +277,7 @@ class _Shape:
         )
         #: Upstream pgGit trims the spaces around commit messages (documented, no defect).
         self.trims_messages = not caps.embedded
-        self.hash_column = next(
-            (c for c in ("schema_hash", "content_hash") if caps.has(f"objects.{c}")), None
-        )
+        self.hash_column = caps.hash_column
         sig = caps.signature("detect_drift", 0)
         self.drift_report = sig is not None and {"schema_name", "object_name"} <= set(sig.columns)
         if sig is None:

@@ -30,6 +30,7 @@ from psycopg import errors
 
 from pggit_chaos.local import EmbeddedPostgres
 from pggit_upstream import DEFECTS, SOUND, apply_defect, install_upstream
+from test_pggit_core import run_threads
 
 pytestmark = pytest.mark.postgres
 
@@ -150,30 +151,6 @@ def commit(conn: Conn, branch: str | None, message: str = "m", custom: str | Non
     return result
 
 
-def run_threads(count: int, target: Callable[[int, threading.Barrier], Any]) -> list[Any]:
-    """Run ``target(index, barrier)`` in ``count`` threads; return results, re-raise errors."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    failures: list[BaseException] = []
-
-    def worker(index: int) -> None:
-        try:
-            results[index] = target(index, barrier)
-        except BaseException as exc:
-            failures.append(exc)
-            barrier.abort()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    if failures:
-        raise failures[0]
-    return results
-
-
-# -- the checks the defects break (one helper each, run by the sound tests below) ------------
 def check_commit_chain_follows_branch_head(conn: Conn) -> None:
     first = commit(conn, "main", "first")
     assert one(conn, "SELECT head_commit_hash FROM pggit.branches WHERE name = 'main'") == first

@@ -39,6 +39,47 @@ class Settings(BaseSettings):
     #: Print the traceback of an internal error (a bug) after its one-line message.
     debug: bool = False
 
+    # -- in a cluster: the operator and the Jobs it starts ---------------------------------
+    #: Namespaces whose experiments the operator runs, comma-separated (empty = every
+    #: namespace: the chart then grants a ClusterRole).
+    namespaces: str = ""
+    #: A target namespace must carry the label ``chaos.pggit.io/enabled: "true"``.
+    require_namespace_opt_in: bool = True
+    #: Most pods one experiment may hit.
+    max_target_pods: int = Field(default=5, ge=1, le=1000)
+    #: Allow faults that need ``pods/exec`` (pod-pause): SIGSTOP/SIGCONT inside the target pod.
+    allow_exec: bool = False
+    #: Image of the runner and verification Jobs (the operator's own image).
+    image: str = "ghcr.io/pggit-chaos/pggit-chaos:0.1.0"
+    #: Image pull policy of the Jobs.
+    image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    #: ServiceAccount of the runner and verification Jobs (its Role is the runner's).
+    runner_service_account: str = "pggit-chaos-runner"
+    #: Namespace the operator runs in (its own pods are never targets).
+    operator_namespace: str = "pggit-chaos"
+    #: Labels of the operator's own pods (``key=value,...``): never targets.
+    operator_pod_labels: str = "app.kubernetes.io/name=pggit-chaos"
+    #: Seconds between two progress patches of an experiment's status.
+    status_interval: float = Field(default=2.0, ge=0.1, le=60.0)
+    #: Seconds between two sweeps for orphaned fault objects (NetworkPolicies, labels).
+    sweep_interval: float = Field(default=60.0, ge=1.0, le=3600.0)
+    #: Seconds a fault may outlive its experiment's duration + recovery timeout before the
+    #: operator reverts it on its own (``expiresAt`` of the intent).
+    expiry_margin: float = Field(default=120.0, ge=0.0, le=86400.0)
+    #: Pushgateway address (host:port) the runner pushes its run's metrics to (empty = none).
+    pushgateway: str = ""
+    #: Where a verification Job writes its results for the kubelet to hand back.
+    termination_message_path: Path = Path("/dev/termination-log")
+
+    def namespace_allowlist(self) -> list[str]:
+        """The allowed namespaces (empty: every namespace)."""
+        return [name.strip() for name in self.namespaces.split(",") if name.strip()]
+
+    def operator_labels(self) -> dict[str, str]:
+        """``operator_pod_labels`` as a dict."""
+        pairs = (item.split("=", 1) for item in self.operator_pod_labels.split(",") if "=" in item)
+        return {key.strip(): value.strip() for key, value in pairs}
+
 
 def load_settings() -> Settings:
     """Read the settings; a bad value becomes one ConfigurationError line per variable."""

@@ -48,6 +48,10 @@ class TargetUnavailable(ChaosError):
     """The database cannot be reached or lacks pgGit."""
 
 
+class NoTargets(ChaosError):
+    """Nothing to hit (a selector that matches no Running and Ready pod): the run is Aborted."""
+
+
 class InsufficientPrivileges(ChaosError):
     """A fault needs privileges (root, CAP_NET_ADMIN, cgroup write access) the user lacks."""
 

@@ -27,7 +27,7 @@ from pggit_chaos.engine.journal import (
     bucket_series,
 )
 from pggit_chaos.engine.workload import Workload, new_run_id
-from pggit_chaos.errors import ChaosError
+from pggit_chaos.errors import ChaosError, NoTargets
 from pggit_chaos.faults.base import FaultEvidence, WorkloadWindow
 
 if TYPE_CHECKING:
@@ -140,6 +140,8 @@ class Run:
         ticker = asyncio.create_task(self._tick())
         try:
             return await self._execute()
+        except NoTargets as exc:  # nothing was injected: not an error of the run
+            return self._finish(Phase.Aborted, str(exc).splitlines()[0])
         except ChaosError as exc:
             return self._finish(Phase.Error, str(exc).splitlines()[0], error=str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):

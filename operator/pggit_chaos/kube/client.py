@@ -111,9 +111,11 @@ class KubeClient:
         configuration = client.Configuration()
         try:
             if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-                config.load_incluster_config(client_configuration=configuration)
+                config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration)
             else:
-                config.load_kube_config(config_file=kubeconfig, context=context,
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig, context=context,
                                         client_configuration=configuration)
         except (config.ConfigException, OSError, TypeError) as exc:
             raise ConfigurationError(f"no Kubernetes configuration: {exc}") from None
@@ -136,7 +138,7 @@ class KubeClient:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            response = self._rest.request(
+            response = self._rest.request(  # type: ignore[no-untyped-call]
                 method, url, headers=headers,
                 body=None if body is None else body, _request_timeout=timeout)
         except ApiException as exc:  # the rest layer raises on some statuses

@@ -1,0 +1,360 @@
+"""The Kubernetes substrate's own faults: pod-kill, in-place resize, NetworkPolicy, pod-pause.
+
+Built by :class:`pggit_chaos.kube.substrate.KubeSubstrate` for the runner Job; the operator
+uses :func:`revert_intent` to undo a fault from the intent in an experiment's status alone
+(runner killed, experiment deleted, intent expired). Every fault writes its undo data in plain
+JSON before it acts; every revert is idempotent (404 = already undone). SQL-level faults are the
+shared ones of :mod:`pggit_chaos.faults.sql`, built with the database DSN.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pggit_chaos.errors import FaultError, InsufficientPrivileges
+from pggit_chaos.faults.base import FaultEvidence, FaultIntent, WorkloadWindow
+from pggit_chaos.kube import builders, names
+from pggit_chaos.kube.client import NETWORK_POLICIES, PODS, ApiError, KubeClient
+
+if TYPE_CHECKING:
+    from pggit_chaos.spec import Experiment
+
+__all__ = [
+    "NetworkPartition",
+    "PodKill",
+    "PodPause",
+    "Resize",
+    "postgres_container",
+    "revert_intent",
+]
+
+#: Container names taken for the database server, in order of preference.
+SERVER_CONTAINERS = ("postgres", "postgresql", "database", "db")
+
+
+def postgres_container(pod: Mapping[str, Any]) -> str:
+    """The name of the pod's PostgreSQL container (``postgres`` by name, else the first)."""
+    containers = [str(c.get("name", "")) for c in pod.get("spec", {}).get("containers", [])]
+    if not containers:
+        raise FaultError(f"pod {pod.get('metadata', {}).get('name')} has no containers")
+    for name in SERVER_CONTAINERS:
+        if name in containers:
+            return name
+    return containers[0]
+
+
+def _uid(pod: Mapping[str, Any] | None) -> str | None:
+    return None if pod is None else str(pod.get("metadata", {}).get("uid", "")) or None
+
+
+class PodKill:
+    """Delete the chosen pods with ``gracePeriodSeconds``; their controller brings them back."""
+
+    type = "pod-kill"
+    recovery_from_injection = True
+
+    def __init__(self, client: KubeClient, namespace: str, pods: Sequence[str],
+                 grace_period_seconds: int = 0) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.pods = list(pods)
+        self.grace = grace_period_seconds
+        self._intent = FaultIntent(
+            type=self.type, target=", ".join(f"pod {namespace}/{p}" for p in self.pods),
+            undo={"kind": names.UNDO_POD_KILL, "namespace": namespace, "pods": self.pods},
+            description=f"delete {len(self.pods)} pod(s) with grace {grace_period_seconds}s")
+        self._uids_before: dict[str, str | None] = {}
+        self._deleted: list[str] = []
+
+    def check(self) -> None:
+        return None
+
+    def intent(self) -> FaultIntent:
+        return self._intent
+
+    def inject(self) -> None:
+        for pod in self.pods:
+            self._uids_before[pod] = _uid(self.client.find(PODS, self.namespace, pod))
+            if self.client.delete(PODS, self.namespace, pod,
+                                  grace_period_seconds=self.grace) is not None:
+                self._deleted.append(pod)
+
+    def revert(self) -> None:
+        """Nothing to undo: the pods' controller recreates them."""
+
+    def evidence(self, window: WorkloadWindow) -> FaultEvidence:
+        replaced = []
+        for pod in self.pods:
+            now = _uid(self.client.find(PODS, self.namespace, pod))
+            if now is not None and now != self._uids_before.get(pod):
+                replaced.append(pod)
+        bit = bool(self._deleted) and len(replaced) == len(self.pods)
+        summary = (f"pod-kill: {len(self._deleted)} pod(s) deleted, {len(replaced)} replaced by "
+                   f"their controller; workload: {window.describe()}")
+        return FaultEvidence(bit=bit, summary=summary, figures={
+            "pods_deleted": len(self._deleted), "pods_replaced": len(replaced)})
+
+
+class Resize:
+    """Lower the pods' CPU or memory limit in place (``pods/{name}/resize``, Kubernetes ≥ 1.33)."""
+
+    recovery_from_injection = False
+
+    def __init__(self, client: KubeClient, namespace: str, pods: Sequence[Mapping[str, Any]],
+                 fault_type: str, cpu_limit: str | None = None,
+                 memory_limit: str | None = None) -> None:
+        self.type = fault_type
+        self.client = client
+        self.namespace = namespace
+        self.cpu_limit = cpu_limit
+        self.memory_limit = memory_limit
+        self.originals: dict[str, dict[str, Any]] = {}
+        self.containers: dict[str, str] = {}
+        for pod in pods:
+            name = str(pod["metadata"]["name"])
+            container = postgres_container(pod)
+            self.containers[name] = container
+            spec = next(c for c in pod["spec"]["containers"] if c.get("name") == container)
+            self.originals[name] = dict(spec.get("resources") or {})
+        wanted = ", ".join(f"{kind} limit {value}" for kind, value in
+                           (("cpu", cpu_limit), ("memory", memory_limit)) if value)
+        self._intent = FaultIntent(
+            type=fault_type, target=", ".join(f"pod {namespace}/{p}" for p in self.originals),
+            undo={"kind": names.UNDO_RESIZE, "namespace": namespace,
+                  "containers": self.containers, "originals": self.originals},
+            description=f"resize in place to {wanted}")
+        self._applied: list[str] = []
+
+    def check(self) -> None:
+        """One clear error before anything is injected when the cluster lacks in-place resize."""
+        for pod in self.originals:
+            try:
+                self.client.get(PODS, self.namespace, pod, subresource="resize")
+            except ApiError as exc:
+                if exc.status in (404, 405):
+                    raise FaultError(
+                        f"{self.type}: this cluster has no pods/resize subresource (in-place "
+                        "resize needs Kubernetes >= 1.33); nothing was injected") from None
+                if exc.status == 403:
+                    raise InsufficientPrivileges(
+                        f"{self.type}: the runner may not use pods/resize: {exc.api_message}"
+                    ) from None
+                raise
+            return
+
+    def intent(self) -> FaultIntent:
+        return self._intent
+
+    def inject(self) -> None:
+        for pod, container in self.containers.items():
+            body = builders.resize_patch(container, self.cpu_limit, self.memory_limit,
+                                         self.originals[pod])
+            self.client.patch(PODS, self.namespace, pod, body, subresource="resize",
+                              patch_type="strategic")
+            self._applied.append(pod)
+
+    def revert(self) -> None:
+        _restore_resources(self.client, self.namespace, self.containers, self.originals)
+
+    def evidence(self, window: WorkloadWindow) -> FaultEvidence:
+        applied = len(self._applied)
+        bit = applied == len(self.containers) and applied > 0
+        return FaultEvidence(
+            bit=bit,
+            summary=f"{self.type}: resized {applied} of {len(self.containers)} pod(s) in place; "
+                    f"workload: {window.describe()}",
+            figures={"pods_resized": applied})
+
+
+def _restore_resources(client: KubeClient, namespace: str, containers: Mapping[str, str],
+                       originals: Mapping[str, Any]) -> list[str]:
+    restored = []
+    for pod, container in containers.items():
+        body = builders.restore_resize_patch(container, originals.get(pod) or {})
+        try:
+            client.patch(PODS, namespace, pod, body, subresource="resize", patch_type="strategic")
+            restored.append(pod)
+        except ApiError as exc:
+            if not exc.not_found:  # a pod that is gone has nothing left to restore
+                raise
+    return restored
+
+
+class NetworkPartition:
+    """Label the chosen pods and isolate them with a deny-all NetworkPolicy."""
+
+    type = "network-partition"
+    recovery_from_injection = False
+
+    def __init__(self, client: KubeClient, experiment: Experiment, uid: str,
+                 pods: Sequence[str], direction: str, expires_at: str) -> None:
+        self.client = client
+        self.experiment = experiment.name
+        self._experiment = experiment
+        self.uid = uid
+        namespace = self.namespace = experiment.namespace
+        self.pods = list(pods)
+        self.direction = direction
+        self.expires_at = expires_at
+        self.policy = names.network_policy_name(experiment.name)
+        self._intent = FaultIntent(
+            type=self.type, target=", ".join(f"pod {namespace}/{p}" for p in self.pods),
+            undo={"kind": names.UNDO_NETWORK_POLICY, "namespace": namespace,
+                  "policy": self.policy, "pods": self.pods, "label": names.PARTITION_LABEL},
+            description=f"NetworkPolicy {self.policy} denies {direction} traffic")
+        self._created = False
+
+    def check(self) -> None:
+        return None
+
+    def intent(self) -> FaultIntent:
+        return self._intent
+
+    def inject(self) -> None:
+        for pod in self.pods:
+            self.client.patch(PODS, self.namespace, pod,
+                              builders.partition_label_patch(self.experiment))
+        body = builders.network_policy(self._experiment, self.uid, self.expires_at,
+                                       self.direction)
+        try:
+            self.client.create(NETWORK_POLICIES, self.namespace, body)
+        except ApiError as exc:
+            if not exc.conflict:  # 409: left by an earlier run of this experiment: same policy
+                raise
+        self._created = True
+
+    def revert(self) -> None:
+        _remove_partition(self.client, self.namespace, self.policy, self.pods)
+
+    def evidence(self, window: WorkloadWindow) -> FaultEvidence:
+        bit = self._created and (window.stalled() or window.indeterminate > 0
+                                 or window.failed > 0)
+        return FaultEvidence(
+            bit=bit,
+            summary=f"network-partition: policy {self.policy} "
+                    f"{'created' if self._created else 'not created'}; "
+                    f"workload: {window.describe()}",
+            figures={"policy_created": int(self._created),
+                     "indeterminate": window.indeterminate})
+
+
+def _remove_partition(client: KubeClient, namespace: str, policy: str,
+                      pods: Sequence[str]) -> None:
+    client.delete(NETWORK_POLICIES, namespace, policy)
+    for pod in pods:
+        try:
+            client.patch(PODS, namespace, pod, builders.unpartition_label_patch())
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
+
+class PodPause:
+    """SIGSTOP the server processes through ``pods/exec``, SIGCONT on revert."""
+
+    type = "pod-pause"
+    recovery_from_injection = False
+
+    def __init__(self, client: KubeClient, namespace: str, pods: Sequence[Mapping[str, Any]],
+                 allow_exec: bool) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.allow_exec = allow_exec
+        self.containers = {str(p["metadata"]["name"]): postgres_container(p) for p in pods}
+        self._intent = FaultIntent(
+            type=self.type, target=", ".join(f"pod {namespace}/{p}" for p in self.containers),
+            undo={"kind": names.UNDO_POD_PAUSE, "namespace": namespace,
+                  "containers": self.containers},
+            description="SIGSTOP the PostgreSQL processes through pods/exec")
+        self._paused: list[str] = []
+
+    def check(self) -> None:
+        if not self.allow_exec:
+            raise InsufficientPrivileges(
+                "pod-pause needs pods/exec, which the operator's settings do not allow "
+                "(set allowExec in the chart, PGGIT_CHAOS_ALLOW_EXEC=true)")
+
+    def intent(self) -> FaultIntent:
+        return self._intent
+
+    def inject(self) -> None:
+        for pod, container in self.containers.items():
+            exec_signal(self.client, self.namespace, pod, container, "STOP")
+            self._paused.append(pod)
+
+    def revert(self) -> None:
+        for pod, container in self.containers.items():
+            exec_signal(self.client, self.namespace, pod, container, "CONT")
+
+    def evidence(self, window: WorkloadWindow) -> FaultEvidence:
+        return FaultEvidence(
+            bit=bool(self._paused) and window.stalled(),
+            summary=f"pod-pause: {len(self._paused)} pod(s) stopped; "
+                    f"workload: {window.describe()}",
+            figures={"pods_paused": len(self._paused)})
+
+
+#: The shell command that signals every PostgreSQL process of a container.
+_SIGNAL_SCRIPT = ("for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); "
+                  "case $c in postgres|postmaster) kill -{sig} ${{p#/proc/}};; esac; done")
+
+
+def exec_signal(client: KubeClient, namespace: str, pod: str, container: str,
+                signal: str) -> None:
+    """Send SIG``signal`` to the container's postgres processes through ``pods/exec``."""
+    from kubernetes import client as k8s
+    from kubernetes.stream import stream
+
+    api = k8s.CoreV1Api(k8s.ApiClient(client.configuration))
+    try:
+        stream(api.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+               command=["sh", "-c", _SIGNAL_SCRIPT.format(sig=signal)],
+               stderr=True, stdin=False, stdout=True, tty=False)
+    except Exception as exc:
+        raise FaultError(f"pod-pause: exec into {namespace}/{pod} failed: {exc}") from exc
+
+
+def revert_intent(client: KubeClient, namespace: str, intent: Mapping[str, Any]) -> str:
+    """Undo a Kubernetes fault from its intent alone; a one-line account of what was done.
+
+    Idempotent: objects already gone count as reverted. SQL-level intents cannot be undone
+    without the database's credentials (the operator has none): their own expiry (a lock's
+    transaction ends with its connection, triggers are re-enabled by the runner) applies.
+    """
+    undo = dict(intent.get("undo") or {})
+    kind = undo.get("kind")
+    namespace = str(undo.get("namespace") or namespace)
+    if kind == names.UNDO_POD_KILL:
+        return "pod-kill: nothing to revert (the pods' controller recreates them)"
+    if kind == names.UNDO_RESIZE:
+        restored = _restore_resources(client, namespace, dict(undo.get("containers") or {}),
+                                      dict(undo.get("originals") or {}))
+        return f"restored the resources of {len(restored)} pod(s): {', '.join(restored)}"
+    if kind == names.UNDO_NETWORK_POLICY:
+        pods = [str(p) for p in undo.get("pods") or []]
+        _remove_partition(client, namespace, str(undo["policy"]), pods)
+        return f"deleted NetworkPolicy {undo['policy']} and unlabelled {len(pods)} pod(s)"
+    if kind == names.UNDO_POD_PAUSE:
+        resumed = []
+        for pod, container in dict(undo.get("containers") or {}).items():
+            try:
+                exec_signal(client, namespace, pod, str(container), "CONT")
+                resumed.append(pod)
+            except FaultError:
+                if client.find(PODS, namespace, pod) is not None:
+                    raise
+        return f"sent SIGCONT to {len(resumed)} pod(s)"
+    return (f"{intent.get('type', 'fault')}: nothing the operator can revert from here "
+            f"(undo kind {kind!r}); a SQL-level fault ends with its runner's connection")
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.25) -> bool:
+    """Poll ``predicate()`` until true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,262 @@
+"""The Kubernetes substrate: targets are pods, faults are API calls, intents live in status.
+
+Used by the runner Job (:mod:`pggit_chaos.kube.runner`) through the engine's
+:class:`~pggit_chaos.engine.substrate.Substrate` protocol; :func:`resolve_targets` is also
+used by the operator's safety gates. The database is reached through the DSN the Job gets from
+``spec.target.databaseSecretRef`` (``secretKeyRef`` env: nothing here reads a Secret).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pggit_chaos.engine.substrate import Probe
+from pggit_chaos.errors import InvalidExperiment, NoTargets
+from pggit_chaos.faults.base import Fault, FaultIntent
+from pggit_chaos.faults.sql import ConnectionKill, LockContention, TriggerDisable
+from pggit_chaos.kube import faults
+from pggit_chaos.kube.client import PODS, KubeClient
+from pggit_chaos.pggit import mask_dsn
+from pggit_chaos.probe import probe_database
+
+if TYPE_CHECKING:
+    from pggit_chaos.config import Settings
+    from pggit_chaos.spec import Experiment, LabelSelector
+
+__all__ = [
+    "KubeSubstrate",
+    "label_selector_query",
+    "matches_selector",
+    "pod_ready",
+    "resolve_targets",
+    "select_pods",
+]
+
+#: Namespaces whose pods are never targets.
+PROTECTED_NAMESPACES = ("kube-system",)
+SQL_FAULTS = ("connection-kill", "lock-contention", "trigger-disable")
+
+#: Called with a status merge patch (the runner patches the experiment's status subresource).
+StatusPatch = Callable[[dict[str, Any]], None]
+
+
+def label_selector_query(selector: LabelSelector) -> str:
+    """The ``labelSelector`` query value of a spec selector (server-side filtering)."""
+    parts = [f"{key}={value}" for key, value in sorted(selector.match_labels.items())]
+    for requirement in selector.match_expressions:
+        values = ",".join(requirement.values)
+        if requirement.operator == "In":
+            parts.append(f"{requirement.key} in ({values})")
+        elif requirement.operator == "NotIn":
+            parts.append(f"{requirement.key} notin ({values})")
+        elif requirement.operator == "Exists":
+            parts.append(requirement.key)
+        else:
+            parts.append(f"!{requirement.key}")
+    return ",".join(parts)
+
+
+def matches_selector(labels: Mapping[str, str], selector: LabelSelector) -> bool:
+    """Whether ``labels`` match the selector (checked again client-side, as kubectl does)."""
+    if any(labels.get(key) != value for key, value in selector.match_labels.items()):
+        return False
+    for requirement in selector.match_expressions:
+        present = requirement.key in labels
+        value = labels.get(requirement.key)
+        if requirement.operator == "In" and value not in requirement.values:
+            return False
+        if requirement.operator == "NotIn" and present and value in requirement.values:
+            return False
+        if requirement.operator == "Exists" and not present:
+            return False
+        if requirement.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """Running, not being deleted, and condition Ready True."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+def select_pods(client: KubeClient, experiment: Experiment,
+                settings: Settings) -> list[dict[str, Any]]:
+    """Every Running and Ready pod of the experiment's namespace matching its selector, except
+    the operator's own pods and anything in ``kube-system``; sorted by name."""
+    namespace = experiment.namespace
+    if namespace in PROTECTED_NAMESPACES:
+        return []
+    selector = experiment.spec.target.selector
+    pods = client.list(PODS, namespace, label_selector=label_selector_query(selector))
+    own = settings.operator_labels()
+    chosen = []
+    for pod in pods:
+        labels = dict(pod.get("metadata", {}).get("labels") or {})
+        if not matches_selector(labels, selector) or not pod_ready(pod):
+            continue
+        if (own and namespace == settings.operator_namespace
+                and all(labels.get(k) == v for k, v in own.items())):
+            continue
+        chosen.append(pod)
+    return sorted(chosen, key=lambda p: str(p["metadata"]["name"]))
+
+
+def pick(pods: Sequence[dict[str, Any]], mode: str, value: int,
+         seed: str) -> list[dict[str, Any]]:
+    """The pods a mode hits: one, all, ``fixed`` (value pods), ``fixed-percent`` (value %, at
+    least one); a random but reproducible choice (seeded with the run id)."""
+    if not pods:
+        return []
+    if mode == "all":
+        count = len(pods)
+    elif mode == "fixed":
+        count = min(value, len(pods))
+    elif mode == "fixed-percent":
+        count = max(1, math.floor(len(pods) * value / 100))
+    else:
+        count = 1
+    chosen = random.Random(seed).sample(list(pods), count)
+    return sorted(chosen, key=lambda p: str(p["metadata"]["name"]))
+
+
+def resolve_targets(client: KubeClient, experiment: Experiment, settings: Settings,
+                    seed: str = "") -> list[str]:
+    """Names of the pods the experiment would hit (empty: nothing matches)."""
+    spec = experiment.spec.target
+    pods = pick(select_pods(client, experiment, settings), spec.mode, spec.value,
+                seed or experiment.name)
+    return [str(p["metadata"]["name"]) for p in pods]
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeSubstrate:
+    """Pods of one namespace as targets; the experiment's status as intent storage."""
+
+    name = "kubernetes"
+
+    def __init__(self, client: KubeClient, settings: Settings, dsn: str, uid: str,
+                 run_id: str, status_patch: StatusPatch) -> None:
+        self.client = client
+        self.settings = settings
+        self._dsn = dsn
+        self.uid = uid
+        self.run_id = run_id
+        self.status_patch = status_patch
+        self.targets: list[dict[str, Any]] = []
+        self.namespace = ""
+        self._fault_type = ""
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    def prepare(self, experiment: Experiment) -> None:
+        """Resolve the targets (Running and Ready pods); none ⇒ :class:`NoTargets`."""
+        self.namespace = experiment.namespace
+        self._fault_type = str(experiment.spec.fault.type)
+        spec = experiment.spec.target
+        pods = pick(select_pods(self.client, experiment, self.settings), spec.mode,
+                    spec.value, self.run_id)
+        if not pods:
+            raise NoTargets(
+                f"no Running and Ready pod in namespace {experiment.namespace} matches the "
+                f"selector {label_selector_query(spec.selector)}: nothing to inject")
+        if len(pods) > self.settings.max_target_pods:
+            raise InvalidExperiment([(
+                "spec.target", f"{len(pods)} target pods exceed the cap of "
+                f"{self.settings.max_target_pods} (PGGIT_CHAOS_MAX_TARGET_PODS)")])
+        self.targets = pods
+        self.status_patch({"targets": self.target_names})
+
+    @property
+    def target_names(self) -> list[str]:
+        return [str(p["metadata"]["name"]) for p in self.targets]
+
+    def plan(self, experiment: Experiment) -> list[str]:
+        try:
+            names_ = resolve_targets(self.client, experiment, self.settings, self.run_id)
+        except Exception as exc:
+            return [f"targets could not be resolved: {exc}"]
+        spec = experiment.spec
+        lines = [f"target pods in {experiment.namespace}: {', '.join(names_) or 'none'}",
+                 f"database: {mask_dsn(self._dsn)}",
+                 f"inject {spec.fault.type}, hold {spec.duration}, then revert"]
+        return lines
+
+    def expires_at(self, experiment: Experiment) -> str:
+        """When a fault of this experiment is stale: duration + recovery timeout + margin."""
+        spec = experiment.spec
+        seconds = (spec.duration.seconds + spec.recovery.timeout.seconds
+                   + self.settings.expiry_margin)
+        return _rfc3339(datetime.now(UTC) + timedelta(seconds=seconds))
+
+    def build_fault(self, experiment: Experiment) -> Fault:
+        fault = experiment.spec.fault
+        fault_type = str(fault.type)
+        settings: Any = fault.settings
+        built: Fault
+        if fault_type == "connection-kill":
+            built = ConnectionKill(self.dsn, float(settings.interval), settings.target_application)
+        elif fault_type == "lock-contention":
+            built = LockContention(self.dsn, settings.table, settings.mode)
+        elif fault_type == "trigger-disable":
+            built = TriggerDisable(self.dsn, list(settings.triggers))
+        elif fault_type == "pod-kill":
+            built = faults.PodKill(self.client, self.namespace, self.target_names,
+                                   settings.grace_period_seconds)
+        elif fault_type == "cpu-throttle":
+            millicores = max(1, int(settings.cpu_percent * 10))
+            built = faults.Resize(self.client, self.namespace, self.targets, fault_type,
+                                  cpu_limit=f"{millicores}m")
+        elif fault_type == "memory-pressure":
+            built = faults.Resize(self.client, self.namespace, self.targets, fault_type,
+                                  memory_limit=str(settings.limit))
+        elif fault_type == "network-partition":
+            built = faults.NetworkPartition(self.client, experiment, self.uid, self.target_names,
+                                            settings.direction, self.expires_at(experiment))
+        elif fault_type == "pod-pause":
+            built = faults.PodPause(self.client, self.namespace, self.targets,
+                                    self.settings.allow_exec)
+        else:
+            raise InvalidExperiment([("spec.fault.type", f"unknown fault type {fault_type}")])
+        built.check()
+        self._expires = self.expires_at(experiment)
+        return built
+
+    def record_intent(self, intent: FaultIntent) -> None:
+        """Write the intent (with ``expiresAt``) into status before anything is injected."""
+        self.status_patch({"faultIntent": {
+            "id": intent.id, "type": intent.type, "target": intent.target,
+            "description": intent.description, "undo": intent.undo,
+            "createdAt": intent.created_at, "expiresAt": getattr(self, "_expires", None)}})
+
+    def clear_intent(self, intent: FaultIntent) -> None:
+        self.status_patch({"faultIntent": None})
+
+    def probe(self, timeout: float) -> Probe:
+        """The database answers a healthy ``health_check()``; after a pod-kill, the target
+        pods are back (recreated by their controller) and Ready too."""
+        if self._fault_type == "pod-kill" and self.targets:
+            for name in self.target_names:
+                try:
+                    pod = self.client.find(PODS, self.namespace, name)
+                except Exception as exc:
+                    return Probe(reachable=False, healthy=False, detail=f"pod {name}: {exc}")
+                if pod is None or not pod_ready(pod):
+                    state = "gone" if pod is None else "not Ready"
+                    return Probe(reachable=False, healthy=False, detail=f"pod {name} {state}")
+        return probe_database(self.dsn, timeout)
+
+    def close(self) -> None:
+        return None

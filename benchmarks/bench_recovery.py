@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from pggit_chaos.faults import StateFile
+from pggit_chaos.local import StateFile
 from pggit_chaos.local.substrate import LocalSubstrate
 from pggit_chaos.spec import Experiment
 

@@ -22,17 +22,18 @@ import psycopg
 import pytest
 
 from pggit_chaos.errors import FaultError
-from pggit_chaos.faults import FaultIntent, StateFile, cleanup, revert_intent
-from pggit_chaos.faults.cgroup import cgroup_pids
-from pggit_chaos.faults.network import rule_present
-from pggit_chaos.faults.process import postmasters_of
+from pggit_chaos.faults import FaultIntent
+from pggit_chaos.local import StateFile, cleanup, revert_intent
+from pggit_chaos.local.cgroup import cgroup_pids
 from pggit_chaos.local.netns import link_exists, netns_exists
+from pggit_chaos.local.network import rule_present
+from pggit_chaos.local.process import postmasters_of
 from pggit_chaos.local.server import become_subreaper
 from pggit_chaos.spec import Experiment
 
 CHILD = r"""
 import json, sys, time
-from pggit_chaos.faults import StateFile
+from pggit_chaos.local import StateFile
 from pggit_chaos.local.server import child_pids
 from pggit_chaos.local.substrate import LocalSubstrate
 from pggit_chaos.spec import Experiment

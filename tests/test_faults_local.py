@@ -20,23 +20,20 @@ import psycopg
 import pytest
 
 from pggit_chaos.errors import FaultError, InsufficientPrivileges, InvalidExperiment
-from pggit_chaos.faults import (
-    ConnectionKill,
+from pggit_chaos.faults import ConnectionKill, LockContention, TriggerDisable, WorkloadWindow
+from pggit_chaos.local import (
     CpuThrottle,
-    LockContention,
+    EmbeddedPostgres,
     MemoryPressure,
     NetworkPartition,
     PodKill,
     PodPause,
     ServerCgroup,
     StateFile,
-    TriggerDisable,
-    WorkloadWindow,
 )
-from pggit_chaos.faults.cgroup import cgroup_pids, cgroup_version, process_cgroup
-from pggit_chaos.faults.network import rule_present
-from pggit_chaos.local import EmbeddedPostgres
+from pggit_chaos.local.cgroup import cgroup_pids, cgroup_version, process_cgroup
 from pggit_chaos.local.netns import link_exists, netns_exists
+from pggit_chaos.local.network import rule_present
 from pggit_chaos.local.substrate import LocalSubstrate
 from pggit_chaos.spec import Experiment
 
@@ -500,7 +497,7 @@ def test_cgroup_and_network_faults_need_root() -> None:
     """As a non-root user (a user namespace mapping us to nobody) the checks refuse in one
     clear line each, before anything is created."""
     code = (
-        "from pggit_chaos.faults import CpuThrottle\n"
+        "from pggit_chaos.local import CpuThrottle\n"
         "from pggit_chaos.errors import InsufficientPrivileges\n"
         "from pggit_chaos.local.netns import check_network_privileges\n"
         "for make in (lambda: CpuThrottle(lambda: 1, 10), check_network_privileges):\n"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import leftovers
-from pggit_chaos.faults.state import RESOURCE_TYPES, StateFile
+from pggit_chaos.local.state import RESOURCE_TYPES, StateFile
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted((ROOT / "experiments").glob("[0-9][0-9]-*.yaml"))

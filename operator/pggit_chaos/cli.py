@@ -154,8 +154,8 @@ def _cmd_checks(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     from pggit_chaos.config import load_settings
-    from pggit_chaos.faults.cleanup import cleanup
-    from pggit_chaos.faults.state import StateFile
+    from pggit_chaos.local.cleanup import cleanup
+    from pggit_chaos.local.state import StateFile
 
     state_dir = args.state_dir or load_settings().state_dir
     lines = cleanup(StateFile.in_dir(state_dir), force=args.force)

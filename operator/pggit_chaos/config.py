@@ -15,8 +15,8 @@ from pggit_chaos.errors import ConfigurationError
 
 
 def _default_state_dir() -> Path:
-    # Imported here: the faults package is heavy (psycopg) and most commands never need it.
-    from pggit_chaos.faults.state import default_state_dir
+    # Imported here: the local package is heavy (psycopg) and most commands never need it.
+    from pggit_chaos.local.state import default_state_dir
 
     return default_state_dir()
 

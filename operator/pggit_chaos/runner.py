@@ -265,7 +265,7 @@ def run_experiment_locally(
     """
     from pggit_chaos import metrics
     from pggit_chaos.engine.report import write_report
-    from pggit_chaos.faults.state import StateFile
+    from pggit_chaos.local.state import StateFile
     from pggit_chaos.local.substrate import LocalSubstrate
 
     settings = load_settings()

@@ -21,18 +21,18 @@ import psycopg
 from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import FaultError, InvalidExperiment
 from pggit_chaos.faults.base import Fault, FaultIntent
-from pggit_chaos.faults.cgroup import CpuThrottle, MemoryPressure, PodPause, ServerCgroup
-from pggit_chaos.faults.network import NetworkPartition
-from pggit_chaos.faults.process import PodKill, cluster_undo
 from pggit_chaos.faults.sql import (
     PROBE_APPLICATION,
     ConnectionKill,
     LockContention,
     TriggerDisable,
 )
-from pggit_chaos.faults.state import StateFile
+from pggit_chaos.local.cgroup import CpuThrottle, MemoryPressure, PodPause, ServerCgroup
 from pggit_chaos.local.netns import Netns
+from pggit_chaos.local.network import NetworkPartition
+from pggit_chaos.local.process import PodKill, cluster_undo
 from pggit_chaos.local.server import EmbeddedPostgres
+from pggit_chaos.local.state import StateFile
 from pggit_chaos.pggit import health_sql, mask_dsn
 
 if TYPE_CHECKING:

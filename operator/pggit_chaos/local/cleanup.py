@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pggit_chaos.errors import FaultError
 from pggit_chaos.faults.base import FaultIntent
-from pggit_chaos.faults.cgroup import revert_cgroup, revert_limit
-from pggit_chaos.faults.network import revert_rules
-from pggit_chaos.faults.process import kill_stray_cluster
 from pggit_chaos.faults.sql import revert_sql_intent
-from pggit_chaos.faults.state import RESOURCE_TYPES, StateFile
+from pggit_chaos.local.cgroup import revert_cgroup, revert_limit
 from pggit_chaos.local.netns import delete_netns
+from pggit_chaos.local.network import revert_rules
+from pggit_chaos.local.process import kill_stray_cluster
+from pggit_chaos.local.state import RESOURCE_TYPES, StateFile
 
 
 def revert_intent(intent: FaultIntent) -> str:

@@ -3,7 +3,7 @@
 The local substrate records fault intents (before injection) and resources that must not leak
 (the throwaway cluster: type ``embedded-postgres``; the network namespace: type ``netns``; the
 server's own memory cgroup: type ``server-cgroup``), and
-clears them once reverted. ``pggit-chaos cleanup`` (:func:`pggit_chaos.faults.cleanup.cleanup`)
+clears them once reverted. ``pggit-chaos cleanup`` (:func:`pggit_chaos.local.cleanup.cleanup`)
 reverts what a crashed runner left. JSON, written atomically (tmp + ``os.replace``) under an
 ``fcntl`` lock, so concurrent runs sharing the file do not clobber each other's entries.
 """

@@ -297,11 +297,14 @@ def test_to_status_shape(verdict: str) -> None:
     assert set(status["workload"]) == {"invoked", "ok", "failed", "indeterminate", "lost",
                                        "duplicated", "unexpected"}
     assert status["workload"]["lost"] == (37 if verdict == "Fail" else 0)
-    assert set(status["checks"]) == {"passed", "failed", "skipped", "failures"}
+    assert set(status["checks"]) == {"passed", "failed", "skipped", "errors", "differs", "seed",
+                                     "target", "failures"}
     if verdict == "Fail":
         assert status["checks"]["failures"] == [
-            {"name": "test_trinity_unique", "message": "duplicate trinity id", "seed": 424242},
-            {"name": "test_schema_hash_stable", "message": "hash changed", "seed": None}]
+            {"name": "test_trinity_unique", "message": "duplicate trinity id", "seed": 424242,
+             "outcome": "failed"},
+            {"name": "test_schema_hash_stable", "message": "hash changed", "seed": None,
+             "outcome": "failed"}]
     json.dumps(status)  # plain data only
 
     conditions = {c["type"]: c for c in status["conditions"]}

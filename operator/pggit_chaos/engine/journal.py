@@ -602,8 +602,13 @@ class Journal(_Model):
                 "passed": checks.passed,
                 "failed": checks.failed,
                 "skipped": checks.skipped,
+                "errors": checks.errors,
+                "differs": checks.differs,
+                "seed": checks.seed,
+                "target": checks.target,
                 "failures": [
-                    {"name": f.name, "message": _clip(f.message), "seed": f.seed}
+                    {"name": f.name, "message": _clip(f.message), "seed": f.seed,
+                     "outcome": f.outcome}
                     for f in checks.failures[:STATUS_FAILURES_LIMIT]
                 ],
             },

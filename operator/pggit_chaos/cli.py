@@ -97,6 +97,18 @@ def _epilog(*examples: str, codes: bool = True) -> str:
 
 # -- commands -----------------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.in_cluster:
+        if args.files or args.dsn or args.dry_run:
+            raise UsageError("--in-cluster takes no files, --dsn or --dry-run (the experiment "
+                             "comes from the API, the database from PGGIT_CHAOS_DSN)",
+                             f"{PROG} run")
+        from pggit_chaos.config import load_settings
+        from pggit_chaos.kube.runner import run_in_cluster
+
+        return run_in_cluster(args.in_cluster, args.run_id, load_settings())
+    if not args.files:
+        raise UsageError("give experiment files or folders (or --in-cluster NAMESPACE/NAME)",
+                         f"{PROG} run")
     from pggit_chaos.spec.loader import load_paths
 
     # Validate every file before importing the runner (psycopg, rich, the engine): a bad file
@@ -221,8 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument(
-        "files", nargs="+", metavar="FILE|DIR", help="experiment YAML files or folders of them"
+        "files", nargs="*", metavar="FILE|DIR", help="experiment YAML files or folders of them"
     )
+    run.add_argument(
+        "--in-cluster", metavar="NAMESPACE/NAME",
+        help="run the PgGitChaosExperiment NAMESPACE/NAME inside a cluster (the runner Job's "
+        "command; the database DSN comes from PGGIT_CHAOS_DSN)",
+    )
+    run.add_argument("--run-id", help=argparse.SUPPRESS)
     run.add_argument(
         "--dsn", help="an existing database with pgGit (SQL-level faults only)"
     )
@@ -318,7 +336,62 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n\nexit codes: 0 printed, 2 error (one line on stderr)",
     )
     crd.set_defaults(handler=_cmd_crd)
+
+    report = sub.add_parser(
+        "report",
+        help="render the report of an experiment that ran in a cluster",
+        description=(
+            "Fetch the journal of the PgGitChaosExperiment NAMESPACE/NAME (the ConfigMap its "
+            "runner Job wrote) and render summary.md, junit.xml and timeline.png, as a local "
+            "run does. Uses the current kubeconfig context."
+        ),
+        epilog=_epilog("pggit-chaos report staging/primary-pod-kill", codes=False)
+        + "\n\nexit codes: 0 written, 2 error (one line on stderr)",
+    )
+    report.add_argument("experiment", metavar="NAMESPACE/NAME")
+    report.add_argument("--output", "-o", help="folder (default ./chaos-reports/NAMESPACE-NAME)")
+    report.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG)")
+    report.set_defaults(handler=_cmd_report)
+
+    operator = sub.add_parser(
+        "operator",
+        help="run the kopf operator that runs PgGitChaosExperiments in a cluster",
+        description=(
+            "Watch PgGitChaosExperiment resources and run each in a runner Job, with the "
+            "safety gates, Events and Prometheus metrics of the PGGIT_CHAOS_* settings. "
+            "Uses the pod's service account in a cluster, else the kubeconfig."
+        ),
+        epilog=_epilog("pggit-chaos operator --kubeconfig ~/.kube/config --namespace staging",
+                       codes=False),
+    )
+    operator.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, KUBECONFIG)")
+    operator.add_argument("--namespace", action="append", default=[],
+                          help="watch only this namespace (repeatable; default: "
+                          "PGGIT_CHAOS_NAMESPACES, else all)")
+    operator.add_argument("--liveness", help="serve kopf's liveness probe, e.g. "
+                          "http://0.0.0.0:8081/healthz")
+    operator.set_defaults(handler=_cmd_operator)
     return parser
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pggit_chaos.kube.client import KubeClient
+    from pggit_chaos.kube.report import fetch_report
+
+    folder = Path(args.output or Path("chaos-reports") / args.experiment.replace("/", "-"))
+    files = fetch_report(args.experiment, folder, KubeClient.from_environment(args.kubeconfig))
+    print(f"report of {args.experiment}: {files.summary} (and timeline.png, junit.xml in {folder})")
+    return 0
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from pggit_chaos.config import load_settings
+    from pggit_chaos.kube.operator import run_operator
+
+    return run_operator(load_settings(), kubeconfig=args.kubeconfig,
+                        namespaces=args.namespace, liveness=args.liveness)
 
 
 def _print_error(error: BaseException) -> None:

@@ -537,7 +537,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--dsn", help="target database (default: a fresh embedded PostgreSQL with pgGit)"
+        "--dsn", default=os.environ.get("PGGIT_CHAOS_DSN") or None,
+        help="target database (default: PGGIT_CHAOS_DSN, else a fresh embedded PostgreSQL "
+        "with pgGit)",
     )
     parser.add_argument(
         "--category",
@@ -553,6 +555,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--destructive", action="store_true", help="also run destructive checks")
     parser.add_argument("--timeout", type=float, help="stop the suite after this many seconds")
     parser.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
+    parser.add_argument(
+        "--hand-back", metavar="NAMESPACE/CONFIGMAP",
+        help="in a verification Job: write the results as the termination message and into "
+        "this ConfigMap (owned by the experiment PGGIT_CHAOS_EXPERIMENT)",
+    )
     return parser
 
 
@@ -660,6 +667,12 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return EXIT_UNUSABLE
     print_verdict(result, target)
+    if args.hand_back:
+        from pggit_chaos.config import load_settings
+        from pggit_chaos.kube.handback import hand_back
+
+        for problem in hand_back(result.to_dict(), args.hand_back, load_settings()):
+            print(f"{prog}: warning: could not hand back: {problem}", file=sys.stderr)
     return result.exit_code
 
 

@@ -84,7 +84,7 @@ def closed_dsn() -> str:
     [
         ((), ("required: COMMAND", "pggit-chaos --help")),
         (("bogus",), ("invalid choice: 'bogus'",)),
-        (("run",), ("required: FILE|DIR", "pggit-chaos run --help")),
+        (("run",), ("give experiment files or folders", "pggit-chaos run --help")),
         (("run", "--bogus", "x.yaml"), ("unrecognized arguments: --bogus",)),
         (("validate",), ("required: FILE|DIR",)),
         (("install-pggit",), ("--dsn",)),

@@ -154,3 +154,66 @@ def test_metrics_server_serves_the_contract(registry: CollectorRegistry) -> None
         thread.join(timeout=5)
     assert 'pggit_chaos_experiments_total{fault="pod-kill",verdict="Pass"} 1.0' in body
     assert "pggit_chaos_active_faults" in body
+
+
+# -- the operator's view: metrics from an experiment's status -------------------------------
+
+#: A finished run's status as the runner Job writes it (camelCase, RFC 3339 times).
+FAILED_STATUS = {
+    "phase": "Failed", "verdict": "Fail", "runId": "0123456789ab",
+    "startedAt": "2026-01-01T10:00:00Z", "finishedAt": "2026-01-01T10:01:30Z",
+    "recoverySeconds": 2.3,
+    "workload": {"invoked": 120, "ok": 100, "failed": 12, "indeterminate": 3, "lost": 2},
+    "checks": {"passed": 7, "failed": 3, "skipped": 1, "errors": 1, "failures": [
+        {"name": "test_trinity_unique", "message": "duplicate", "seed": 4, "outcome": "failed"},
+        {"name": "test_broken", "message": "UndefinedColumn", "outcome": "error"}]},
+}
+
+
+def test_record_status_counts_every_metric_once(registry: CollectorRegistry) -> None:
+    assert metrics.metrics_for(registry).record_status("0123456789ab", "network-partition",
+                                                       FAILED_STATUS)
+    # Seen again (the operator restarted, the same run): nothing counted twice.
+    assert not metrics.metrics_for(registry).record_status("0123456789ab", "network-partition",
+                                                           FAILED_STATUS)
+    value = registry.get_sample_value
+    fault = {"fault": "network-partition"}
+    assert value("pggit_chaos_experiments_total", {**fault, "verdict": "Fail"}) == 1
+    assert value("pggit_chaos_experiment_duration_seconds_sum", fault) == pytest.approx(90.0)
+    assert value("pggit_chaos_recovery_seconds_bucket", {**fault, "le": "3.0"}) == 1
+    assert value("pggit_chaos_recovery_seconds_bucket", {**fault, "le": "2.0"}) == 0
+    assert value("pggit_chaos_lost_acknowledged_writes_total", fault) == 2
+    assert value("pggit_chaos_workload_operations_total", {"outcome": "ok"}) == 100
+    assert value("pggit_chaos_workload_operations_total", {"outcome": "fail"}) == 12
+    assert value("pggit_chaos_workload_operations_total", {"outcome": "info"}) == 3
+    checks = "pggit_chaos_checks_total"
+    assert value(checks, {"check": "test_trinity_unique", "outcome": "failed"}) == 1
+    assert value(checks, {"check": "test_broken", "outcome": "error"}) == 1
+    assert value(checks, {"check": "suite", "outcome": "failed"}) == 2
+    assert value(checks, {"check": "suite", "outcome": "passed"}) == 7
+    assert value(checks, {"check": "suite", "outcome": "skipped"}) == 1
+    assert value(checks, {"check": "suite", "outcome": "error"}) is None
+
+
+def test_record_status_of_a_refused_experiment(registry: CollectorRegistry) -> None:
+    """No verdict, no times, no workload: the terminal phase is the verdict label."""
+    refused = {"phase": "Aborted", "message": "refused by the namespace opt-in gate"}
+    assert metrics.metrics_for(registry).record_status("uid-1", "pod-kill", refused)
+    assert metrics.metrics_for(registry).record_status("uid-2", "", {"phase": "Running?"})
+    value = registry.get_sample_value
+    assert value("pggit_chaos_experiments_total", {"fault": "pod-kill", "verdict": "Aborted"}) == 1
+    assert value("pggit_chaos_experiments_total", {"fault": "unknown", "verdict": "Error"}) == 1
+    assert value("pggit_chaos_experiment_duration_seconds_count", {"fault": "pod-kill"}) is None
+    assert metrics.status_verdict_label({"phase": "Passed", "verdict": "Pass"}) == "Pass"
+
+
+def test_set_active_faults_is_a_level(registry: CollectorRegistry) -> None:
+    chaos = metrics.metrics_for(registry)
+    value = registry.get_sample_value
+    chaos.set_active_faults({"network-partition": 2, "cpu-throttle": 1})
+    assert value("pggit_chaos_active_faults", {"fault": "network-partition"}) == 2
+    chaos.set_active_faults({"cpu-throttle": 1})
+    assert value("pggit_chaos_active_faults", {"fault": "network-partition"}) == 0
+    assert value("pggit_chaos_active_faults", {"fault": "cpu-throttle"}) == 1
+    chaos.set_active_faults({})
+    assert value("pggit_chaos_active_faults", {"fault": "cpu-throttle"}) == 0

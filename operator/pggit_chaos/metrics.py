@@ -1,8 +1,11 @@
 """Prometheus metrics of pggit-chaos, all in this one module; the names are a contract.
 
-The kopf operator calls :func:`record_journal` when a run finishes, :func:`fault_started` /
-:func:`fault_ended` around the fault, and :func:`start_metrics_server` at startup; the CLI may
-record too. Every function takes a ``registry`` so tests use their own
+The kopf operator counts a run once from its experiment's terminal ``status``
+(:meth:`ChaosMetrics.record_status`), keeps ``pggit_chaos_active_faults`` level with the intents
+in status (:meth:`ChaosMetrics.set_active_faults`, so it is right after a restart) and calls
+:func:`start_metrics_server` at startup; the CLI records finished journals with
+:func:`record_journal` and :func:`fault_started` / :func:`fault_ended` around the fault.
+Every function takes a ``registry`` so tests use their own
 :class:`~prometheus_client.CollectorRegistry`.
 
 Exposed names (DESIGN.md): ``pggit_chaos_experiments_total{fault,verdict}``,
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -36,6 +41,7 @@ __all__ = [
     "metrics_for",
     "record_journal",
     "start_metrics_server",
+    "status_verdict_label",
     "verdict_label",
 ]
 
@@ -69,6 +75,34 @@ def verdict_label(journal: Journal) -> str:
         return journal.verdict
     phase = journal.current_phase
     return phase.value if phase.terminal else Phase.Error.value
+
+
+def status_verdict_label(status: Mapping[str, Any]) -> str:
+    """:func:`verdict_label` of an experiment's ``status`` (camelCase, as the runner writes it)."""
+    verdict = status.get("verdict")
+    if isinstance(verdict, str) and verdict:
+        return verdict
+    phase = status.get("phase")
+    terminal = ("Passed", "Failed", "Inconclusive", "Aborted", "Error")
+    return phase if isinstance(phase, str) and phase in terminal else Phase.Error.value
+
+
+def _seconds_between(start: object, end: object) -> float | None:
+    def parse(value: object) -> datetime | None:
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    first, last = parse(start), parse(end)
+    return None if first is None or last is None else (last - first).total_seconds()
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class ChaosMetrics:
@@ -146,6 +180,57 @@ class ChaosMetrics:
         self.operations.labels(outcome="fail").inc(workload.failed)
         self.operations.labels(outcome="info").inc(workload.indeterminate)
         return True
+
+    def record_status(self, run_id: str, fault: str, status: Mapping[str, Any]) -> bool:
+        """Count a finished run from its experiment's ``status``; False if counted before.
+
+        The operator's view: verdict (or terminal phase), duration ``startedAt`` to
+        ``finishedAt``, ``recoverySeconds``, the checks' counts and named failures (under
+        ``check="suite"`` for the unnamed rest), the workload's counts.
+        """
+        with self._lock:
+            if run_id in self._recorded:
+                return False
+            self._recorded.append(run_id)
+        fault = _unknown(fault)
+        self.experiments.labels(fault=fault, verdict=status_verdict_label(status)).inc()
+        duration = _seconds_between(status.get("startedAt"), status.get("finishedAt"))
+        if duration is not None:
+            self.duration.labels(fault=fault).observe(max(0.0, duration))
+        recovery = status.get("recoverySeconds")
+        if isinstance(recovery, int | float) and not isinstance(recovery, bool):
+            self.recovery.labels(fault=fault).observe(max(0.0, float(recovery)))
+        checks = status.get("checks")
+        if isinstance(checks, Mapping):
+            named = {"failed": 0, "error": 0}
+            for failure in checks.get("failures") or []:
+                if not isinstance(failure, Mapping) or not failure.get("name"):
+                    continue
+                outcome = "error" if failure.get("outcome") == "error" else "failed"
+                named[outcome] += 1
+                self.checks.labels(check=str(failure["name"]), outcome=outcome).inc()
+            for outcome, count in (
+                    ("passed", _count(checks.get("passed"))),
+                    ("failed", max(0, _count(checks.get("failed")) - named["failed"])),
+                    ("skipped", _count(checks.get("skipped"))),
+                    ("error", max(0, _count(checks.get("errors")) - named["error"]))):
+                if count:
+                    self.checks.labels(check="suite", outcome=outcome).inc(count)
+        workload = status.get("workload")
+        if isinstance(workload, Mapping):
+            self.lost.labels(fault=fault).inc(_count(workload.get("lost")))
+            self.operations.labels(outcome="ok").inc(_count(workload.get("ok")))
+            self.operations.labels(outcome="fail").inc(_count(workload.get("failed")))
+            self.operations.labels(outcome="info").inc(_count(workload.get("indeterminate")))
+        return True
+
+    def set_active_faults(self, counts: Mapping[str, int]) -> None:
+        """Set ``pggit_chaos_active_faults`` to ``counts`` (a level recomputed from status);
+        a fault type seen before and absent now goes to 0."""
+        with self._lock:
+            for fault in set(self._active) | set(counts):
+                self._active[fault] = max(0, int(counts.get(fault, 0)))
+                self.active.labels(fault=fault).set(self._active[fault])
 
     def fault_started(self, fault: str) -> None:
         """A fault of type ``fault`` is now active."""

@@ -6,6 +6,7 @@ names. A bad value raises :class:`~pggit_chaos.errors.ConfigurationError` naming
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, ValidationError
@@ -13,12 +14,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pggit_chaos.errors import ConfigurationError
 
+#: Environment variable naming the folder of the local state file (``state.json``).
+STATE_DIR_ENV = "PGGIT_CHAOS_STATE_DIR"
 
-def _default_state_dir() -> Path:
-    # Imported here: the local package is heavy (psycopg) and most commands never need it.
-    from pggit_chaos.local.state import default_state_dir
 
-    return default_state_dir()
+def default_state_dir() -> Path:
+    """``$PGGIT_CHAOS_STATE_DIR``, else ``/var/lib/pggit-chaos`` (root) or
+    ``~/.local/state/pggit-chaos``.
+
+    Here rather than in :mod:`pggit_chaos.local.state` (which uses it) so that reading the
+    settings never imports the local substrate.
+    """
+    if env := os.environ.get(STATE_DIR_ENV):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/pggit-chaos")
+    return Path.home() / ".local" / "state" / "pggit-chaos"
 
 
 class Settings(BaseSettings):
@@ -27,7 +38,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PGGIT_CHAOS_", extra="ignore")
 
     #: Folder of the state file recording fault intents and throwaway resources.
-    state_dir: Path = Field(default_factory=_default_state_dir)
+    state_dir: Path = Field(default_factory=default_state_dir)
     #: Folder under which each run writes its report folder.
     report_dir: Path = Path("chaos-reports")
     #: Folder holding initdb and postgres (default: found via pg_config / Debian's layout).

@@ -20,24 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pggit_chaos.config import STATE_DIR_ENV, default_state_dir
 from pggit_chaos.errors import ConfigurationError
 from pggit_chaos.faults.base import FaultIntent
 
-#: Environment variable naming the folder of ``state.json``.
-STATE_DIR_ENV = "PGGIT_CHAOS_STATE_DIR"
+__all__ = [
+    "RESOURCE_TYPES",
+    "STATE_DIR_ENV",
+    "STATE_FILE_NAME",
+    "Entry",
+    "StateFile",
+    "default_state_dir",
+]
+
 STATE_FILE_NAME = "state.json"
 #: Intent types that are resources (cleaned up after the faults), not faults.
 RESOURCE_TYPES = ("embedded-postgres", "netns", "server-cgroup")
-
-
-def default_state_dir() -> Path:
-    """``$PGGIT_CHAOS_STATE_DIR``, else ``/var/lib/pggit-chaos`` (root) or
-    ``~/.local/state/pggit-chaos``."""
-    if env := os.environ.get(STATE_DIR_ENV):
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/pggit-chaos")
-    return Path.home() / ".local" / "state" / "pggit-chaos"
 
 
 def _start_time(pid: int) -> str | None:

@@ -62,7 +62,6 @@ def sweep_target(dsn: str, *, force: bool = False) -> list[str]:
     Workload areas ``chaos_run_<id>`` whose run holds no lease (``force``: those too) and
     scratch areas of checks runs without a live session.
     """
-    from pggit_chaos.checks.runner import sweep_dead_runs
 
     lines: list[str] = []
     with _connect(dsn) as conn:
@@ -76,3 +75,37 @@ def sweep_target(dsn: str, *, force: bool = False) -> list[str]:
             lines.append(f"removed {name}: {gone.describe()}")
         lines += [f"removed {line}" for line in sweep_dead_runs(conn)]
     return lines
+
+
+def _run_of(token: str) -> str:
+    """The run id in a scratch name ``chaos_check_<run>_<rand>...`` ('' for older names)."""
+    from pggit_chaos.checks.names import SCRATCH_PREFIX
+
+    rest = token[len(SCRATCH_PREFIX) :]
+    run, sep, _ = rest.partition("_")
+    return run if sep else ""
+
+
+def sweep_dead_runs(conn: psycopg.Connection[Any]) -> list[str]:
+    """Remove what checks runs that no longer have a session left behind; names what went.
+
+    A run holds a session (``application_name`` ``pggit-chaos-checks/<run>``) from start to
+    end, so a scratch name whose run has none is a killed run's leftover. Scratch names of
+    older releases carry no run id: they are swept when no checks run is alive at all.
+    """
+    from pggit_chaos.checks.names import APPLICATION_NAME, SCRATCH_PREFIX, run_prefix
+
+    live = sweep.live_sessions(conn, APPLICATION_NAME + "/")
+    removed: list[str] = []
+    prefixes: set[str] = set()
+    for token in sweep.prefixes_in(conn, SCRATCH_PREFIX):
+        run = _run_of(token)
+        if run and run not in live:
+            prefixes.add(run_prefix(run))
+        elif not run and not live:
+            prefixes.add(token)
+    for prefix in sorted(prefixes):
+        gone = sweep.purge(conn, prefix)
+        if gone.total or gone.schemas:
+            removed.append(f"{prefix}: {gone.describe()}")
+    return removed

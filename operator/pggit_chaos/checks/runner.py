@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pggit_chaos.checks.names import (
-    APPLICATION_NAME,
     CATEGORIES,
     ENV_DESTRUCTIVE,
     ENV_DSN,
@@ -206,38 +205,6 @@ def _end_sessions(conn: psycopg.Connection[Any], run_id: str) -> None:
         time.sleep(0.05)
 
 
-def _run_of(token: str) -> str:
-    """The run id in a scratch name ``chaos_check_<run>_<rand>...`` ('' for older names)."""
-    rest = token[len(SCRATCH_PREFIX) :]
-    run, sep, _ = rest.partition("_")
-    return run if sep else ""
-
-
-def sweep_dead_runs(conn: psycopg.Connection[Any]) -> list[str]:
-    """Remove what checks runs that no longer have a session left behind; names what went.
-
-    A run holds a session (``application_name`` ``pggit-chaos-checks/<run>``) from start to
-    end, so a scratch name whose run has none is a killed run's leftover. Scratch names of
-    older releases carry no run id: they are swept when no checks run is alive at all.
-    """
-    from pggit_chaos import sweep
-
-    live = sweep.live_sessions(conn, APPLICATION_NAME + "/")
-    removed: list[str] = []
-    prefixes: set[str] = set()
-    for token in sweep.prefixes_in(conn, SCRATCH_PREFIX):
-        run = _run_of(token)
-        if run and run not in live:
-            prefixes.add(run_prefix(run))
-        elif not run and not live:
-            prefixes.add(token)
-    for prefix in sorted(prefixes):
-        gone = sweep.purge(conn, prefix)
-        if gone.total or gone.schemas:
-            removed.append(f"{prefix}: {gone.describe()}")
-    return removed
-
-
 class _Lease:
     """A session that says "this run is alive" (see :func:`sweep_dead_runs`), and audits.
 
@@ -271,6 +238,8 @@ class _Lease:
                 " set_config('statement_timeout', %s, false)",
                 (str(LOCK_TIMEOUT_MS), str(10 * STATEMENT_TIMEOUT_MS)),
             )
+            from pggit_chaos.target_cleanup import sweep_dead_runs
+
             self.swept = sweep_dead_runs(self.conn)
             self.before = sweep.audit(self.conn, SCRATCH_PREFIX)
         except psycopg.Error as exc:

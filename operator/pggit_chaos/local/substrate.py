@@ -12,17 +12,13 @@ started and only the SQL-level faults are allowed.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import TYPE_CHECKING, Any
-
-import psycopg
 
 from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import FaultError, InvalidExperiment
 from pggit_chaos.faults.base import Fault, FaultIntent
 from pggit_chaos.faults.sql import (
-    PROBE_APPLICATION,
     ConnectionKill,
     LockContention,
     TriggerDisable,
@@ -33,7 +29,8 @@ from pggit_chaos.local.network import NetworkPartition
 from pggit_chaos.local.process import PodKill, cluster_undo
 from pggit_chaos.local.server import EmbeddedPostgres
 from pggit_chaos.local.state import StateFile
-from pggit_chaos.pggit import health_sql, mask_dsn
+from pggit_chaos.pggit import mask_dsn
+from pggit_chaos.probe import probe_database
 
 if TYPE_CHECKING:
     from pggit_chaos.spec import Experiment
@@ -228,15 +225,7 @@ class LocalSubstrate:
             dsn = self.dsn
         except FaultError as exc:
             return Probe(reachable=False, healthy=False, detail=str(exc))
-        result: list[Probe] = []
-        worker = threading.Thread(target=lambda: result.append(_probe(dsn, timeout)),
-                                  name="pggit-chaos-probe", daemon=True)
-        worker.start()
-        worker.join(timeout + 0.5)
-        if not result:
-            return Probe(reachable=False, healthy=False,
-                         detail=f"no answer within {timeout:g}s")
-        return result[0]
+        return probe_database(dsn, timeout)
 
     # -- teardown -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -278,35 +267,3 @@ def _plain(value: object) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{key} {_plain(item)}" for key, item in value.items())
     return str(value)
-
-
-def _probe(dsn: str, timeout: float) -> Probe:
-    milliseconds = max(1, int(timeout * 1000))
-    try:
-        with psycopg.connect(
-            dsn, connect_timeout=max(2, math.ceil(timeout)), autocommit=True,
-            application_name=PROBE_APPLICATION, tcp_user_timeout=milliseconds,
-            options=f"-c statement_timeout={milliseconds}",
-        ) as conn:
-            rows = conn.execute(health_sql(conn)).fetchall()
-    except ValueError as exc:  # a health_check() whose rows we cannot read
-        return Probe(reachable=True, healthy=False, detail=str(exc))
-    except psycopg.errors.UndefinedFunction as exc:
-        return Probe(reachable=True, healthy=False, detail=f"pgGit missing: {exc}".strip())
-    except psycopg.errors.InvalidSchemaName as exc:
-        return Probe(reachable=True, healthy=False, detail=f"pgGit missing: {exc}".strip())
-    except psycopg.errors.QueryCanceled as exc:
-        return Probe(reachable=True, healthy=False, detail=f"health_check too slow: {exc}".strip())
-    except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if not isinstance(exc, psycopg.OperationalError):  # connected: health_check() failed
-            return Probe(reachable=True, healthy=False, detail=f"health_check() fails: {first}")
-        return Probe(reachable=False, healthy=False, detail=first)
-    components = {str(component): str(status) for component, status, _ in rows}
-    critical = [f"{component}: {details}" for component, status, details in rows
-                if status == "critical"]
-    warnings = [f"{component}: {details}" for component, status, details in rows
-                if status == "warning"]
-    detail = "; ".join(critical) or ("; ".join(warnings) if warnings else "healthy")
-    return Probe(reachable=True, healthy=not critical and bool(rows), detail=detail,
-                 components=components)

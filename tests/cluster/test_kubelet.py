@@ -1,0 +1,466 @@
+"""The test kubelet gives the emulator's pods real life: servers, crashes, limits, rules, Jobs.
+
+Every test runs against the real test API server (``cluster.emulator`` over HTTP) with
+``pods_need_kubelet=True`` (graceful pod deletion is finished by the kubelet, as on a cluster
+with nodes), real embedded PostgreSQL servers in network namespaces and cgroups, and Job
+containers run as real local processes (the ``pggit-chaos`` console script, this Python).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from cluster.emulator import EmulatorServer, KubeEmulator
+from cluster.kubelet import (
+    CHAIN_IN,
+    Kubelet,
+    TargetSet,
+    connect,
+    kubelet_fixture,
+    label_selector_matches,
+    policy_rules,
+)
+from pggit_chaos.kube import builders
+from pggit_chaos.kube.client import JOBS, NETWORK_POLICIES, PODS, KubeClient
+from waits import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "default"
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, cgroups, iptables)")
+
+
+# ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(params=[True], ids=["graceful-pods"])
+def emulator_server(request: pytest.FixtureRequest) -> Iterator[EmulatorServer]:
+    """The API server, with pods whose deletion a kubelet finishes (as with real nodes)."""
+    with EmulatorServer(KubeEmulator(pods_need_kubelet=request.param)) as server:
+        yield server
+
+
+@pytest.fixture
+def kubelet(kubeconfigs: dict[str, Path]) -> Iterator[Kubelet]:
+    yield from kubelet_fixture(kubeconfigs, restart_delay=0.3)
+
+
+@pytest.fixture
+def targets(kubelet: Kubelet) -> TargetSet:
+    return kubelet.add_targets(NS)
+
+
+def _status(client: KubeClient, api: Any, name: str) -> dict[str, Any]:
+    obj = client.get(api, NS, name)
+    status: dict[str, Any] = obj.get("status") or {}
+    return status
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions") or []}
+
+
+def _secret_dsn(client: KubeClient) -> str:
+    from cluster.kubelet import SECRETS
+
+    secret = client.get(SECRETS, NS, "pggit-db")
+    return base64.b64decode(secret["data"]["dsn"]).decode()
+
+
+def _can_connect(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=1, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _job(name: str, command: list[str], *, env: list[dict[str, Any]] | None = None,
+         deadline: int | None = None, grace: int | None = None,
+         policy: str = "File") -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "template": {
+            "metadata": {"labels": {"app": "test"}},
+            "spec": {
+                "restartPolicy": "Never", "serviceAccountName": "pggit-chaos-runner",
+                "containers": [{"name": "main", "image": "pggit-chaos:test", "command": command,
+                                "env": env or [], "terminationMessagePolicy": policy}],
+            },
+        },
+    }
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    if grace is not None:
+        spec["template"]["spec"]["terminationGracePeriodSeconds"] = grace
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec}
+
+
+def _only_pod(kubelet: Kubelet, job: str) -> str:
+    wait_until(lambda: bool(kubelet.job_pod_names(NS, job)), f"job {job} has a pod", 30)
+    names = kubelet.job_pod_names(NS, job)
+    assert len(names) == 1, names
+    return names[0]
+
+
+def _terminated(client: KubeClient, kubelet: Kubelet, pod: str) -> dict[str, Any]:
+    def done() -> bool:
+        found = client.find(PODS, NS, pod)
+        state = ((found or {}).get("status") or {}).get("containerStatuses") or [{}]
+        return "terminated" in (state[0].get("state") or {})
+    wait_until(done, f"pod {pod} terminated\n{kubelet.all_logs()}", 60)
+    terminated: dict[str, Any] = _status(client, PODS, pod)["containerStatuses"][0]["state"][
+        "terminated"]
+    return terminated
+
+
+# ------------------------------------------------------------------------------- pure parts
+def test_label_selectors_match_like_the_api() -> None:
+    labels = {"app": "db", "tier": "a"}
+    assert label_selector_matches({}, labels)
+    assert label_selector_matches({"matchLabels": {"app": "db"}}, labels)
+    assert not label_selector_matches({"matchLabels": {"app": "web"}}, labels)
+    assert label_selector_matches({"matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["a", "b"]},
+        {"key": "gone", "operator": "DoesNotExist"}]}, labels)
+    assert not label_selector_matches({"matchExpressions": [
+        {"key": "tier", "operator": "NotIn", "values": ["a"]}]}, labels)
+    assert not label_selector_matches({"matchExpressions": [
+        {"key": "gone", "operator": "Exists"}]}, labels)
+
+
+def test_policy_rules_enforce_only_what_the_policies_say() -> None:
+    pod = {"metadata": {"namespace": NS, "name": "pg-0", "labels": {"app": "db"}},
+           "spec": {"containers": [{"ports": [{"name": "postgres", "containerPort": 5432}]}]}}
+    deny_in = {"metadata": {"namespace": NS, "name": "p"},
+               "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"]}}
+    ingress, egress = policy_rules([deny_in], pod)
+    assert ingress[-1] == ["-j", "DROP"] and egress == []
+    assert not any("--dport" in rule for rule in ingress)
+    other_ns = {**deny_in, "metadata": {"namespace": "other", "name": "p"}}
+    other_pods = {**deny_in, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}
+    assert policy_rules([other_ns, other_pods], pod) == ([], [])
+    allow_port = {"metadata": {"namespace": NS, "name": "q"}, "spec": {
+        "podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+                     "ports": [{"port": "postgres"}]}]}}
+    ingress, egress = policy_rules([allow_port], pod)
+    assert ["-s", "10.0.0.0/8", "-p", "tcp", "--dport", "5432", "-j", "ACCEPT"] in ingress
+    assert egress[-1] == ["-j", "DROP"]
+
+
+# ---------------------------------------------------------------------------- target pods
+@root_only
+@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.kube
+def test_target_pod_runs_and_answers_through_the_secret(
+        kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient) -> None:
+    pod = admin_client.get(PODS, NS, "pg-0")
+    status = pod["status"]
+    replica = kubelet.replica(NS, "pg-0")
+    assert status["phase"] == "Running"
+    assert _conditions(status)["Ready"]["status"] == "True"
+    assert status["podIP"] == replica.ip and replica.ip.startswith("10.251.")
+    container = status["containerStatuses"][0]
+    assert container["ready"] and container["restartCount"] == 0
+    assert container["resources"] == pod["spec"]["containers"][0]["resources"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "pggit-postgres"
+    dsn = _secret_dsn(admin_client)
+    assert f"host={replica.ip}" in dsn and "dbname=postgres" in dsn
+    with connect(dsn) as conn:
+        version = conn.execute(
+            "SELECT version FROM pggit.install_info WHERE component = 'core'").fetchone()
+        server_addr = conn.execute("SELECT host(inet_server_addr())").fetchone()
+    assert version is not None
+    assert server_addr == (replica.ip,)  # reached over the pod's own network namespace
+
+
+@root_only
+@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.kube
+@pytest.mark.parametrize("grace", [0, 30])
+def test_deleting_a_target_pod_crashes_and_brings_back_its_server(
+        kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient, grace: int) -> None:
+    dsn = targets.dsn
+    with connect(dsn) as conn:
+        conn.execute("CREATE TABLE kept (v text)")
+        conn.execute("INSERT INTO kept VALUES ('committed before the crash')")
+    server = kubelet.server(NS, "pg-0")
+    old_pid = server.pid
+    old_uid = admin_client.get(PODS, NS, "pg-0")["metadata"]["uid"]
+    admin_client.delete(PODS, NS, "pg-0", grace_period_seconds=grace)
+    pod = kubelet.wait_pod(NS, "pg-0", not_uid=old_uid, timeout=120)
+    assert old_pid is not None and not Path(f"/proc/{old_pid}").exists()
+    assert server.pid != old_pid
+    container = pod["status"]["containerStatuses"][0]
+    assert container["restartCount"] == 0 and container["ready"]
+    with connect(dsn) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchall() == [("committed before the crash",)]
+    log = kubelet.logs(NS, "pg-0")
+    assert "not properly shut down; automatic recovery in progress" in log, log[-2000:]
+
+
+@root_only
+@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.kube
+def test_resize_becomes_a_cgroup_limit_and_restoring_removes_it(
+        kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient) -> None:
+    cgroups = kubelet.cgroups(NS, "pg-0")
+    original = admin_client.get(PODS, NS, "pg-0")["spec"]["containers"][0]["resources"]
+    query = "SELECT count(*) FROM generate_series(1, 3000000)"
+
+    def timed() -> float:
+        with connect(targets.dsn) as conn:
+            started = time.monotonic()
+            conn.execute(query)
+            return time.monotonic() - started
+
+    baseline = min(timed() for _ in range(2))
+    throttled_before = cgroups.cpu_stat().get("nr_throttled", 0)
+    admin_client.patch(PODS, NS, "pg-0",
+                       builders.resize_patch("postgres", "50m", "512Mi", original),
+                       subresource="resize", patch_type="strategic")
+
+    def actuated(limits: dict[str, str]) -> bool:
+        status = _status(admin_client, PODS, "pg-0")
+        resources = status["containerStatuses"][0].get("resources") or {}
+        conditions = _conditions(status)
+        return (resources.get("limits") or {}) == limits and not (
+            {"PodResizePending", "PodResizeInProgress"} & set(conditions))
+
+    wait_until(lambda: actuated({"cpu": "50m", "memory": "512Mi"}), "the resize is actuated", 30)
+    limits = cgroups.limits()
+    if cgroups.version == 1:
+        assert limits["cpu.cfs_quota_us"] == "5000" and limits["cpu.cfs_period_us"] == "100000"
+        assert limits["memory.limit_in_bytes"] == str(512 * 2**20)
+    else:
+        assert limits["cpu.max"] == "5000 100000" and limits["memory.max"] == str(512 * 2**20)
+    slowed = timed()
+    assert cgroups.cpu_stat()["nr_throttled"] > throttled_before
+    assert slowed > 3 * baseline, (baseline, slowed)
+
+    admin_client.patch(PODS, NS, "pg-0", builders.restore_resize_patch("postgres", original),
+                       subresource="resize", patch_type="strategic")
+    wait_until(lambda: actuated({}), "the restore is actuated", 30)
+    limits = cgroups.limits()
+    if cgroups.version == 1:
+        assert limits["cpu.cfs_quota_us"] == "-1"
+        assert int(limits["memory.limit_in_bytes"]) > 2**60  # no limit
+    else:
+        assert limits["cpu.max"].startswith("max") and limits["memory.max"] == "max"
+    restored = min(timed() for _ in range(2))
+    assert restored < slowed / 3, (baseline, slowed, restored)
+
+
+@root_only
+@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.kube
+def test_network_policy_cuts_connections_and_deleting_it_restores_them(
+        kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient) -> None:
+    dsn = targets.dsn
+    label = "chaos.pggit.io/partitioned-by"
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "isolate"},
+              "spec": {"podSelector": {"matchLabels": {label: "x"}},
+                       "policyTypes": ["Ingress", "Egress"]}}
+    admin_client.create(NETWORK_POLICIES, NS, policy)
+    time.sleep(0.5)  # several kubelet ticks: the pod does not carry the label yet
+    assert kubelet.chain_rules(NS, "pg-0") == []
+    assert _can_connect(dsn)
+    held = psycopg.connect(dsn, autocommit=True, connect_timeout=2, tcp_user_timeout=1000)
+    admin_client.patch(PODS, NS, "pg-0", {"metadata": {"labels": {label: "x"}}})
+    wait_until(lambda: bool(kubelet.chain_rules(NS, "pg-0")), "the policy's rules exist", 30)
+    assert f"-A {CHAIN_IN} -j DROP" in kubelet.chain_rules(NS, "pg-0")
+    assert not _can_connect(dsn)
+    with pytest.raises(psycopg.OperationalError):  # an open connection is cut too
+        held.execute("SELECT 1")
+    held.close()
+    admin_client.patch(PODS, NS, "pg-0", {"metadata": {"labels": {label: None}}})
+    wait_until(lambda: not kubelet.chain_rules(NS, "pg-0"), "the label's removal frees it", 30)
+    assert _can_connect(dsn)
+    admin_client.patch(PODS, NS, "pg-0", {"metadata": {"labels": {label: "x"}}})
+    wait_until(lambda: not _can_connect(dsn), "the pod is isolated again", 30)
+    admin_client.delete(NETWORK_POLICIES, NS, "isolate")
+    wait_until(lambda: not kubelet.chain_rules(NS, "pg-0"), "the deleted policy's rules go", 30)
+    assert _can_connect(dsn)
+
+
+# -------------------------------------------------------------------------------- Jobs
+@root_only
+@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.kube
+def test_job_pods_run_the_real_console_script_and_report_back(
+        kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient,
+        kubeconfigs: dict[str, Path]) -> None:
+    admin_client.create(JOBS, NS, _job(
+        "validate", ["pggit-chaos", "validate", str(REPO / "experiments/01-pod-kill.yaml")]))
+    job = kubelet.wait_job(NS, "validate")
+    status = job["status"]
+    assert status["succeeded"] == 1 and status["active"] == 0 and status.get("failed", 0) == 0
+    assert status["startTime"] and status["completionTime"]
+    assert [c["type"] for c in status["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+    pod = _only_pod(kubelet, "validate")
+    assert "ok: 1 experiment" in kubelet.logs(NS, pod), kubelet.logs(NS, pod)
+    pod_body = admin_client.get(PODS, NS, pod)
+    assert pod_body["status"]["phase"] == "Succeeded"
+    owner = pod_body["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Job", "validate",
+                                                            job["metadata"]["uid"])
+    assert pod_body["metadata"]["labels"]["job-name"] == "validate"
+    terminated = _terminated(admin_client, kubelet, pod)
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+
+    script = textwrap.dedent("""
+        import os, sys
+        names = ["DSN", "POD", "NS", "UID", "SA", "GREETING"]
+        seen = {n: os.environ.get(n) for n in names}
+        seen["KUBECONFIG"] = os.environ["KUBECONFIG"]
+        with open(os.environ["PGGIT_CHAOS_TERMINATION_MESSAGE_PATH"], "w") as f:
+            f.write(repr(seen))
+        sys.exit(3)
+    """)
+    env = [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "pggit-db", "key": "dsn"}}},
+           {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+           {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+           {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+           {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
+           {"name": "GREETING", "value": "hello $(POD)"}]
+    admin_client.create(JOBS, NS, _job("fails", ["python", "-c", script], env=env))
+    job = kubelet.wait_job(NS, "fails")
+    pod = _only_pod(kubelet, "fails")
+    terminated = _terminated(admin_client, kubelet, pod)
+    assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
+    seen = eval(terminated["message"])  # the dict the process wrote
+    pod_body = admin_client.get(PODS, NS, pod)
+    assert seen == {"DSN": targets.dsn, "POD": pod, "NS": NS,
+                    "UID": pod_body["metadata"]["uid"], "SA": "pggit-chaos-runner",
+                    "GREETING": f"hello {pod}", "KUBECONFIG": str(kubeconfigs["runner"])}
+    assert pod_body["status"]["phase"] == "Failed"
+    conditions = _conditions(job["status"])
+    assert conditions["FailureTarget"]["reason"] == "BackoffLimitExceeded"
+    assert conditions["Failed"]["reason"] == "BackoffLimitExceeded"
+    assert job["status"]["failed"] == 1 and "completionTime" not in job["status"]
+
+    admin_client.create(JOBS, NS, _job("logs", ["python", "-c", "print('last words'); exit(1)"],
+                                       policy="FallbackToLogsOnError"))
+    kubelet.wait_job(NS, "logs")
+    terminated = _terminated(admin_client, kubelet, _only_pod(kubelet, "logs"))
+    assert terminated["message"].strip() == "last words"
+
+
+@root_only
+@pytest.mark.kube
+def test_a_missing_secret_or_key_holds_the_pod_in_create_container_config_error(
+        kubelet: Kubelet, admin_client: KubeClient) -> None:
+    from cluster.kubelet import SECRETS
+
+    env = [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "dsn"}}}]
+    admin_client.create(JOBS, NS, _job("needs-secret", ["python", "-c", "pass"], env=env))
+    pod = _only_pod(kubelet, "needs-secret")
+
+    def waiting() -> dict[str, Any]:
+        statuses = _status(admin_client, PODS, pod).get("containerStatuses") or [{}]
+        found: dict[str, Any] = (statuses[0].get("state") or {}).get("waiting") or {}
+        return found
+
+    wait_until(lambda: waiting().get("reason") == "CreateContainerConfigError", "config error")
+    assert waiting()["message"] == 'secret "db" not found'
+    assert _status(admin_client, PODS, pod)["phase"] == "Pending"
+    admin_client.create(SECRETS, NS, {"metadata": {"name": "db"}, "data": {
+        "other": base64.b64encode(b"x").decode()}})
+    wait_until(lambda: waiting().get("message") == "couldn't find key dsn in Secret default/db",
+               "the key is missing", 30)
+    admin_client.patch(SECRETS, NS, "db", {"data": {"dsn": base64.b64encode(b"d").decode()}})
+    job = kubelet.wait_job(NS, "needs-secret")
+    assert _conditions(job["status"])["Complete"]["status"] == "True"
+
+
+@root_only
+@pytest.mark.kube
+def test_active_deadline_terminates_with_the_grace_period_and_fails_the_job(
+        kubelet: Kubelet, admin_client: KubeClient) -> None:
+    script = ("import signal, time; signal.signal(signal.SIGTERM, lambda *a: print('TERM', "
+              "flush=True)); print('started', flush=True); time.sleep(120)")
+    started = time.monotonic()
+    admin_client.create(JOBS, NS, _job("slow", ["python", "-c", script], deadline=1, grace=2))
+    job = kubelet.wait_job(NS, "slow", timeout=60)
+    elapsed = time.monotonic() - started
+    conditions = _conditions(job["status"])
+    assert conditions["Failed"]["reason"] == "DeadlineExceeded"
+    assert conditions["Failed"]["message"] == "Job was active longer than specified deadline"
+    assert conditions["FailureTarget"]["reason"] == "DeadlineExceeded"
+    assert job["status"]["failed"] == 1 and job["status"]["active"] == 0
+    pod = kubelet.job_pod_names(NS, "slow")[0]
+    assert "TERM" in kubelet.logs(NS, pod)  # SIGTERM first ...
+    assert elapsed >= 3.0, elapsed  # ... SIGKILL only after the 2 s grace
+    wait_until(lambda: admin_client.find(PODS, NS, pod) is None, "the pod is deleted", 10)
+    assert not kubelet.leftovers().get("processes")
+
+
+@root_only
+@pytest.mark.kube
+def test_killed_job_process_fails_the_pod_and_the_job(
+        kubelet: Kubelet, admin_client: KubeClient) -> None:
+    admin_client.create(JOBS, NS, _job("runner", ["python", "-c", "import time; time.sleep(120)"]))
+    pod = _only_pod(kubelet, "runner")
+    wait_until(lambda: _status(admin_client, PODS, pod).get("phase") == "Running", "running", 30)
+    assert _status(admin_client, JOBS, "runner")["active"] == 1
+    kubelet.kill_pod_process(NS, pod)
+    job = kubelet.wait_job(NS, "runner")
+    terminated = _terminated(admin_client, kubelet, pod)
+    assert (terminated["exitCode"], terminated["reason"]) == (137, "Error")
+    assert _status(admin_client, PODS, pod)["phase"] == "Failed"
+    assert _conditions(job["status"])["Failed"]["reason"] == "BackoffLimitExceeded"
+
+
+@root_only
+@pytest.mark.kube
+def test_deleting_a_job_terminates_its_process_and_removes_the_pod(
+        kubelet: Kubelet, admin_client: KubeClient) -> None:
+    script = "import time; print('up', flush=True); time.sleep(120)"
+    admin_client.create(JOBS, NS, _job("doomed", ["python", "-c", script]))
+    pod = _only_pod(kubelet, "doomed")
+    wait_until(lambda: _status(admin_client, PODS, pod).get("phase") == "Running", "running", 30)
+    pid = kubelet.job_pods[admin_client.get(PODS, NS, pod)["metadata"]["uid"]].process
+    assert pid is not None
+    admin_client.delete(JOBS, NS, "doomed", propagation="Background")
+    wait_until(lambda: admin_client.find(PODS, NS, pod) is None, "the GC'd pod is removed", 30)
+    assert pid.poll() == -15  # SIGTERM within the grace period ended it
+    assert not kubelet.leftovers()
+
+
+@root_only
+@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.kube
+def test_nothing_is_left_behind_even_when_the_test_fails(kubeconfigs: dict[str, Path],
+                                                         admin_client: KubeClient) -> None:
+    kubelet = Kubelet(kubeconfigs)
+    with pytest.raises(RuntimeError, match="the test failed"), kubelet:
+        target = kubelet.add_targets(NS, variant="trinity_collide")
+        admin_client.create(NETWORK_POLICIES, NS, {
+            "metadata": {"name": "deny"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+        admin_client.create(JOBS, NS, _job("sleeper", ["python", "-c",
+                                                       "import time; time.sleep(120)"]))
+        wait_until(lambda: bool(kubelet.chain_rules(NS, "pg-0")), "rules", 30)
+        wait_until(lambda: any(p.state == "running" for p in kubelet.job_pods.values()),
+                   "the sleeper runs", 30)
+        server = target.replicas[0].server
+        assert server.running
+        raise RuntimeError("the test failed")
+    assert kubelet.made and kubelet.leftovers() == {}
+    assert not server.running and server.base is not None and not server.base.exists()
+    assert not kubelet.errors, kubelet.errors

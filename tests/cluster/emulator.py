@@ -26,6 +26,14 @@ real kube-apiserver does and kmock does not:
   when that module exists: 422 Invalid with ``details.causes`` like the server;
 * every request recorded with the identity of its bearer token and its RBAC verb.
 
+Not emulated (a real server differs): no RBAC enforcement (requests are only recorded), no
+admission for built-in kinds beyond a few checks (names, Job restartPolicy, pod updates),
+no controllers (nothing creates a Job's pods or a StatefulSet's pods: the test kubelet does),
+``events`` and ``events.k8s.io`` Events are separate stores, server-side apply is a merge patch
+(no field managers), ``pods/exec``/``pods/log`` answer 400, watch bookmarks are only sent for
+``sendInitialEvents``, CEL transition rules (``oldSelf``) are not given the old object, and
+kmock's own ``objects`` array stays empty (use :meth:`KubeEmulator.get_object`/``list_objects``).
+
 ``EmulatorServer`` serves it over real HTTP on 127.0.0.1 from a background thread with its own
 event loop, for in-process clients (kopf, KubeClient) and for other processes alike.
 """
@@ -1394,15 +1402,18 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 with contextlib.suppress(ApiFailure):
                     self._delete(dep_type, dep_meta.get("namespace"), dep_meta["name"],
                                  {"propagationPolicy": "Foreground"})
-        if self._maybe_remove(rtype, new):
-            return new
         self._collect_garbage()
-        return self._store.get((rtype.key, ns, name), new)
+        current = self._store.get((rtype.key, ns, name))
+        if current is not None and self._maybe_remove(rtype, current):
+            return current
+        return current if current is not None else new
 
     def _maybe_remove(self, rtype: ResourceType, obj: JSON) -> bool:
         """Remove an object whose deletion nothing holds any longer; then collect garbage."""
-        if not self._removable(rtype, obj):
-            return False
+        meta = obj["metadata"]
+        key = (rtype.key, meta.get("namespace") if rtype.namespaced else None, meta["name"])
+        if self._store.get(key) is not obj or not self._removable(rtype, obj):
+            return False  # gone already, changed since, or still held
         self._commit(rtype, copy.deepcopy(obj), "DELETED", obj)
         self._collect_garbage()
         return True

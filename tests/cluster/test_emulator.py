@@ -103,15 +103,23 @@ def status_of(call: Callable[[], Any]) -> ApiError:
     return caught.value
 
 
-def watch(server: EmulatorServer, path: str, identity: str = "admin",
+def watch(server: EmulatorServer, path: str, identity: str = "admin", count: int | None = None,
           **params: str) -> list[dict[str, Any]]:
-    """The events of one watch request that the server ends after ``timeoutSeconds``."""
-    query = {"watch": "true", "timeoutSeconds": "1", **params}
+    """The events of one watch request: all until the server ends it after ``timeoutSeconds``,
+    or the first ``count``."""
+    query = {"watch": "true", "timeoutSeconds": "1" if count is None else "5", **params}
     request = urllib.request.Request(
         f"{server.url}{path}?{urlencode(query)}",
         headers={"Authorization": f"Bearer {server.emulator.token_for(identity)}"})
+    events: list[dict[str, Any]] = []
     with urllib.request.urlopen(request, timeout=10) as response:
-        return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+        while count is None or len(events) < count:
+            line = response.readline()
+            if not line:
+                break
+            if line.strip():
+                events.append(json.loads(line))
+    return events
 
 
 # -- metadata, resourceVersion, concurrency -------------------------------------------------
@@ -374,6 +382,31 @@ def test_graceful_pod_deletion_waits_for_the_kubelet(ns: str, admin_client: Kube
     assert admin_client.find(PODS, ns, "now") is None
 
 
+def test_foreground_deletion_waits_for_the_kubelet(ns: str, admin_client: KubeClient,
+                                                    emulator_server: EmulatorServer,
+                                                    client_for: Callable[[str], KubeClient],
+                                                    ) -> None:
+    emulator_server.emulator.pods_need_kubelet = True
+    kubelet = client_for("kubelet")
+    runner = admin_client.create(JOBS, ns, job("runner"))
+    admin_client.create(PODS, ns, pod("runner-x", owner=owner_ref(runner)))
+    admin_client.delete(JOBS, ns, "runner", propagation="Foreground")
+    held = admin_client.get(JOBS, ns, "runner")
+    assert held["metadata"]["deletionTimestamp"]
+    assert held["metadata"]["finalizers"] == ["foregroundDeletion"]
+    terminating = admin_client.get(PODS, ns, "runner-x")
+    assert terminating["metadata"]["deletionGracePeriodSeconds"] == 30
+    kubelet.delete(PODS, ns, "runner-x", grace_period_seconds=0)
+    assert admin_client.find(PODS, ns, "runner-x") is None
+    assert admin_client.find(JOBS, ns, "runner") is None
+    # background: the Job goes at once, its pod waits for the kubelet
+    second = admin_client.create(JOBS, ns, job("runner-2"))
+    admin_client.create(PODS, ns, pod("runner-2-x", owner=owner_ref(second)))
+    admin_client.delete(JOBS, ns, "runner-2")
+    assert admin_client.find(JOBS, ns, "runner-2") is None
+    assert admin_client.get(PODS, ns, "runner-2-x")["metadata"]["deletionTimestamp"]
+
+
 def test_pods_go_at_once_without_a_kubelet(admin_client: KubeClient, ns: str) -> None:
     admin_client.create(PODS, ns, pod("db-0"))
     admin_client.delete(PODS, ns, "db-0", grace_period_seconds=30)
@@ -444,11 +477,11 @@ def test_watch_from_a_resource_version_replays_only_later_events(
     assert all(rv(e["object"]) > int(since) for e in events)
     # with a selector, leaving it is a DELETED event for that watch
     selected = watch(emulator_server, PODS.path(ns), resourceVersion=since,
-                     labelSelector="app=pg")
+                     labelSelector="app=pg", count=2)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in selected] == [
         ("ADDED", "late"), ("DELETED", "early")]
     # without a resourceVersion: the current objects as ADDED
-    current = watch(emulator_server, PODS.path(ns))
+    current = watch(emulator_server, PODS.path(ns), count=2)
     assert sorted(e["object"]["metadata"]["name"] for e in current) == ["early", "late"]
 
 
@@ -457,7 +490,7 @@ def test_watch_streams_live_events(admin_client: KubeClient, ns: str,
     since = admin_client.request("GET", PODS.path(ns))["metadata"]["resourceVersion"]
     seen: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: seen.extend(watch(
-        emulator_server, PODS.path(ns), resourceVersion=since, timeoutSeconds="2")))
+        emulator_server, PODS.path(ns), resourceVersion=since, count=2)))
     reader.start()
     time.sleep(0.3)
     admin_client.create(PODS, ns, pod("db-0"))
@@ -471,7 +504,7 @@ def test_watch_from_a_forgotten_version_is_gone(ns: str, admin_client: KubeClien
     emulator_server.emulator.history_size = 2
     for index in range(5):
         admin_client.create(PODS, ns, pod(f"p{index}"))
-    events = watch(emulator_server, PODS.path(ns), resourceVersion="2")
+    events = watch(emulator_server, PODS.path(ns), resourceVersion="2", count=1)
     assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
 
 

@@ -693,7 +693,8 @@ class Kubelet:
         self.extra_env = dict(extra_env or {})
         self.cut_established = cut_established
         self.token = uuid.uuid4().hex[:6]
-        self.workdir = Path(tempfile.mkdtemp(prefix="pggit-kubelet-"))
+        # Not under /tmp: a Job pod's emptyDir is bind-mounted over /tmp in its namespace.
+        self.workdir = Path(tempfile.mkdtemp(prefix="pggit-kubelet-", dir=_workdir_parent()))
         self.targets: list[TargetSet] = []
         self.jobs: dict[str, _Job] = {}
         self.job_pods: dict[str, _JobPod] = {}
@@ -1386,8 +1387,12 @@ class Kubelet:
         for name in ("PGGIT_CHAOS_PG_BINDIR",):
             if name in os.environ:
                 base[name] = os.environ[name]
+        # Like a projected token: the pod's own copy (the original may sit under a /tmp
+        # that the pod's emptyDir hides).
+        kubeconfig = pod.folder / "kubeconfig"
+        shutil.copyfile(self.kubeconfigs[identity], kubeconfig)
         return {**base, **self.extra_env, **env,
-                "KUBECONFIG": self.kubeconfigs[identity],
+                "KUBECONFIG": str(kubeconfig),
                 "PGGIT_CHAOS_TERMINATION_MESSAGE_PATH": str(pod.termination_file),
                 _MARKER: pod.uid}
 
@@ -1403,12 +1408,19 @@ class Kubelet:
             return
         pod.config_error = None
         argv = self._argv(pod, env)
-        cwd = pod.container.get("workingDir") or str(pod.folder / "home")
+        if shutil.which(argv[0], path=process_env["PATH"]) is None:
+            pod.state = "running"
+            message = (f'exec: "{argv[0]}": executable file not found in $PATH')
+            pod.log.write_text(message + "\n")
+            self._finish(pod, 128, reason="StartError", message=message)
+            return
+        cwd = str(pod.container.get("workingDir") or pod.folder / "home")
+        argv = self._with_volumes(pod, argv, cwd)
         pod.started_at = now_rfc3339()
         with open(pod.log, "ab") as log:
             try:
                 pod.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, cwd=cwd,
+                                               stdin=subprocess.DEVNULL, cwd=pod.folder,
                                                env=process_env, start_new_session=True)
             except OSError as exc:
                 log.write(f"exec {argv[0]}: {exc}\n".encode())
@@ -1417,6 +1429,30 @@ class Kubelet:
                 return
         pod.state = "running"
         self._patch_job_pod_status(pod)
+
+    def _with_volumes(self, pod: _JobPod, argv: list[str], cwd: str) -> list[str]:
+        """Run ``argv`` in ``cwd`` with the pod's emptyDir volumes mounted at their paths.
+
+        Root: a private mount namespace (``unshare --mount``) in which a per-pod folder is
+        bind-mounted over each emptyDir ``mountPath`` that exists on this machine (``/tmp`` of
+        the Job builders): pods running at once do not share their scratch files, and nothing
+        is written to the machine's own folders. Otherwise just ``cd``.
+        """
+        volumes = {str(v.get("name")) for v in pod.spec.get("volumes") or []
+                   if "emptyDir" in v}
+        binds: list[str] = []
+        if os.geteuid() == 0 and shutil.which("unshare"):
+            for mount in pod.container.get("volumeMounts") or []:
+                target = str(mount.get("mountPath") or "")
+                if str(mount.get("name")) not in volumes or not Path(target).is_dir():
+                    continue
+                source = pod.folder / "volumes" / str(mount.get("name"))
+                source.mkdir(parents=True, exist_ok=True)
+                binds += [str(source), target]
+        script = ('while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; '
+                  'shift; cd "$1" || exit 1; shift; exec "$@"')
+        prefix = ["unshare", "--mount", "--propagation", "private"] if binds else []
+        return [*prefix, "sh", "-c", script, "sh", *binds, "--", cwd, *argv]
 
     def _terminate(self, pod: _JobPod, grace: float, *, delete: bool) -> None:
         """SIGTERM the container's process now, SIGKILL after ``grace`` seconds."""
@@ -1582,6 +1618,13 @@ class Kubelet:
             time.sleep(0.05)
         raise AssertionError(f"job {namespace}/{name} not finished after {timeout:g}s: {last}\n"
                              f"{self.all_logs()}")
+
+
+def _workdir_parent() -> str:
+    for candidate in ("/var/tmp", tempfile.gettempdir()):
+        if os.access(candidate, os.W_OK):
+            return candidate
+    return tempfile.gettempdir()
 
 
 def _terminal(job: Mapping[str, Any]) -> bool:

@@ -40,10 +40,12 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, cgr
 
 
 # ------------------------------------------------------------------------------ fixtures
-@pytest.fixture(params=[True], ids=["graceful-pods"])
+@pytest.fixture
 def emulator_server(request: pytest.FixtureRequest) -> Iterator[EmulatorServer]:
-    """The API server, with pods whose deletion a kubelet finishes (as with real nodes)."""
-    with EmulatorServer(KubeEmulator(pods_need_kubelet=request.param)) as server:
+    """The API server, with pods whose deletion a kubelet finishes (as with real nodes);
+    parametrized ``False``: pods go at once when deleted (the emulator's default)."""
+    need_kubelet = bool(getattr(request, "param", True))
+    with EmulatorServer(KubeEmulator(pods_need_kubelet=need_kubelet)) as server:
         yield server
 
 
@@ -188,7 +190,9 @@ def test_target_pod_runs_and_answers_through_the_secret(
 @pytest.mark.postgres
 @pytest.mark.faults
 @pytest.mark.kube
-@pytest.mark.parametrize("grace", [0, 30])
+@pytest.mark.parametrize(("emulator_server", "grace"), [(True, 0), (True, 30), (False, 30)],
+                         indirect=["emulator_server"],
+                         ids=["graceful-pods-grace0", "graceful-pods-grace30", "pods-go-at-once"])
 def test_deleting_a_target_pod_crashes_and_brings_back_its_server(
         kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient, grace: int) -> None:
     dsn = targets.dsn
@@ -303,8 +307,7 @@ def test_network_policy_cuts_connections_and_deleting_it_restores_them(
 @pytest.mark.faults
 @pytest.mark.kube
 def test_job_pods_run_the_real_console_script_and_report_back(
-        kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient,
-        kubeconfigs: dict[str, Path]) -> None:
+        kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient) -> None:
     admin_client.create(JOBS, NS, _job(
         "validate", ["pggit-chaos", "validate", str(REPO / "experiments/01-pod-kill.yaml")]))
     job = kubelet.wait_job(NS, "validate")
@@ -332,12 +335,12 @@ def test_job_pods_run_the_real_console_script_and_report_back(
             f.write(repr(seen))
         sys.exit(3)
     """)
-    env = [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "pggit-db", "key": "dsn"}}},
-           {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-           {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-           {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
-           {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
-           {"name": "GREETING", "value": "hello $(POD)"}]
+    fields = {"POD": "metadata.name", "NS": "metadata.namespace", "UID": "metadata.uid",
+              "SA": "spec.serviceAccountName"}
+    env: list[dict[str, Any]] = [
+        {"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "pggit-db", "key": "dsn"}}},
+        *({"name": n, "valueFrom": {"fieldRef": {"fieldPath": f}}} for n, f in fields.items()),
+        {"name": "GREETING", "value": "hello $(POD)"}]
     admin_client.create(JOBS, NS, _job("fails", ["python", "-c", script], env=env))
     job = kubelet.wait_job(NS, "fails")
     pod = _only_pod(kubelet, "fails")
@@ -347,7 +350,8 @@ def test_job_pods_run_the_real_console_script_and_report_back(
     pod_body = admin_client.get(PODS, NS, pod)
     assert seen == {"DSN": targets.dsn, "POD": pod, "NS": NS,
                     "UID": pod_body["metadata"]["uid"], "SA": "pggit-chaos-runner",
-                    "GREETING": f"hello {pod}", "KUBECONFIG": str(kubeconfigs["runner"])}
+                    "GREETING": f"hello {pod}", "KUBECONFIG": seen["KUBECONFIG"]}
+    assert Path(seen["KUBECONFIG"]).name == "kubeconfig"  # the pod's copy of the runner's
     assert pod_body["status"]["phase"] == "Failed"
     conditions = _conditions(job["status"])
     assert conditions["FailureTarget"]["reason"] == "BackoffLimitExceeded"
@@ -359,6 +363,36 @@ def test_job_pods_run_the_real_console_script_and_report_back(
     kubelet.wait_job(NS, "logs")
     terminated = _terminated(admin_client, kubelet, _only_pod(kubelet, "logs"))
     assert terminated["message"].strip() == "last words"
+
+    admin_client.create(JOBS, NS, _job("no-such", ["no-such-command"]))
+    kubelet.wait_job(NS, "no-such")
+    terminated = _terminated(admin_client, kubelet, _only_pod(kubelet, "no-such"))
+    assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
+
+
+@root_only
+@pytest.mark.kube
+def test_job_pods_get_their_own_empty_dir_volumes(kubelet: Kubelet,
+                                                  admin_client: KubeClient) -> None:
+    script = textwrap.dedent("""
+        import os, sys, time
+        me = os.environ["POD"]
+        open("/tmp/scratch.txt", "w").write(me)
+        time.sleep(1.0)
+        sys.exit(0 if open("/tmp/scratch.txt").read() == me and os.getcwd() == "/tmp" else 1)
+    """)
+    env = [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    for name in ("one", "two"):
+        body = _job(name, ["python", "-c", script], env=env)
+        pod_spec = body["spec"]["template"]["spec"]
+        pod_spec["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+        pod_spec["containers"][0].update(
+            workingDir="/tmp", volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}])
+        admin_client.create(JOBS, NS, body)
+    for name in ("one", "two"):
+        job = kubelet.wait_job(NS, name)
+        assert job["status"].get("succeeded") == 1, kubelet.all_logs()
+    assert not Path("/tmp/scratch.txt").exists()
 
 
 @root_only

@@ -112,12 +112,16 @@ class Resize:
         self.memory_limit = memory_limit
         self.originals: dict[str, dict[str, Any]] = {}
         self.containers: dict[str, str] = {}
+        #: pod -> resource -> restartPolicy of the container's resizePolicy.
+        self.policies: dict[str, dict[str, str]] = {}
         for pod in pods:
             name = str(pod["metadata"]["name"])
             container = postgres_container(pod)
             self.containers[name] = container
             spec = next(c for c in pod["spec"]["containers"] if c.get("name") == container)
             self.originals[name] = dict(spec.get("resources") or {})
+            self.policies[name] = {str(p.get("resourceName")): str(p.get("restartPolicy"))
+                                   for p in spec.get("resizePolicy") or []}
         wanted = ", ".join(f"{kind} limit {value}" for kind, value in
                            (("cpu", cpu_limit), ("memory", memory_limit)) if value)
         self._intent = FaultIntent(
@@ -142,7 +146,32 @@ class Resize:
                         f"{self.type}: the runner may not use pods/resize: {exc.api_message}"
                     ) from None
                 raise
+            break
+        if self.memory_limit is not None:
+            self._check_memory_decrease()
+
+    def _check_memory_decrease(self) -> None:
+        """Kubernetes 1.33 refuses to lower a memory limit in place unless the container's
+        resizePolicy for memory is RestartContainer (1.34 allows it): say so before injecting."""
+        try:
+            version = self.client.request("GET", "/version") or {}
+            minor = int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()))
+        except (ApiError, ValueError):
             return
+        if minor >= 34:
+            return
+        wanted = builders.parse_quantity(self.memory_limit)
+        for pod, container in self.containers.items():
+            limit = (self.originals[pod].get("limits") or {}).get("memory")
+            if limit is not None and builders.parse_quantity(limit) <= wanted:
+                continue
+            policy = self.policies.get(pod, {}).get("memory", "NotRequired")
+            if policy != "RestartContainer":
+                raise FaultError(
+                    f"memory-pressure: Kubernetes 1.{minor} refuses to lower (or add) the memory "
+                    f"limit of {self.namespace}/{pod} container {container} in place unless its "
+                    "resizePolicy for memory is RestartContainer (1.34 allows it); nothing was "
+                    "injected")
 
     def intent(self) -> FaultIntent:
         return self._intent

@@ -100,6 +100,10 @@ class StatusObserver:
         self.history: History | None = None
 
     def on_phase(self, journal: Journal) -> None:
+        if journal.current_phase.terminal:
+            # The terminal phase is written last, by the runner, once the journal ConfigMap
+            # exists: whoever sees Passed/Failed can fetch the report at once.
+            return
         self.writer.patch_quietly(journal_status(journal))
 
     def on_progress(self, progress: Progress) -> None:

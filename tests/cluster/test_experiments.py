@@ -1,0 +1,154 @@
+"""The whole in-cluster path on one machine: ``kubectl apply`` of each experiment to a verdict.
+
+The real kopf operator (in a thread) watches the test API server; it creates the runner Job;
+the test kubelet runs that Job's command — the real ``pggit-chaos run --in-cluster`` — as a
+process, which runs the engine with the Kubernetes substrate against a pod backed by a real
+PostgreSQL with pgGit, injects the fault through the API (pod deleted ⇒ server SIGKILLed and
+restarted; resize ⇒ cgroup limit; NetworkPolicy ⇒ iptables), starts the verification Job
+(the real ``pggit-chaos checks``) and writes the verdict into the experiment's status.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cluster.emulator import KubeEmulator, namespace
+from cluster.kubelet import Kubelet
+from cluster.test_operator import start_operator  # noqa: F401  (the fixture)
+from pggit_chaos.kube import names
+from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, NETWORK_POLICIES, PODS, KubeClient
+
+pytestmark = [pytest.mark.kube, pytest.mark.faults]
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+TARGET_LABELS = {"app.kubernetes.io/name": "pggit-postgres"}
+TERMINAL = ("Passed", "Failed", "Inconclusive", "Aborted", "Error")
+Body = dict[str, Any]
+
+
+def manifest(number: str, **spec: Any) -> Body:
+    """``experiments/NN-*.yaml`` as kubectl sends it, shortened for the test's clock."""
+    path = next(EXPERIMENTS_DIR.glob(f"{number}-*.yaml"))
+    body: Body = yaml.safe_load(path.read_text())
+    body["spec"]["duration"] = "3s"
+    body["spec"].setdefault("verification", {})
+    body["spec"]["verification"].update({"checks": ["corruption"], "timeout": "120s"})
+    body["spec"].setdefault("recovery", {})["timeout"] = "60s"
+    for key, value in spec.items():
+        body["spec"][key] = value
+    return body
+
+
+@pytest.fixture
+def kubelet(admin_client: KubeClient, kubeconfigs: dict[str, Path]) -> Iterator[Kubelet]:
+    """Namespace ``default`` opted in, one database pod (pg-0) with pgGit, Secret pggit-db."""
+    namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"},
+                 restart_delay=0.5) as running:
+        running.add_targets("default", labels=TARGET_LABELS)
+        yield running
+        assert not running.errors, running.errors
+
+
+def wait_terminal(client: KubeClient, name: str, kubelet: Kubelet,
+                  timeout: float = 240.0) -> Body:
+    deadline = time.monotonic() + timeout
+    body: Body = {}
+    while time.monotonic() < deadline:
+        body = client.get(EXPERIMENTS, "default", name)
+        if (body.get("status") or {}).get("phase") in TERMINAL:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not end: status {body.get('status')}\n"
+                         f"{kubelet.all_logs()[-6000:]}")
+
+
+def explain(body: Body, kubelet: Kubelet) -> str:
+    return f"status: {body.get('status')}\nlogs:\n{kubelet.all_logs()[-6000:]}"
+
+
+def _without_empty(resources: Body | None) -> Body:
+    """Resources as the API serialises them: an empty ``limits: {}`` is no limits."""
+    return {key: value for key, value in (resources or {}).items() if value}
+
+
+FAULTS = [
+    ("01", "Passed"),
+    ("02", "Passed"),
+    ("05", "Passed"),
+    ("06", "Passed"),
+    ("07", "Passed"),
+    ("08", "Passed"),
+]
+
+
+@pytest.mark.parametrize(("number", "expected"), FAULTS, ids=[n for n, _ in FAULTS])
+def test_experiment_runs_to_a_verdict_in_status(
+        number: str, expected: str, kubelet: Kubelet, admin_client: KubeClient,
+        emulator: KubeEmulator, start_operator: Any) -> None:  # noqa: F811
+    start_operator(status_interval=0.5)
+    body = manifest(number)
+    name = body["metadata"]["name"]
+    admin_client.create(EXPERIMENTS, "default", body)
+    final = wait_terminal(admin_client, name, kubelet)
+    status = final["status"]
+    assert status["phase"] in (expected, "Inconclusive"), explain(final, kubelet)
+    if status["phase"] == "Inconclusive":  # a fault that did not bite says so, never Pass
+        assert "did not" in status.get("message", "") or status.get("faultEvidence"), \
+            explain(final, kubelet)
+    assert status["workload"]["ok"] > 0, explain(final, kubelet)
+    assert status["workload"]["lost"] == 0
+    assert status.get("faultIntent") is None
+    assert status["targets"] == ["pg-0"]
+    assert status["checks"]["failed"] == 0, explain(final, kubelet)
+    assert status["checks"]["passed"] > 0, explain(final, kubelet)
+    # The journal ConfigMap is there for `pggit-chaos report`.
+    assert admin_client.find(CONFIG_MAPS, "default", status["journalConfigMap"]) is not None
+    # Nothing of the fault is left: no policy, no partition label, the original resources.
+    assert admin_client.list(NETWORK_POLICIES, "default") == []
+    pod = admin_client.get(PODS, "default", "pg-0")
+    assert names.PARTITION_LABEL not in (pod["metadata"].get("labels") or {})
+    assert _without_empty(pod["spec"]["containers"][0].get("resources")) == \
+        _without_empty(kubelet.targets[0].resources)
+
+
+def test_memory_pressure_on_1_33_is_refused_before_injection(
+        kubelet: Kubelet, admin_client: KubeClient, start_operator: Any) -> None:  # noqa: F811
+    """Kubernetes 1.33 cannot lower a memory limit in place (resizePolicy NotRequired): one
+    clear error, and nothing was injected."""
+    start_operator(status_interval=0.5)
+    body = manifest("03")
+    admin_client.create(EXPERIMENTS, "default", body)
+    final = wait_terminal(admin_client, body["metadata"]["name"], kubelet)
+    status = final["status"]
+    assert status["phase"] == "Error", explain(final, kubelet)
+    assert "resizePolicy for memory is RestartContainer" in status["message"]
+    assert status.get("injectedAt") is None
+    pod = admin_client.get(PODS, "default", "pg-0")
+    assert _without_empty(pod["spec"]["containers"][0].get("resources")) == \
+        _without_empty(kubelet.targets[0].resources)
+
+
+def test_broken_pggit_behind_the_pods_fails_naming_the_check(
+        admin_client: KubeClient, kubeconfigs: dict[str, Path],
+        start_operator: Any) -> None:  # noqa: F811
+    namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"}) as kubelet:
+        kubelet.add_targets("default", labels=TARGET_LABELS, variant="tracking_off")
+        start_operator(status_interval=0.5)
+        body = manifest("06")
+        body["spec"]["verification"]["checks"] = ["property"]
+        admin_client.create(EXPERIMENTS, "default", copy.deepcopy(body))
+        final = wait_terminal(admin_client, body["metadata"]["name"], kubelet)
+    status = final["status"]
+    assert status["phase"] == "Failed", explain(final, kubelet)
+    assert status["verdict"] == "Fail"
+    failing = {f["name"] for f in status["checks"]["failures"] if f["outcome"] == "failed"}
+    assert failing & {"test_table_definition_tracked", "test_wide_table_tracked"}, status

@@ -773,12 +773,38 @@ def test_crd_names_and_version() -> None:
         "Recovery": ".status.recoverySeconds",
         "Age": ".metadata.creationTimestamp",
     }
+    assert spec["names"]["categories"] == ["chaos"]
     root = version["schema"]["openAPIV3Schema"]
-    assert root["properties"]["status"] == {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
+    status = root["properties"]["status"]
+    assert status["type"] == "object"
+    assert "x-kubernetes-preserve-unknown-fields" not in status  # typed, like the spec
+    assert {"phase", "verdict", "recoverySeconds", "faultIntent", "conditions"} <= set(
+        status["properties"]
+    )
     assert root["properties"]["metadata"] == {"type": "object"}
+
+
+def test_only_the_free_maps_keep_unknown_fields() -> None:
+    root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    free = {
+        path
+        for path, node in _nodes(root)
+        if node.get("x-kubernetes-preserve-unknown-fields")
+    }
+    assert free == {".status.faultIntent.undo", ".spec.local.postgresql{}"}
+
+
+def test_fault_sections_have_no_default_but_always_filled_sections_do() -> None:
+    spec = crd_spec_schema()["properties"]["spec"]["properties"]
+    for name, section in spec["fault"]["properties"].items():
+        assert "default" not in section, name  # the server would put it into every fault
+    for name in ("workload", "recovery", "verification", "local"):
+        assert spec[name]["default"] == {}, name
+    assert spec["workload"]["properties"]["mix"]["default"] == {}
+    status = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "status"
+    ]
+    assert not [name for name, node in status["properties"].items() if "default" in node]
 
 
 def _nodes(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:

@@ -6,11 +6,24 @@ the committed file is stale) and by the operator's tests. The openAPIV3Schema is
 JSON schema turned into a Kubernetes *structural* schema: ``$ref`` inlined, no titles, no
 ``additionalProperties: false`` (the API server prunes, and ``kubectl`` rejects unknown fields
 with strict field validation), durations as patterned strings with CEL bounds, cross-field
-rules as CEL ``x-kubernetes-validations``.
+rules as CEL ``x-kubernetes-validations``. ``spec`` comes from
+:class:`~pggit_chaos.spec.model.ExperimentSpec`, ``status`` from
+:class:`~pggit_chaos.spec.status.ExperimentStatus`; the only free-form nodes are the maps that
+are meant to be free (``status.faultIntent.undo``, ``spec.local.postgresql`` values).
 
 Optional fields (``X | None = None``) become plain optional properties, deliberately *not*
 ``nullable: true``: the API server prunes a null given for a non-nullable field, which is what
 the model does (null = not given), and the ``has(self.podKill)`` CEL rules stay correct.
+
+**Defaults and the API server.** The server applies a property's ``default`` whenever the
+property is absent, *before* the CEL rules run. So a ``default`` is only written where the
+model says the same thing: a section whose model default is ``None`` (the fault sections:
+absent means "not this fault type") gets none, or the server would put every section into
+every fault and the ``!has(self.podKill) || self.type == 'pod-kill'`` rules would reject every
+experiment. A section the model always fills (``workload``, ``recovery``, ...; all its fields
+defaulted) gets ``default: {}`` so that the server fills in the same nested defaults as the
+model. ``status`` gets no section defaults at all: an absent status section means "not known
+yet", and the runner writes what it knows.
 """
 
 from __future__ import annotations
@@ -20,14 +33,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
-from pggit_chaos.spec.model import GROUP, KIND, VERSION, Experiment
+from pggit_chaos.spec.model import GROUP, KIND, VERSION, Experiment, ExperimentSpec
+from pggit_chaos.spec.status import ExperimentStatus
+from pggit_chaos.spec.units import QUANTITY_PATTERN
 
-__all__ = ["PLURAL", "SHORT_NAMES", "SINGULAR", "build_crd", "crd_yaml", "schema_of", "write_crd"]
+__all__ = [
+    "CATEGORIES",
+    "PLURAL",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "build_crd",
+    "crd_yaml",
+    "schema_of",
+    "status_schema_of",
+    "write_crd",
+]
 
 PLURAL = "pggitchaosexperiments"
 SINGULAR = "pggitchaosexperiment"
 SHORT_NAMES = ["pgce"]
+CATEGORIES = ["chaos"]
 
 # Keywords a structural schema does not take, or that mean nothing to the API server.
 _DROPPED = {
@@ -47,13 +74,28 @@ _DROPPED = {
 }
 
 
-def schema_of(model: type[Experiment] = Experiment) -> dict[str, Any]:
-    """The model's JSON schema (by alias) as a structural ``openAPIV3Schema`` for the spec."""
+def schema_of(model: type[BaseModel] = ExperimentSpec) -> dict[str, Any]:
+    """The spec model's JSON schema (by alias) as a structural ``openAPIV3Schema`` node.
+
+    Sections the model always fills in get ``default: {}`` (see the module docstring); the
+    :class:`~pggit_chaos.spec.model.Experiment` itself stands for its ``spec``.
+    """
+    if model is Experiment:
+        model = ExperimentSpec
+    return _schema(model, section_defaults=True)
+
+
+def status_schema_of(model: type[BaseModel] = ExperimentStatus) -> dict[str, Any]:
+    """The status model's JSON schema as a structural node; no section defaults."""
+    return _schema(model, section_defaults=False)
+
+
+def _schema(model: type[BaseModel], *, section_defaults: bool) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    definitions: dict[str, Any] = raw.get("$defs", {})
-    spec = _structural(raw["properties"]["spec"], definitions)
-    spec.pop("default", None)
-    return spec
+    definitions: dict[str, Any] = raw.pop("$defs", {})
+    schema = _structural(raw, definitions, section_defaults)
+    schema.pop("default", None)
+    return schema
 
 
 def _resolve(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +110,15 @@ def _resolve(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any
     return node
 
 
-def _structural(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+def _defaults_to_none(node: dict[str, Any], definitions: dict[str, Any]) -> bool:
+    """Whether the model's default for this field is ``None`` (absent means "not given")."""
+    resolved = _resolve(node, definitions)
+    return "default" in resolved and resolved["default"] is None
+
+
+def _structural(
+    node: dict[str, Any], definitions: dict[str, Any], section_defaults: bool
+) -> dict[str, Any]:
     node = _resolve(node, definitions)
     if "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
         options = node.pop("anyOf")
@@ -92,13 +142,18 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, 
             result[key] = True
             continue
         if key == "properties":
-            result[key] = {name: _structural(child, definitions) for name, child in value.items()}
+            result[key] = {
+                name: _structural(child, definitions, section_defaults)
+                for name, child in value.items()
+            }
         elif key == "items":
-            result[key] = _structural(value, definitions)
+            result[key] = _structural(value, definitions, section_defaults)
         elif key == "additionalProperties":
+            if node.get("x-kubernetes-preserve-unknown-fields") and value in (True, {}):
+                continue  # a free object: the node itself keeps unknown fields
             if isinstance(value, dict):
                 result[key] = (
-                    _structural(value, definitions)
+                    _structural(value, definitions, section_defaults)
                     if value
                     else {"x-kubernetes-preserve-unknown-fields": True}
                 )
@@ -106,16 +161,20 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, 
                 result[key] = {"x-kubernetes-preserve-unknown-fields": True}
             # ``false``: structural schemas forbid it; unknown fields are pruned/rejected.
         elif key == "anyOf":
-            result[key] = [_structural(option, definitions) for option in value]
+            result[key] = [_structural(option, definitions, section_defaults) for option in value]
         else:
             result[key] = copy.deepcopy(value)
     properties = result.get("properties", {})
     required = set(result.get("required", []))
     for name, child in properties.items():
-        # An optional section whose fields all have defaults defaults to {}, so the API
-        # server fills in the nested defaults just like the model does.
+        # An optional section whose fields all have defaults, and which the model always
+        # fills in, defaults to {}: the API server then fills in the nested defaults just like
+        # the model. Never a section the model leaves out when absent (the fault sections):
+        # the server would put it into every object and change its meaning.
         if (
-            name not in required
+            section_defaults
+            and name not in required
+            and not _defaults_to_none(node["properties"][name], definitions)
             and child.get("type") == "object"
             and "properties" in child
             and not child.get("required")
@@ -125,12 +184,16 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, 
             child["default"] = {}
     if result.get("type") == "object" and "properties" in result:
         result.pop("additionalProperties", None)
+    if result.get("x-kubernetes-int-or-string") and result.get("pattern") == QUANTITY_PATTERN:
+        # The pattern only binds strings; a quantity given as an integer is never negative.
+        result.setdefault("minimum", 0)
     return result
 
 
 def build_crd() -> dict[str, Any]:
     """The complete ``apiextensions.k8s.io/v1`` CustomResourceDefinition, as plain data."""
     spec_schema = schema_of()
+    status_schema = status_schema_of()
     root_description = (Experiment.__doc__ or "").strip().splitlines()[0]
     columns = [
         {"name": "Fault", "type": "string", "jsonPath": ".spec.fault.type"},
@@ -163,7 +226,7 @@ def build_crd() -> dict[str, Any]:
                 "plural": PLURAL,
                 "singular": SINGULAR,
                 "shortNames": list(SHORT_NAMES),
-                "categories": ["chaos"],
+                "categories": list(CATEGORIES),
             },
             "scope": "Namespaced",
             "versions": [
@@ -183,10 +246,7 @@ def build_crd() -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema,
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
+                                "status": status_schema,
                             },
                         }
                     },

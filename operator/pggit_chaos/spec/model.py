@@ -71,7 +71,11 @@ PG_PARAMETER = re.compile(r"^[a-z_][a-z0-9_.]*$")
 
 
 class _Model(BaseModel):
-    """Base of every spec section: camelCase aliases, unknown fields are errors."""
+    """Base of every spec section: camelCase aliases, unknown fields are errors.
+
+    A field given as null counts as not given (its default applies), as on the API server,
+    which prunes the null of a non-nullable field and then applies the field's default.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -80,6 +84,19 @@ class _Model(BaseModel):
         frozen=False,
         use_attribute_docstrings=False,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(value is None for value in data.values()):
+            known = {name for name, info in cls.model_fields.items()} | {
+                info.alias for info in cls.model_fields.values() if info.alias
+            }
+            # An unknown field stays, null or not: it is reported as unknown.
+            return {
+                key: value for key, value in data.items() if value is not None or key not in known
+            }
+        return data
 
 
 def _problem(reason: str, at: str | None = None) -> PydanticCustomError:
@@ -109,12 +126,39 @@ class Metadata(BaseModel):
 # ------------------------------------------------------------------------------ target
 
 
+#: Bounds of label selectors: the API server's CEL cost estimate needs bounded lists and maps.
+MAX_MATCH_LABELS = 64
+MAX_MATCH_EXPRESSIONS = 32
+MAX_SELECTOR_VALUES = 64
+
+
 class LabelSelectorRequirement(_Model):
     """One matchExpressions entry of a Kubernetes label selector."""
 
-    key: Annotated[StrictStr, Field(min_length=1)]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(self.operator in ['In', 'NotIn']) || "
+                    "(has(self.values) && size(self.values) > 0)",
+                    "message": "operators In and NotIn need at least one value",
+                    "fieldPath": ".values",
+                },
+                {
+                    "rule": "!(self.operator in ['Exists', 'DoesNotExist']) || "
+                    "!has(self.values) || size(self.values) == 0",
+                    "message": "operators Exists and DoesNotExist take no values",
+                    "fieldPath": ".values",
+                },
+            ]
+        }
+    )
+
+    key: Annotated[StrictStr, Field(min_length=1, max_length=317)]
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[StrictStr] = Field(default_factory=list)
+    values: Annotated[list[StrictStr], Field(max_length=MAX_SELECTOR_VALUES)] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _values_match_operator(self) -> Self:
@@ -140,8 +184,12 @@ class LabelSelector(_Model):
         }
     )
 
-    match_labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    match_labels: Annotated[dict[StrictStr, StrictStr], Field(max_length=MAX_MATCH_LABELS)] = (
+        Field(default_factory=dict)
+    )
+    match_expressions: Annotated[
+        list[LabelSelectorRequirement], Field(max_length=MAX_MATCH_EXPRESSIONS)
+    ] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
@@ -169,6 +217,7 @@ class Target(_Model):
                     "rule": "!has(self.mode) || self.mode != 'fixed-percent' || "
                     "!has(self.value) || self.value <= 100",
                     "message": "value is a percentage with mode fixed-percent: at most 100",
+                    "fieldPath": ".value",
                 }
             ]
         }
@@ -307,7 +356,7 @@ class TriggerDisable(_Model):
 
     triggers: Annotated[
         list[Literal["pggit_ddl_trigger", "pggit_drop_trigger"]],
-        Field(min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"}),
+        Field(min_length=1, max_length=2, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(
         default=["pggit_ddl_trigger", "pggit_drop_trigger"],
         description="Event triggers to disable (pgGit's DDL and drop triggers).",
@@ -339,6 +388,7 @@ def _section_rules() -> list[JsonValue]:
         {
             "rule": f"!has(self.{alias}) || self.type == '{fault_type.value}'",
             "message": f"{alias} belongs to fault type {fault_type.value}",
+            "fieldPath": f".{alias}",
         }
         for fault_type, (_, alias, _) in SECTIONS.items()
     ]
@@ -472,13 +522,15 @@ class Verification(_Model):
                     "rule": "!has(self.checks) || size(self.checks) > 0 || "
                     "!has(self.invariants) || self.invariants",
                     "message": "nothing to verify: give checks or keep invariants true",
+                    "fieldPath": ".checks",
                 }
             ]
         }
     )
 
     checks: Annotated[
-        list[CheckCategory], Field(json_schema_extra={"x-kubernetes-list-type": "set"})
+        list[CheckCategory],
+        Field(max_length=5, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(
         default=["property", "corruption"],
         description="Categories of the checks suite to run.",

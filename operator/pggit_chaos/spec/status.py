@@ -141,7 +141,16 @@ class ExperimentStatus(_Status):
     fault_evidence: FaultEvidenceStatus | None = None
     workload: WorkloadStatus | None = None
     checks: ChecksStatus | None = None
-    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(default_factory=list)
+    conditions: Annotated[
+        list[Condition],
+        Field(
+            max_length=16,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+        ),
+    ] = Field(default_factory=list)
 
     @classmethod
     def from_journal(cls, journal: Journal) -> ExperimentStatus:

@@ -10,11 +10,13 @@ each with its own bearer token so that the emulator records who made which reque
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from cluster import api_calls
 from cluster.emulator import (
     IDENTITIES,
     EmulatorServer,
@@ -33,6 +35,16 @@ def emulator_server() -> Iterator[EmulatorServer]:
     """A fresh test API server on 127.0.0.1, stopped after the test."""
     with EmulatorServer(KubeEmulator()) as server:
         yield server
+        api_calls.record(server.emulator)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With PGGIT_CHAOS_RECORD_API_CALLS=1: rewrite the committed list of API calls."""
+    if os.environ.get(api_calls.RECORD_ENV) == "1" and api_calls.RECORDED:
+        merged = api_calls.load()
+        for identity, calls in api_calls.RECORDED.items():
+            merged[identity] |= calls
+        api_calls.write(merged)
 
 
 @pytest.fixture

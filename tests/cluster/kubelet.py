@@ -659,6 +659,17 @@ class _ConfigError(Exception):
 
 
 # ------------------------------------------------------------------------------ kubelet
+def _hides_code(mount_path: Path) -> bool:
+    """True when mounting over ``mount_path`` would hide the code a Job pod runs: this
+    checkout, the installed package or the Python environment (a CI clone under /tmp)."""
+    import pggit_chaos
+
+    target = mount_path.resolve()
+    code = [Path(pggit_chaos.__file__).resolve().parent, Path(__file__).resolve().parent,
+            Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent]
+    return any(target == path or target in path.parents for path in code)
+
+
 class Kubelet:
     """The test kubelet; a context manager (started on enter, everything removed on exit).
 
@@ -1445,6 +1456,8 @@ class Kubelet:
             for mount in pod.container.get("volumeMounts") or []:
                 target = str(mount.get("mountPath") or "")
                 if str(mount.get("name")) not in volumes or not Path(target).is_dir():
+                    continue
+                if _hides_code(Path(target)):  # e.g. a checkout under /tmp: keep it visible
                     continue
                 source = pod.folder / "volumes" / str(mount.get("name"))
                 source.mkdir(parents=True, exist_ok=True)

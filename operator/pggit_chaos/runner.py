@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from rich.text import Text
 
 from pggit_chaos.config import load_settings
 from pggit_chaos.engine.journal import ChecksSummary, Journal, Phase
-from pggit_chaos.engine.lifecycle import Progress, Run
+from pggit_chaos.engine.lifecycle import Progress, Run, execute_until_signalled
 from pggit_chaos.errors import PROG, ChaosError, InvalidExperiment, error_line, message_of
 from pggit_chaos.spec import Experiment
 from pggit_chaos.spec.loader import load_paths
@@ -236,19 +235,6 @@ def _report_folder(base: Path, experiment: Experiment) -> Path:
     return folder
 
 
-async def _run_one(run: Run) -> Journal:
-    """Run in a task that SIGTERM and SIGINT cancel (so the revert runs and the journal is kept)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(run.execute())
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
-    try:
-        return await task
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-
-
 def run_experiment_locally(
     experiment: Experiment,
     *,
@@ -281,7 +267,7 @@ def run_experiment_locally(
             lease(dsn, run.run_id) if dsn else contextlib.nullcontext(),
             live if live is not None else contextlib.nullcontext(),
         ):
-            asyncio.run(_run_one(run))
+            asyncio.run(execute_until_signalled(run))
     except (asyncio.CancelledError, KeyboardInterrupt):
         interrupted = True
     except ChaosError as exc:  # e.g. a dry run's plan could not reach the target

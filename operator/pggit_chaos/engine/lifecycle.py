@@ -404,3 +404,21 @@ class Run:
                     errors=counts.failed + counts.indeterminate,
                 )
             )
+
+
+async def execute_until_signalled(run: Run) -> Journal:
+    """Run in a task that SIGTERM and SIGINT cancel (so the revert runs and the journal is kept).
+
+    Used by the local runner and the runner Job alike.
+    """
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(run.execute())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        return await task
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

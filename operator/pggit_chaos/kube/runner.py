@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pggit_chaos.engine.journal import ChecksSummary, Journal, Phase
-from pggit_chaos.engine.lifecycle import Progress, Run
+from pggit_chaos.engine.lifecycle import Progress, Run, execute_until_signalled
 from pggit_chaos.errors import ChaosError, ConfigurationError, InvalidExperiment, message_of
 from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, JOBS, PODS, ApiError, KubeClient
@@ -210,18 +209,6 @@ def _aborted(client: KubeClient, namespace: str, name: str) -> bool:
     return str(annotations.get(names.ABORT_ANNOTATION, "")).lower() == "true"
 
 
-async def _run_cancellable(run: Run) -> Journal:
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(run.execute())
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
-    try:
-        return await task
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-
-
 def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
                    client: KubeClient | None = None) -> int:
     """Run the experiment ``NAMESPACE/NAME`` to a terminal phase in its status."""
@@ -265,7 +252,7 @@ def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
     interrupted = False
     try:
         with lease(dsn, run.run_id):
-            asyncio.run(_run_cancellable(run))
+            asyncio.run(execute_until_signalled(run))
     except (asyncio.CancelledError, KeyboardInterrupt):
         interrupted = True
     except ChaosError as exc:

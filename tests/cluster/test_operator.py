@@ -490,7 +490,12 @@ def test_expired_intent_is_reverted_while_the_runner_lives(
     start_operator()
     create(cluster, experiment("stale"))
     admitted(cluster, "stale")
-    partition(cluster, "stale", ["pg-0"], expires_at=datetime.now(UTC) - timedelta(seconds=5))
+    # As a runner does: intent (not yet expired) in status, then the fault; then time passes
+    # the intent's expiresAt. (An intent written already expired could be reverted before the
+    # policy exists, and the policy created afterwards would stay.)
+    partition(cluster, "stale", ["pg-0"])
+    patch_status(cluster, "stale", {"faultIntent": {
+        "expiresAt": _rfc3339(datetime.now(UTC) - timedelta(seconds=5))}})
     status = wait_status(cluster, "stale", lambda s: not s.get("faultIntent"),
                          "the expired intent is cleared")
     assert partition_left(cluster) == []

@@ -22,6 +22,9 @@ handler does, in its order:
    node's value, skipped where the node is absent. As on the server, the rules are not run
    when step 3 found a blocking error (a wrong type, an unsupported enum value, too long, too
    many): the server then adds the cause "some validation rules were not checked ...".
+5. **ratcheting** on updates (``old=``; CRDValidationRatcheting, on by default since 1.30):
+   errors on nodes whose value is unchanged from the stored object are dropped, and CEL rules
+   are not run on unchanged nodes.
 
 Causes read like the server's: ``("spec.fault.podKill", 'Invalid value: "object": podKill
 belongs to fault type pod-kill')`` (a rule's ``fieldPath`` is appended to the node's path, as
@@ -160,6 +163,8 @@ class _Run:
     causes: list[_Cause] = field(default_factory=list)
     strict: bool = False
     outcomes: RuleOutcomes | None = None
+    #: On an update: the node at a (value) path equals the old object's (ratcheting).
+    unchanged: Callable[[str], bool] | None = None
 
     def add(self, path: str, message: str, *, blocking: bool = False) -> None:
         self.causes.append(_Cause(path, message, blocking))
@@ -189,12 +194,17 @@ def admit(
     *,
     strict: bool = False,
     outcomes: RuleOutcomes | None = None,
+    old: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The object as the server would store it (defaulted, pruned), or :class:`Invalid`.
 
     ``obj`` is not changed. ``strict=True`` makes unknown fields errors (server-side field
     validation ``Strict``) instead of pruning them. ``outcomes``, if given, collects every CEL
-    rule's result (for coverage tests).
+    rule's result (for coverage tests). ``old``: on an update, the stored object; validation
+    then *ratchets* as the server does since 1.30 (CRDValidationRatcheting, GA in 1.33): an
+    error, schema or CEL, on a node whose value equals the old object's (correlated through
+    objects, map-lists and sets, not atomic lists) is not reported. A ``/status`` write thus
+    passes for an object stored under an older schema whose spec today's schema rejects.
     """
     crd = crd if crd is not None else _default_crd()
     name = str(obj.get("metadata", {}).get("name", "")) if isinstance(obj, dict) else ""
@@ -218,11 +228,24 @@ def admit(
     _prune_nulls(body, schema)
     _default(body, schema)
     _prune(body, schema, "", run, root=True)
+    if isinstance(old, dict):
+        # Read from storage, the old object is defaulted (and pruned) as well.
+        old_body = {key: value for key, value in copy.deepcopy(old).items()
+                    if key != "metadata"}
+        _prune_nulls(old_body, schema)
+        _default(old_body, schema)
+        _prune(old_body, schema, "", _Run(), root=True)
+        bare = _without_metadata(schema)
+        run.unchanged = lambda path: _correlated_equal(path, body, old_body, bare)
     metadata = _metadata(result.get("metadata"), run, crd["spec"].get("scope") == "Namespaced")
     result = {**body, "metadata": metadata} if metadata is not None else body
     if "metadata" in schema.get("properties", {}) and metadata is not None:
         _validate(metadata, _metadata_schema(schema), "metadata", run)
     _validate({k: v for k, v in body.items()}, _without_metadata(schema), "", run)
+    if run.unchanged is not None:
+        ratcheted = run.unchanged
+        run.causes = [cause for cause in run.causes
+                      if cause.path.startswith("metadata") or not ratcheted(cause.path)]
     if any(cause.blocking for cause in run.causes):
         run.add("", f"Invalid value: \"null\": {NOT_CHECKED}")
     else:
@@ -644,6 +667,8 @@ def _evaluate(rule: str, value: Any) -> bool | str:
 
 def _cel(value: Any, schema: dict[str, Any], path: str, schema_path: str, run: _Run) -> None:
     """Evaluate every rule at this node, then below it (the server's order)."""
+    if path and run.unchanged is not None and run.unchanged(path):
+        return  # ratcheted: this node and everything below it are as stored
     rules = schema.get("x-kubernetes-validations", [])
     if rules:
         bound = _to_cel(value, schema)
@@ -684,6 +709,53 @@ def _cel(value: Any, schema: dict[str, Any], path: str, schema_path: str, run: _
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             _cel(item, schema["items"], f"{path}[{index}]", f"{schema_path}[*]", run)
+
+
+# ------------------------------------------------------------------- 5. ratcheting
+
+_PATH_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[([^\]]*)\]")
+
+
+def _correlated_equal(path: str, new: Any, old: Any, schema: dict[str, Any] | None) -> bool:
+    """True when the node at ``path`` (or a node above it) equals its old counterpart.
+
+    Follows the server's correlation: object properties and map values by key, elements of
+    ``listType: map`` lists by their keys, of ``listType: set`` lists by value; an element of
+    an atomic list has no old counterpart (only the whole list can be unchanged).
+    """
+    for match in _PATH_TOKEN.finditer(path):
+        if new == old:
+            return True
+        dotted, bracketed = match.group(1), match.group(2)
+        if isinstance(new, dict) and isinstance(old, dict):
+            key = dotted if dotted is not None else bracketed
+            if key not in new or key not in old:
+                return False
+            new, old = new[key], old[key]
+            schema = _child_schema(schema, key) if schema is not None else None
+        elif isinstance(new, list) and isinstance(old, list) and bracketed is not None:
+            items = schema.get("items") if schema is not None else None
+            kind = schema.get("x-kubernetes-list-type", "atomic") if schema else "atomic"
+            try:
+                element = new[int(bracketed)]
+            except (ValueError, IndexError):
+                return False
+            if kind == "set":
+                return element in old
+            if kind != "map":
+                return False
+            keys = schema.get("x-kubernetes-list-map-keys", []) if schema else []
+            if not isinstance(element, dict):
+                return False
+            partners = [item for item in old if isinstance(item, dict)
+                        and all(item.get(k) == element.get(k) for k in keys)]
+            if len(partners) != 1:
+                return False
+            new, old = element, partners[0]
+            schema = items if isinstance(items, dict) else None
+        else:
+            return False
+    return bool(new == old)
 
 
 # ------------------------------------------------------------------- the CRD itself

@@ -691,3 +691,60 @@ def test_status_that_breaks_the_schema_is_rejected() -> None:
     fields = {path for path, _ in causes}
     assert {"status.phase", "status.recoverySeconds", "status.startedAt",
             "status.conditions[1]"} <= fields
+
+
+# -- ratcheting (updates) --------------------------------------------------------------------
+def update_causes(new: dict[str, Any], old: dict[str, Any]) -> list[tuple[str, str]] | None:
+    try:
+        admit(new, CRD, old=old)
+    except Invalid as error:
+        return error.causes
+    return None
+
+
+def stored_under_an_older_crd(**spec: Any) -> dict[str, Any]:
+    """An object the server stored before today's schema (no admission): spec fields set."""
+    document = minimal("pod-kill")
+    for path, value in spec.items():
+        document = put(document, f"spec.{path}", value)
+    return document
+
+
+def test_a_status_write_passes_for_an_unchanged_spec_that_today_fails() -> None:
+    old = stored_under_an_older_crd(duration=5)  # a number: the schema wants a string
+    assert names_field(server_causes(old) or [], "spec.duration")
+    new = {**copy.deepcopy(old), "status": {"phase": "Error", "message": "invalid spec"}}
+    assert update_causes(new, old) is None
+    # The status itself is still validated.
+    new["status"]["phase"] = "Exploding"
+    causes = update_causes(new, old) or []
+    assert names_field(causes, "status.phase") and not names_field(causes, "spec.duration")
+
+
+def test_a_changed_field_is_validated_and_an_unchanged_one_is_not() -> None:
+    old = stored_under_an_older_crd(duration=5)
+    changed = put(old, "spec.duration", 6)
+    assert names_field(update_causes(changed, old) or [], "spec.duration")
+    other = put(old, "spec.fault.type", "meteor-strike")
+    causes = update_causes(other, old) or []
+    assert names_field(causes, "spec.fault.type") and not names_field(causes, "spec.duration")
+
+
+def test_cel_rules_on_unchanged_nodes_are_ratcheted() -> None:
+    old = put(minimal("pod-kill"), "spec.fault.cpuThrottle", {})  # a section of another fault
+    assert names_field(server_causes(old) or [], "spec.fault.cpuThrottle")
+    assert update_causes({**old, "status": {"phase": "Pending"}}, old) is None
+    # Touch the node the rule sits on: the rule runs again.
+    touched = put(old, "spec.fault.podKill", {"gracePeriodSeconds": 0})
+    assert names_field(update_causes(touched, old) or [], "spec.fault.cpuThrottle")
+
+
+def test_atomic_list_items_ratchet_only_with_the_whole_list() -> None:
+    broken = {"key": "app", "operator": "In"}  # In without values
+    old = put(minimal(), "spec.target.selector.matchExpressions", [broken])
+    assert names_field(server_causes(old) or [], "spec.target.selector.matchExpressions[0]")
+    assert update_causes({**old, "status": {"phase": "Pending"}}, old) is None
+    grown = put(old, "spec.target.selector.matchExpressions",
+                [broken, {"key": "tier", "operator": "Exists"}])
+    assert names_field(update_causes(grown, old) or [],
+                       "spec.target.selector.matchExpressions[0]")

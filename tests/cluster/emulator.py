@@ -22,8 +22,9 @@ real kube-apiserver does and kmock does not:
 * ``pods/{name}/resize`` (1.33 in-place resize: only container resources may change, the QoS
   class may not), the pod-update restrictions of the main pod resource, ``pods/binding``,
   ``pods/eviction``; ``pods/exec`` answers 400 (not emulated yet);
-* admission of experiments through ``kube_schema.admit`` (defaulting, pruning, schema, CEL)
-  when that module exists: 422 Invalid with ``details.causes`` like the server;
+* admission of experiments through ``kube_schema.admit`` (defaulting, pruning, schema, CEL;
+  updates ratcheted against the stored object, as 1.33 does) when that module exists: 422
+  Invalid with ``details.causes`` like the server;
 * every request recorded with the identity of its bearer token and its RBAC verb.
 
 Not emulated (a real server differs): no RBAC enforcement (requests are only recorded), no
@@ -684,6 +685,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: Kubernetes 1.33 forbids lowering a memory limit in place unless the container's resize
     #: policy for memory is RestartContainer; 1.34 allows it.
     memory_limit_decrease_allowed: bool | None = None
+    #: Updates of experiments ratchet their validation against the stored object (the
+    #: CRDValidationRatcheting gate: on by default since 1.30, GA in 1.33). Off: as older
+    #: servers, a ``/status`` write fails when the stored spec breaks today's schema.
+    validation_ratcheting: bool = True
     #: Events kept for watches from an older resourceVersion.
     history_size: int = 50000
     tokens: dict[str, str] = attrs.field(factory=dict)
@@ -1042,7 +1047,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                         watcher.loop.call_soon_threadsafe(watcher.queue.put_nowait, out)
         return obj
 
-    def _admission(self, rtype: ResourceType, obj: JSON) -> JSON:
+    def _admission(self, rtype: ResourceType, obj: JSON, old: JSON | None = None) -> JSON:
+        """Experiments go through ``kube_schema.admit``; on an update, ratcheted against
+        ``old`` (the stored object) as a 1.33 server does."""
         if not rtype.custom or rtype.plural != "pggitchaosexperiments":
             return obj
         if self._admit is None:
@@ -1055,7 +1062,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 self._admit = functools.partial(module.admit, crd=_experiment_crd())
         invalid: type[Exception] = importlib.import_module("kube_schema").Invalid
         try:
-            admitted = self._admit(copy.deepcopy(obj))
+            ratchets = "old" in inspect.signature(self._admit).parameters
+            if old is None or not self.validation_ratcheting or not ratchets:
+                admitted = self._admit(copy.deepcopy(obj))
+            else:
+                admitted = self._admit(copy.deepcopy(obj), old=copy.deepcopy(old))
         except invalid as exc:
             causes = [(self._path_text(path), str(message))
                       for path, message in getattr(exc, "causes", [])] or [("", str(exc))]
@@ -1224,7 +1235,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if rtype.kind == "Namespace" and sub is None:
             merged["spec"] = copy.deepcopy(old.get("spec", {}))
         merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        merged = self._admission(rtype, merged)
+        merged = self._admission(rtype, merged, old)
         if merged == old:
             return old  # a no-op: no new resourceVersion, no event (as a real server)
         if rtype.generation and self._content(merged) != self._content(old):

@@ -12,6 +12,7 @@ import base64
 import os
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -379,14 +380,17 @@ def test_job_pods_get_their_own_empty_dir_volumes(kubelet: Kubelet,
     if _hides_code(Path("/tmp")):
         pytest.skip("this checkout lives under /tmp: the kubelet keeps /tmp unmounted so the "
                     "Job pods can still import it")
+    # A name no earlier run can have left in the machine's /tmp.
+    scratch = Path("/tmp") / f"pggit-chaos-scratch-{uuid.uuid4().hex}.txt"
     script = textwrap.dedent("""
         import os, sys, time
-        me = os.environ["POD"]
-        open("/tmp/scratch.txt", "w").write(me)
+        me, path = os.environ["POD"], os.environ["SCRATCH"]
+        open(path, "w").write(me)
         time.sleep(1.0)
-        sys.exit(0 if open("/tmp/scratch.txt").read() == me and os.getcwd() == "/tmp" else 1)
+        sys.exit(0 if open(path).read() == me and os.getcwd() == "/tmp" else 1)
     """)
-    env = [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    env = [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+           {"name": "SCRATCH", "value": str(scratch)}]
     for name in ("one", "two"):
         body = _job(name, ["python", "-c", script], env=env)
         pod_spec = body["spec"]["template"]["spec"]
@@ -397,7 +401,7 @@ def test_job_pods_get_their_own_empty_dir_volumes(kubelet: Kubelet,
     for name in ("one", "two"):
         job = kubelet.wait_job(NS, name)
         assert job["status"].get("succeeded") == 1, kubelet.all_logs()
-    assert not Path("/tmp/scratch.txt").exists()
+    assert not scratch.exists(), "a Job pod wrote into the machine's own /tmp"
 
 
 @root_only

@@ -294,14 +294,14 @@ def test_invalid_spec_errors_and_the_next_experiment_still_runs(
     emulator.seed("pggitchaosexperiments", nosecret)
     create(cluster, experiment("good"))
 
-    # The model's message reaches the user as a Warning Event. (A real 1.33+ server ratchets the
-    # status write of an object whose unchanged spec fails the current schema, so the phase
-    # becomes Error too; the test API server refuses that write with 422.)
+    # The model's message reaches the user as a Warning Event and in status: the server
+    # ratchets the status write of an object whose unchanged spec fails today's schema.
     wait_until(lambda: "InvalidSpec" in reasons(emulator, "bad"), "an InvalidSpec Event", REACT)
     event = next(e for e in events(emulator, "bad") if e["reason"] == "InvalidSpec")
     assert event["type"] == "Warning"
     assert "invalid spec" in event["message"] and "spec.fault" in event["message"]
-    assert status_of(cluster, "bad").get("phase") in (None, "Error")
+    status = wait_phase(cluster, "bad", "Error")
+    assert "spec.fault" in status["message"]
     status = wait_phase(cluster, "nosecret", "Error")
     assert "databaseSecretRef" in status["message"]
     status = admitted(cluster, "good")
@@ -619,6 +619,32 @@ def test_random_experiments_never_break_the_operator(
     create(cluster, experiment(valid))
     handlers.reconcile(NS, valid)
     assert status_of(cluster, valid).get("runnerJob")
+
+
+def test_a_status_the_server_refuses_stops_the_runner_before_it_starts(
+        cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator) -> None:
+    # The model takes a number of seconds for a duration; the CRD wants a string. Stored under
+    # an older CRD, on a server without validation ratcheting, its status cannot be written.
+    emulator.validation_ratcheting = False
+    body = experiment("legacy")
+    body["spec"]["duration"] = 5
+    emulator.seed("pggitchaosexperiments", body)
+    handlers = handlers_for(operator_client)
+    handlers.reconcile(NS, "legacy")
+    assert not runner_jobs(cluster, "legacy"), "a runner that could never report was left"
+    assert not status_of(cluster, "legacy").get("runnerJob")
+    event = next(e for e in events(emulator, "legacy") if e["reason"] == "InvalidSpec")
+    assert "spec.duration" in event["message"] and event["type"] == "Warning"
+    handlers.reconcile(NS, "legacy")  # the same version is not tried again
+    assert reasons(emulator, "legacy").count("InvalidSpec") == 1
+    assert not [call for call in emulator.calls("operator")
+                if call.verb == "create" and call.resource == "jobs"][1:]
+    # With ratcheting (1.30+ by default, GA in 1.33) the same object runs.
+    emulator.validation_ratcheting = True
+    cluster.patch(EXPERIMENTS, NS, "legacy", {"metadata": {"labels": {"retry": "1"}}})
+    handlers.reconcile(NS, "legacy")
+    assert status_of(cluster, "legacy")["phase"] == "Pending"
+    assert runner_jobs(cluster, "legacy")
 
 
 def test_the_operator_answers_the_next_one_after_garbage(

@@ -459,7 +459,16 @@ class Handlers:
         if _status(body).get("phase") in (None, "Pending"):
             patch["phase"] = "Pending"
             patch["message"] = f"runner Job {job_name} created"
-        self._patch_status(body, patch)
+        try:
+            self._patch_status(body, patch)
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            # Stored under a schema the server now rejects, and no ratcheting (before 1.30,
+            # or the gate off): the runner could not report either, so it does not run.
+            self.client.delete(JOBS, str(_meta(body)["namespace"]), job_name)
+            self._refused_status(body, exc)
+            return
         self._post(body, "RunnerCreated", "Normal",
                    f"runner Job {job_name} created for run {run_id}", key=f"{run_id[:8]}-runner")
 
@@ -703,14 +712,24 @@ class Handlers:
         except ApiError as exc:
             if exc.status != 422:
                 raise
-            self._unwritable.add(_version(body))
-            _log.warning("%s/%s: the API server refuses its status (%s); not retried until "
-                         "the object changes", _meta(body).get("namespace"),
-                         _meta(body).get("name"), exc.api_message)
+            self._refused_status(body, exc, posted=reason is not None)
             return
         if reason is not None:
             # The refusal's own Event stands for the phase's.
             self._remember(body, [PHASE_REASONS[phase][0]])
+
+    def _refused_status(self, body: Body, exc: ApiError, *, posted: bool = False) -> None:
+        """The server answered 422 to a status write: say so once (an Event unless one was
+        just posted, and the log) and leave this version of the object alone."""
+        self._unwritable.add(_version(body))
+        if not posted:
+            run = str(_status(body).get("runId") or _meta(body).get("uid") or "")
+            self._post(body, "InvalidSpec", "Warning",
+                       f"the API server refuses this experiment's status ({exc.api_message}): "
+                       "apply it again under the installed CRD", key=f"{run[:8]}-invalidspec")
+        _log.warning("%s/%s: the API server refuses its status (%s); not retried until "
+                     "the object changes", _meta(body).get("namespace"),
+                     _meta(body).get("name"), exc.api_message)
 
     def _mirror(self, body: Body) -> None:
         """Post the Events the status implies and count a finished run, each once."""

@@ -25,7 +25,10 @@ real kube-apiserver does and kmock does not:
 * admission of experiments through ``kube_schema.admit`` (defaulting, pruning, schema, CEL;
   updates ratcheted against the stored object, as 1.33 does) when that module exists: 422
   Invalid with ``details.causes`` like the server;
-* every request recorded with the identity of its bearer token and its RBAC verb.
+* every request recorded with the identity of its bearer token and its RBAC verb, plus the
+  authorization check of the OwnerReferencesPermissionEnforcement admission plugin: a write
+  that sets ``blockOwnerDeletion: true`` on a new owner reference is also recorded as
+  ``update`` on the owner's ``finalizers`` subresource.
 
 Not emulated (a real server differs): no RBAC enforcement (requests are only recorded), no
 admission for built-in kinds beyond a few checks (names, Job restartPolicy, pod updates),
@@ -90,6 +93,13 @@ GC_IDENTITY = "system:serviceaccount:kube-system:generic-garbage-collector"
 FOREGROUND = "foregroundDeletion"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def _blocking_owners(obj: JSON | None) -> set[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of the owner references with ``blockOwnerDeletion``."""
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return {(str(ref.get("apiVersion")), str(ref.get("kind")), str(ref.get("name")))
+            for ref in refs if isinstance(ref, dict) and ref.get("blockOwnerDeletion") is True}
 
 
 # -- resources ----------------------------------------------------------------------------------
@@ -844,7 +854,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 return await self._watch(request, parsed)
             body = self._decode(request)
             with self._state:
+                checked = verb in ("create", "update", "patch") and parsed.subresource is None
+                before = _blocking_owners(self._store.get(
+                    (parsed.rtype.key, parsed.namespace, parsed.name or ""))) if checked else set()
                 code, answer = self._dispatch(verb, request, parsed, body)
+                if checked:
+                    self._record_owner_checks(identity, before, answer)
             return aiohttp.web.json_response(answer, status=code)
         except ApiFailure as failure:
             return aiohttp.web.json_response(failure.status(), status=failure.code)
@@ -873,6 +888,21 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if not rtype.namespaced:
             namespace = None
         return _Parsed(rtype, namespace, name, subresource)
+
+    def _record_owner_checks(self, identity: str, before: set[tuple[str, str, str]],
+                             answer: JSON) -> None:
+        """OwnerReferencesPermissionEnforcement: setting ``blockOwnerDeletion`` on a new owner
+        reference needs ``update`` on the owner's ``finalizers`` subresource; recorded as that
+        authorization check (a real server answers 403 without it)."""
+        for api_version, kind, name in sorted(_blocking_owners(answer) - before):
+            group, _, version = api_version.rpartition("/")
+            owner = next((t for t in self._types.values()
+                          if (t.group, t.version, t.kind) == (group, version, kind)), None)
+            if owner is not None:
+                namespace = (answer.get("metadata") or {}).get("namespace")
+                self._calls.append(Call(identity, "update", owner.group, owner.plural,
+                                        "finalizers", namespace if owner.namespaced else None,
+                                        name))
 
     def _identify(self, request: rendering.Request) -> str:
         raw = request._raw_request

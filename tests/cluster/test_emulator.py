@@ -682,12 +682,19 @@ def test_experiment_admission_through_kube_schema(admin_client: KubeClient, ns: 
 
 
 # -- recording ------------------------------------------------------------------------------
+def client_as(server: EmulatorServer, identity: str, folder: Path) -> KubeClient:
+    """A client for a test-only identity: what the tests themselves do stays out of the
+    operator's and the runner's recorded calls (the chart's RBAC)."""
+    return KubeClient.from_environment(kubeconfig=str(write_kubeconfig(
+        folder / f"{identity}.yaml", server.url, server.emulator.token_for(identity))))
+
+
 def test_requests_are_recorded_per_identity(ns: str, emulator_server: EmulatorServer,
-                                            client_for: Callable[[str], KubeClient],
                                             tmp_path: Path) -> None:
     emulator = emulator_server.emulator
     emulator.clear_calls()
-    runner, operator = client_for("runner"), client_for("operator")
+    runner = client_as(emulator_server, "test-runner", tmp_path)
+    operator = client_as(emulator_server, "test-operator", tmp_path)
     operator.create(EXPERIMENTS, ns, experiment(ns=ns))
     runner.patch(EXPERIMENTS, ns, "pod-kill", {"status": {"phase": "Pending"}},
                  subresource="status")
@@ -697,32 +704,61 @@ def test_requests_are_recorded_per_identity(ns: str, emulator_server: EmulatorSe
         {"name": "postgres", "resources": {"limits": {"cpu": "200m"}}}]}},
         subresource="resize", patch_type="strategic")
     runner.delete(PODS, ns, "db-0", grace_period_seconds=0)
-    assert emulator.rbac_rules("runner") == {
+    assert emulator.rbac_rules("test-runner") == {
         ("chaos.pggit.io", "pggitchaosexperiments/status", "patch"),
         ("", "pods", "list"), ("", "pods", "create"), ("", "pods/resize", "patch"),
         ("", "pods", "delete")}
-    assert emulator.rbac_rules("operator") == {
+    assert emulator.rbac_rules("test-operator") == {
         ("chaos.pggit.io", "pggitchaosexperiments", "create")}
-    first = emulator.calls("operator")[0]
+    first = emulator.calls("test-operator")[0]
     assert (first.verb, first.namespace, first.name) == ("create", ns, None)
-    assert emulator.calls("runner")[-1].name == "db-0"
+    assert emulator.calls("test-runner")[-1].name == "db-0"
+    assert not emulator.rbac_rules("operator") and not emulator.rbac_rules("runner")
     # an unknown token is refused
     bad = KubeClient.from_environment(kubeconfig=str(write_kubeconfig(
         tmp_path / "bad.yaml", emulator_server.url, "not-a-token")))
     assert status_of(lambda: bad.list(PODS, ns)).status == 401
 
 
+def test_owner_references_that_block_deletion_need_update_on_the_owners_finalizers(
+        ns: str, emulator_server: EmulatorServer, admin_client: KubeClient,
+        tmp_path: Path) -> None:
+    """As the OwnerReferencesPermissionEnforcement admission plugin checks: only a new
+    ``blockOwnerDeletion: true`` reference counts, as ``update`` on ``<owner>/finalizers``."""
+    emulator = emulator_server.emulator
+    owner = admin_client.create(EXPERIMENTS, ns, experiment(ns=ns))
+    writer = client_as(emulator_server, "test-writer", tmp_path)
+    plain = {**owner_ref(owner), "blockOwnerDeletion": False}
+    body = {**job("plain"), "metadata": {"name": "plain", "ownerReferences": [plain]}}
+    writer.create(JOBS, ns, body)
+    assert ("chaos.pggit.io", "pggitchaosexperiments/finalizers", "update") not in (
+        emulator.rbac_rules("test-writer"))
+    body = {**job("blocking"), "metadata": {"name": "blocking",
+                                            "ownerReferences": [owner_ref(owner)]}}
+    writer.create(JOBS, ns, body)
+    check = [call for call in emulator.calls("test-writer") if call.subresource == "finalizers"]
+    assert [(c.verb, c.api_group, c.resource, c.namespace, c.name) for c in check] == [
+        ("update", "chaos.pggit.io", "pggitchaosexperiments", ns, "pod-kill")]
+    # a later write that keeps the same reference is not checked again; setting it is
+    writer.patch(JOBS, ns, "blocking", {"metadata": {"labels": {"a": "b"}}})
+    writer.patch(JOBS, ns, "plain", {"metadata": {"ownerReferences": [owner_ref(owner)]}})
+    check = [call for call in emulator.calls("test-writer") if call.subresource == "finalizers"]
+    assert [c.name for c in check] == ["pod-kill", "pod-kill"]
+
+
 def test_server_runs_in_its_own_thread_for_other_processes(
-        emulator_server: EmulatorServer, kubeconfigs: dict[str, Path]) -> None:
+        emulator_server: EmulatorServer, tmp_path: Path) -> None:
     import subprocess
 
+    kubeconfig = write_kubeconfig(tmp_path / "process.yaml", emulator_server.url,
+                                  emulator_server.emulator.token_for("test-process"))
     script = ("from pggit_chaos.kube.client import KubeClient, NAMESPACES; import sys; "
               "c = KubeClient.from_environment(kubeconfig=sys.argv[1]); "
               "print(len(c.list(NAMESPACES)))")
-    out = subprocess.run([sys.executable, "-c", script, str(kubeconfigs["runner"])],
+    out = subprocess.run([sys.executable, "-c", script, str(kubeconfig)],
                          capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "4"
-    assert emulator_server.emulator.rbac_rules("runner") == {("", "namespaces", "list")}
+    assert emulator_server.emulator.rbac_rules("test-process") == {("", "namespaces", "list")}
 
 
 def test_server_restarts_quickly() -> None:
@@ -735,9 +771,11 @@ def test_server_restarts_quickly() -> None:
 
 # -- the real kopf operator -------------------------------------------------------------------
 @pytest.fixture(params=[True, False], ids=["scanning-disabled", "scanning-enabled"])
-def kopf_operator(kubeconfigs: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+def kopf_operator(emulator_server: EmulatorServer, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch,
                   request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    """kopf running in a thread against the emulator as "operator": create/delete handlers.
+    """kopf running in a thread against the emulator as "test-kopf": create/delete handlers
+    of the test's own (not the operator's: its calls are no part of the operator's RBAC).
 
     With scanning enabled too: the emulator serves namespaces and CRDs, which kopf's
     resource scanning watches.
@@ -747,7 +785,9 @@ def kopf_operator(kubeconfigs: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
 
     from pggit_chaos.kube import names
 
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfigs["operator"]))
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(
+        tmp_path / "kopf.yaml", emulator_server.url,
+        emulator_server.emulator.token_for("test-kopf"))))
     registry = kopf.OperatorRegistry()
     seen: dict[str, Any] = {"created": [], "deleted": []}
     group, version, plural = names.EXPERIMENTS
@@ -815,7 +855,7 @@ def test_kopf_operator_create_status_delete_finalizer(
     admin_client.delete(EXPERIMENTS, ns, "pod-kill")
     wait_for(lambda: admin_client.find(EXPERIMENTS, ns, "pod-kill") is None)
     assert kopf_operator["deleted"] == ["pod-kill"]
-    rules = emulator_server.emulator.rbac_rules("operator")
+    rules = emulator_server.emulator.rbac_rules("test-kopf")
     assert ("chaos.pggit.io", "pggitchaosexperiments", "watch") in rules
     assert ("chaos.pggit.io", "pggitchaosexperiments", "patch") in rules
     assert ("chaos.pggit.io", "pggitchaosexperiments/status", "patch") in rules

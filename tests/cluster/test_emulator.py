@@ -564,11 +564,128 @@ def test_resize_unsupported_server_answers_404(ns: str, admin_client: KubeClient
     assert "pods/status" in {r["name"] for r in discovery["resources"]}
 
 
-def test_exec_is_not_emulated_yet(admin_client: KubeClient, ns: str) -> None:
-    admin_client.create(PODS, ns, pod("db-0"))
-    refused = status_of(lambda: admin_client.request(
-        "POST", PODS.path(ns, "db-0", "exec"), query={"command": "true"}))
-    assert refused.status == 400
+def _exec_pod(client: KubeClient, ns: str, name: str = "db-0",
+              node: str = "test-node") -> None:
+    body = pod(name)
+    body["spec"]["nodeName"] = node
+    client.create(PODS, ns, body)
+    client.patch(PODS, ns, name, {"status": {"phase": "Running"}}, subresource="status")
+
+
+def _local_backend(started: list[tuple[str, str, str, list[str]]]) -> Any:
+    """An exec backend that runs the command here (the protocol is what is under test)."""
+    import subprocess
+
+    def run(namespace: str, pod_name: str, container: str, command: list[str],
+            stdin: bool) -> subprocess.Popen[bytes]:
+        if pod_name == "gone":
+            raise LookupError("no such container here")
+        started.append((namespace, pod_name, container, command))
+        return subprocess.Popen(command, stdin=subprocess.PIPE if stdin else None,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return run
+
+
+def _exec(client: KubeClient, ns: str, command: list[str], *, name: str = "db-0",
+          container: str | None = "postgres", stdin: bool = False, **kwargs: Any) -> Any:
+    from kubernetes import client as k8s
+    from kubernetes.stream import stream
+
+    api = k8s.CoreV1Api(k8s.ApiClient(client.configuration))
+    options: dict[str, Any] = {"container": container} if container else {}
+    return stream(api.connect_get_namespaced_pod_exec, name, ns, command=command,
+                  stderr=True, stdout=True, stdin=stdin, tty=False, _preload_content=False,
+                  **options, **kwargs)
+
+
+def test_exec_speaks_the_remote_command_protocol(admin_client: KubeClient, ns: str,
+                                                 emulator_server: EmulatorServer,
+                                                 tmp_path: Path) -> None:
+    emulator = emulator_server.emulator
+    started: list[tuple[str, str, str, list[str]]] = []
+    emulator.attach_node("test-node", _local_backend(started))
+    _exec_pod(admin_client, ns)
+    execer = client_as(emulator_server, "test-exec", tmp_path)
+
+    ok = _exec(execer, ns, ["sh", "-c", "echo out; echo err >&2"])
+    ok.run_forever(timeout=30)
+    assert ok.subprotocol == "v5.channel.k8s.io"
+    assert (ok.read_channel(1), ok.read_channel(2)) == ("out\n", "err\n")
+    assert json.loads(ok.read_channel(3)) == {"metadata": {}, "status": "Success"}
+    assert started == [(ns, "db-0", "postgres", ["sh", "-c", "echo out; echo err >&2"])]
+
+    failed = _exec(execer, ns, ["sh", "-c", "exit 7"])
+    failed.run_forever(timeout=30)
+    assert failed.returncode == 7  # read from the NonZeroExitCode Status's ExitCode cause
+
+    # stdin, closed with v5's close signal (channel 255) so that the command ends
+    echo = _exec(execer, ns, ["cat"], stdin=True)
+    echo.write_stdin("through stdin")
+    echo.close_channel(0)
+    echo.run_forever(timeout=30)
+    assert echo.read_channel(1) == "through stdin" and echo.returncode == 0
+
+    # a v4-only client, frame by frame: an empty "ready" message on each open channel, the
+    # output, the Status on channel 3, then the close
+    import websocket
+
+    url = (emulator_server.url.replace("http://", "ws://") + PODS.path(ns, "db-0", "exec")
+           + "?" + urlencode([("command", "sh"), ("command", "-c"),
+                              ("command", "echo hi; exit 3"), ("container", "postgres"),
+                              ("stdout", "true"), ("stderr", "true")]))
+    raw = websocket.create_connection(url, timeout=30, subprotocols=["v4.channel.k8s.io"],
+                                      header=[f"Authorization: Bearer "
+                                              f"{emulator.token_for('test-exec')}"])
+    frames = []
+    while True:
+        opcode, data = raw.recv_data()
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        frames.append(data)
+    raw.close()
+    assert raw.subprotocol == "v4.channel.k8s.io"
+    assert frames[:4] == [b"\x01", b"\x02", b"\x03", b"\x01hi\n"]
+    assert frames[4][:1] == b"\x03" and len(frames) == 5
+    assert json.loads(frames[4][1:]) == {
+        "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+        "message": "command terminated with non-zero exit code: error executing command "
+                   "[sh -c echo hi; exit 3], exit code 3",
+        "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}
+
+    # RBAC sees create on pods/exec (a GET upgrade, as kubectl and this client do)
+    assert emulator.rbac_rules("test-exec") == {("", "pods/exec", "create")}
+
+
+def test_exec_refusals_are_those_of_the_api_server(admin_client: KubeClient, ns: str,
+                                                   emulator_server: EmulatorServer) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    emulator = emulator_server.emulator
+    _exec_pod(admin_client, ns)
+    no_kubelet = status_of(lambda: admin_client.request(
+        "POST", PODS.path(ns, "db-0", "exec"), query={"command": "true", "stdout": "true",
+                                                      "container": "postgres"}))
+    assert no_kubelet.status == 500 and "error dialing backend" in str(no_kubelet)
+    emulator.attach_node("test-node", _local_backend([]))
+    plain = status_of(lambda: admin_client.request(
+        "POST", PODS.path(ns, "db-0", "exec"), query={"command": "true", "stdout": "true",
+                                                      "container": "postgres"}))
+    assert plain.status == 400 and "Upgrade request required" in str(plain)
+    refusals: list[tuple[dict[str, Any], str]] = [
+            ({"container": None}, "a container name must be specified for pod db-0, choose "
+                                  "one of: [postgres sidecar]"),
+            ({"container": "nope"}, "container nope is not valid for pod db-0"),
+            ({"name": "missing"}, "Handshake status 404 Not Found")]
+    for kwargs, wanted in refusals:
+        with pytest.raises(ApiException) as caught:
+            _exec(admin_client, ns, ["true"], **kwargs)
+        assert wanted in str(caught.value), caught.value
+    # a command that cannot start: upgraded, then a Failure on the status channel
+    broken = _exec(admin_client, ns, ["/nonexistent/command"])
+    broken.run_forever(timeout=30)
+    status = json.loads(broken.read_channel(3))
+    assert status["status"] == "Failure" and status["reason"] == "InternalError"
+    assert "/nonexistent/command" in status["message"]
 
 
 def test_job_validation_and_defaults(admin_client: KubeClient, ns: str) -> None:

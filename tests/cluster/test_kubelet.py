@@ -9,6 +9,7 @@ containers run as real local processes (the ``pggit-chaos`` console script, this
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import textwrap
 import time
@@ -51,8 +52,9 @@ def emulator_server(request: pytest.FixtureRequest) -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def kubelet(kubeconfigs: dict[str, Path]) -> Iterator[Kubelet]:
-    yield from kubelet_fixture(kubeconfigs, restart_delay=0.3)
+def kubelet(kubeconfigs: dict[str, Path], emulator_server: EmulatorServer) -> Iterator[Kubelet]:
+    yield from kubelet_fixture(kubeconfigs, restart_delay=0.3,
+                               api_server=emulator_server.emulator)
 
 
 @pytest.fixture
@@ -213,6 +215,58 @@ def test_deleting_a_target_pod_crashes_and_brings_back_its_server(
         assert conn.execute("SELECT v FROM kept").fetchall() == [("committed before the crash",)]
     log = kubelet.logs(NS, "pg-0")
     assert "not properly shut down; automatic recovery in progress" in log, log[-2000:]
+
+
+def _states(server: Any) -> dict[int, str]:
+    """State letter (R, S, T, ...) of a server's postmaster and each of its children."""
+    from pggit_chaos.local.server import child_pids
+
+    states = {}
+    for pid in [server.pid, *child_pids(server.pid)]:
+        with contextlib.suppress(OSError):
+            states[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return states
+
+
+@root_only
+@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.kube
+def test_exec_runs_inside_the_target_pod_and_pod_pause_stops_only_its_server(
+        kubelet: Kubelet, admin_client: KubeClient) -> None:
+    """``pods/exec`` runs in the pod's cgroups and network namespace; PodPause's script (sh and
+    /proc only) stops that pod's postgres processes and no other server's, and resumes them."""
+    from kubernetes import client as k8s
+    from kubernetes.stream import stream
+
+    from pggit_chaos.errors import FaultError
+    from pggit_chaos.kube.faults import exec_signal
+
+    target = kubelet.add_targets(NS, replicas=2)
+    paused, other = (kubelet.server(NS, "pg-0"), kubelet.server(NS, "pg-1"))
+    api = k8s.CoreV1Api(k8s.ApiClient(admin_client.configuration))
+    seen = stream(api.connect_get_namespaced_pod_exec, "pg-0", NS, container="postgres",
+                  command=["sh", "-c", "cat /proc/self/cgroup; cat /proc/net/fib_trie"],
+                  stderr=True, stdout=True, stdin=False, tty=False)
+    assert Path(f"/proc/{paused.pid}/cgroup").read_text().strip() in seen
+    assert target.replicas[0].ip in seen and target.replicas[1].ip not in seen
+
+    report = exec_signal(admin_client, NS, "pg-0", "postgres", "STOP")
+    try:
+        assert str(paused.pid) in report, report
+        assert set(_states(paused).values()) == {"T"}, _states(paused)
+        assert "T" not in _states(other).values(), _states(other)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(target.replicas[0].server.dsn("postgres"), connect_timeout=2)
+    finally:
+        exec_signal(admin_client, NS, "pg-0", "postgres", "CONT")
+    assert "T" not in _states(paused).values(), _states(paused)
+    with connect(target.replicas[0].server.dsn("postgres")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    # An exec the server refuses is a FaultError naming it.
+    with pytest.raises(FaultError, match="container sidecar is not valid for pod pg-0"):
+        exec_signal(admin_client, NS, "pg-0", "sidecar", "STOP")
+    wait_until(lambda: not kubelet.exec_processes, "the exec processes are reaped", 10)
 
 
 @root_only
@@ -389,8 +443,9 @@ def test_job_pods_get_their_own_empty_dir_volumes(kubelet: Kubelet,
         time.sleep(1.0)
         sys.exit(0 if open(path).read() == me and os.getcwd() == "/tmp" else 1)
     """)
-    env = [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-           {"name": "SCRATCH", "value": str(scratch)}]
+    env: list[dict[str, Any]] = [
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "SCRATCH", "value": str(scratch)}]
     for name in ("one", "two"):
         body = _job(name, ["python", "-c", script], env=env)
         pod_spec = body["spec"]["template"]["spec"]

@@ -26,6 +26,7 @@ __all__ = [
     "PodKill",
     "PodPause",
     "Resize",
+    "exec_signal",
     "postgres_container",
     "revert_intent",
 ]
@@ -325,24 +326,105 @@ class PodPause:
             figures={"pods_paused": len(self._paused)})
 
 
-#: The shell command that signals every PostgreSQL process of a container.
-_SIGNAL_SCRIPT = ("for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); "
-                  "case $c in postgres|postmaster) kill -{sig} ${{p#/proc/}};; esac; done")
+#: The script ``sh -c SCRIPT pod-pause SIG`` runs in the server's container: POSIX sh and /proc
+#: only (the ``postgres`` image has no procps: no ps, pgrep or pkill). It signals the postgres
+#: processes that share its cgroups (an exec'd process joins the container's: the container's
+#: own processes, also where the PID namespace is the node's), in passes until no new one
+#: appears (the postmaster forks until it is stopped itself), and after SIGSTOP waits until
+#: each is really stopped: a container's PID 1 ignores SIGSTOP sent from inside it (the kernel
+#: drops it silently), which is the postmaster unless the pod shares its process namespace.
+SIGNAL_SCRIPT = r"""
+sig=$1
+me=$(cat /proc/$$/cgroup)
+pids=" "
+pass=0
+while [ $pass -lt 3 ]; do
+  pass=$((pass + 1))
+  new=0
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = "$$" ] && continue
+    case "$pids" in *" $pid "*) continue ;; esac
+    { read -r comm < "$p/comm"; } 2>/dev/null || continue
+    case "$comm" in postgres|postmaster) ;; *) continue ;; esac
+    [ "$(cat "$p/cgroup" 2>/dev/null)" = "$me" ] || continue
+    if kill -"$sig" "$pid" 2>/dev/null; then pids="$pids$pid "; new=1; fi
+  done
+  [ "$sig" = STOP ] && [ $new = 1 ] || break
+done
+if [ "$sig" = STOP ]; then
+  if [ "$pids" = " " ]; then
+    echo "no postgres process found in this container" >&2
+    exit 3
+  fi
+  tries=0
+  while :; do
+    running=""
+    for pid in $pids; do
+      { read -r line < "/proc/$pid/stat"; } 2>/dev/null || continue
+      state=${line##*) }
+      state=${state%% *}
+      case "$state" in T|t|Z|X) ;; *) running="$running $pid" ;; esac
+    done
+    [ -z "$running" ] && break
+    tries=$((tries + 1))
+    if [ $tries -ge 50 ]; then
+      hint=""
+      case "$running " in *" 1 "*) hint="; PID 1 of a container ignores SIGSTOP sent from \
+inside it: run the pod with shareProcessNamespace: true" ;; esac
+      echo "process(es)$running did not stop$hint" >&2
+      exit 4
+    fi
+    sleep 0.1
+  done
+fi
+echo "SIG$sig sent to postgres process(es)$pids"
+"""
+#: Seconds one exec may take (the script waits up to 5 s for the processes to stop).
+EXEC_TIMEOUT = 60.0
 
 
 def exec_signal(client: KubeClient, namespace: str, pod: str, container: str,
-                signal: str) -> None:
-    """Send SIG``signal`` to the container's postgres processes through ``pods/exec``."""
+                signal: str) -> str:
+    """Send SIG``signal`` to the container's postgres processes through ``pods/exec``.
+
+    Returns the script's report; :class:`FaultError` when the exec fails, the command exits
+    non-zero (with its stderr) or does not end within :data:`EXEC_TIMEOUT`.
+    """
+    import json
+
     from kubernetes import client as k8s
     from kubernetes.stream import stream
 
     api = k8s.CoreV1Api(k8s.ApiClient(client.configuration))
+    where = f"pod-pause: SIG{signal} through exec into {namespace}/{pod} ({container})"
     try:
-        stream(api.connect_get_namespaced_pod_exec, pod, namespace, container=container,
-               command=["sh", "-c", _SIGNAL_SCRIPT.format(sig=signal)],
-               stderr=True, stdin=False, stdout=True, tty=False)
+        response = stream(api.connect_get_namespaced_pod_exec, pod, namespace,
+                          container=container,
+                          command=["sh", "-c", SIGNAL_SCRIPT, "pod-pause", signal],
+                          stderr=True, stdin=False, stdout=True, tty=False,
+                          _preload_content=False)
     except Exception as exc:
-        raise FaultError(f"pod-pause: exec into {namespace}/{pod} failed: {exc}") from exc
+        raise FaultError(f"{where} failed: {exc}") from exc
+    try:
+        response.run_forever(timeout=EXEC_TIMEOUT)
+        if response.is_open():
+            raise FaultError(f"{where} did not end within {EXEC_TIMEOUT:.0f} s")
+        stdout = str(response.read_channel(1) or "").strip()
+        stderr = str(response.read_channel(2) or "").strip()
+        raw = response.read_channel(3) or ""
+    finally:
+        response.close()
+    try:
+        status = json.loads(raw) if raw else {}
+    except ValueError:
+        status = {"status": "Failure", "message": str(raw)}
+    if status.get("status") == "Success":
+        return stdout
+    causes = (status.get("details") or {}).get("causes") or []
+    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
+    detail = stderr or str(status.get("message") or "no status from the exec")
+    raise FaultError(f"{where} failed" + (f" (exit {code})" if code else "") + f": {detail}")
 
 
 def revert_intent(client: KubeClient, namespace: str, intent: Mapping[str, Any]) -> str:

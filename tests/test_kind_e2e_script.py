@@ -11,6 +11,7 @@ the kind workflow against a real cluster.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -37,6 +38,8 @@ FAKE = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
 
+    import yaml
+
     tool = Path(sys.argv[0]).name
     args = sys.argv[1:]
     with open(os.environ["FAKE_LOG"], "a") as log:
@@ -47,15 +50,21 @@ FAKE = textwrap.dedent(
         print(f"{{tool}}: failing as the scenario asks", file=sys.stderr)
         sys.exit(1)
     if tool == "kubectl" and args[:1] == ["get"] and "--filename" in args:
-        if any(a.startswith("custom-columns=") for a in args):
-            counter = Path(os.environ["FAKE_SCENARIO"] + ".polls")
-            n = int(counter.read_text()) if counter.exists() else 0
-            counter.write_text(str(n + 1))
-            polls = scenario["polls"]
-            for row in polls[min(n, len(polls) - 1)]:
-                print("   ".join(row))
-        else:
-            print("apiVersion: v1\\nkind: List\\nitems: []")
+        # The phases of the experiments in the file (or folder): look number n of this
+        # target answers with scenario["polls"][n] (the last one repeats), a map
+        # name -> phase with "*" for the others.
+        target = Path(args[args.index("--filename") + 1])
+        files = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
+        docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+        counter = Path(os.environ["FAKE_SCENARIO"] + "." + target.name + ".polls")
+        n = int(counter.read_text()) if counter.exists() else 0
+        counter.write_text(str(n + 1))
+        polls = scenario["polls"]
+        phases = polls[min(n, len(polls) - 1)]
+        for d in docs:
+            name = d["metadata"]["name"]
+            print("   ".join([d["metadata"].get("namespace", "default"), name,
+                              phases.get(name, phases.get("*", "<none>"))]))
     elif tool == "kubectl" and args[:2] == ["get", "pgce"]:
         print("NAMESPACE   NAME   FAULT   PHASE   VERDICT")
     elif tool == "kubectl" and "get" in args and "jobs" in args:
@@ -85,8 +94,9 @@ def _experiments() -> list[tuple[str, str]]:
 EXPERIMENT_NAMES = _experiments()
 
 
-def _rows(phase_of: dict[str, str], default: str) -> list[list[str]]:
-    return [[ns, name, phase_of.get(name, default)] for ns, name in EXPERIMENT_NAMES]
+def _rows(phase_of: dict[str, str], default: str) -> dict[str, str]:
+    """One look at the phases: ``phase_of`` by experiment name, ``default`` for the others."""
+    return {**phase_of, "*": default}
 
 
 class Run:
@@ -181,7 +191,7 @@ def test_help_lists_every_option_the_script_parses() -> None:
 def test_bad_usage_exits_2_with_one_line(
     tmp_path: Path, fakes: Path, args: list[str], message: str
 ) -> None:
-    run = run_script(tmp_path, fakes, {"polls": [[]]}, *args)
+    run = run_script(tmp_path, fakes, {"polls": [{}]}, *args)
     assert run.code == 2
     assert message in run.stderr
     assert not any(call[0] == "kubectl" for call in run.calls)
@@ -189,7 +199,7 @@ def test_bad_usage_exits_2_with_one_line(
 
 def test_missing_tools_are_named(tmp_path: Path, fakes: Path) -> None:
     (fakes / "helm").unlink()
-    run = run_script(tmp_path, fakes, {"polls": [[]]})
+    run = run_script(tmp_path, fakes, {"polls": [{}]})
     assert run.code == 2
     assert "'helm' not found on PATH" in run.stderr
     # Without installing, helm is not needed.
@@ -198,8 +208,12 @@ def test_missing_tools_are_named(tmp_path: Path, fakes: Path) -> None:
     assert not any(call[0] == "helm" for call in run.calls)
 
 
+EXPERIMENT_FILES = sorted(p.relative_to(ROOT).as_posix() for p in EXPERIMENTS.glob("*.yaml"))
+
+
 def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: Path) -> None:
-    polls = [_rows({}, "<none>"), _rows({"pod-kill": "Passed"}, "Injecting"), _rows({}, "Passed")]
+    # Each file's experiment is seen three times: no phase yet, running, Passed.
+    polls = [_rows({}, "<none>"), _rows({}, "Injecting"), _rows({}, "Passed")]
     run = run_script(tmp_path, fakes, {"polls": polls})
     assert run.code == 0, run.stderr
     assert "every experiment Passed" in run.stdout
@@ -217,27 +231,47 @@ def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: P
         run.index("helm", "upgrade"),
         run.index("kubectl", "rollout", "status", "deployment/pggit-chaos-operator"),
         run.index("kubectl", "wait", "pod", "app.kubernetes.io/name=pggit-postgres"),
-        run.index("kubectl", "apply", "--filename", "experiments"),
-        run.index("kubectl", "get", "--filename", "experiments", "--no-headers"),
+        run.index("kubectl", "apply"),
         run.index("kubectl", "get", "pgce", "--all-namespaces"),
         run.index("pggit-chaos", "report"),
         run.index("kubectl", "logs", "deployment/pggit-chaos-operator"),
         run.index("kubectl", "get", "--raw"),
     ]
     assert order == sorted(order), run.calls
-    # It polled until every experiment was terminal: three looks.
-    assert run.count("kubectl", "get", "--filename", "experiments", "--no-headers") == 3
+
+    # One file at a time, in name order: apply, then look until its experiment is terminal
+    # (three looks), and only then the next file.
+    applied = [call[-1] for call in run.calls if call[:2] == ["kubectl", "apply"]]
+    assert applied == EXPERIMENT_FILES
+    for this, following in itertools.pairwise(EXPERIMENT_FILES):
+        looks = [i for i, c in enumerate(run.calls)
+                 if c[:2] == ["kubectl", "get"] and "--filename" in c and this in c]
+        assert len(looks) == 3, this
+        assert run.index("kubectl", "apply", "--filename", this) < looks[0]
+        assert looks[-1] < run.index("kubectl", "apply", "--filename", following)
 
     reported = {call[2] for call in run.calls if call[:2] == ["pggit-chaos", "report"]}
     assert reported == {f"{ns}/{name}" for ns, name in EXPERIMENT_NAMES}
     for ns, name in EXPERIMENT_NAMES:
         assert (run.artifacts / "reports" / f"{ns}-{name}" / "summary.md").is_file()
+    phases = (run.artifacts / "phases.txt").read_text().split("\n")
+    assert len([line for line in phases if line.endswith("Passed")]) == len(EXPERIMENT_NAMES)
     raw = run.calls[run.index("kubectl", "get", "--raw")]
     assert raw[-1] == ("/api/v1/namespaces/pggit-chaos-system/services/"
                        "pggit-chaos-metrics:metrics/proxy/metrics")
     assert "pggit_chaos_experiments_total" in (run.artifacts / "metrics.prom").read_text()
     assert (run.artifacts / "operator.log").read_text().strip() == "a log line"
     assert (run.artifacts / "jobs" / "pod-kill-runner.log").is_file()
+
+
+def test_all_at_once_applies_the_folder(tmp_path: Path, fakes: Path) -> None:
+    polls = [_rows({"pod-kill": "Passed"}, "Injecting"), _rows({}, "Passed")]
+    run = run_script(tmp_path, fakes, {"polls": polls}, "--all-at-once")
+    assert run.code == 0, run.stderr
+    applied = [call[-1] for call in run.calls if call[:2] == ["kubectl", "apply"]]
+    assert applied == ["experiments"]
+    assert run.count("kubectl", "get", "--filename", "experiments", "--no-headers") == 2
+    assert run.count("pggit-chaos", "report") == len(EXPERIMENT_NAMES)
 
 
 @pytest.mark.parametrize("bad_phase", ["Failed", "Error", "Aborted", "Inconclusive"])
@@ -249,29 +283,36 @@ def test_one_experiment_not_passed_fails_the_run(
     assert run.code == 1
     assert f"FAIL {victim[0]}/{victim[1]}: phase {bad_phase}" in run.stderr
     assert "1 experiment(s) did not pass" in run.stderr
-    # The artifacts are still collected, the failing experiment's report among them.
+    # The later files still ran, and the artifacts are collected, the failing report among them.
+    assert run.count("kubectl", "apply") == len(EXPERIMENT_FILES)
     assert (run.artifacts / "reports" / f"{victim[0]}-{victim[1]}" / "summary.md").is_file()
     assert run.count("kubectl", "get", "--raw") == 1
 
 
-def test_timeout_fails_and_still_collects(tmp_path: Path, fakes: Path) -> None:
+def test_timeout_fails_skips_the_rest_and_still_collects(tmp_path: Path, fakes: Path) -> None:
     run = run_script(tmp_path, fakes, {"polls": [_rows({}, "Verifying")]}, "--timeout", "2")
     assert run.code == 1
-    assert "timed out after 2s" in run.stderr
-    assert f"{len(EXPERIMENT_NAMES)} experiment(s) did not pass" in run.stderr
-    assert run.count("kubectl", "get", "--filename", "experiments", "--no-headers") >= 2
-    assert run.count("pggit-chaos", "report") == len(EXPERIMENT_NAMES)
+    assert "timed out after 2s" in run.stdout
+    # The first file never finished: it is looked at until the deadline, the others never run.
+    assert run.count("kubectl", "apply") == 1
+    assert run.count("kubectl", "get", "--filename", EXPERIMENT_FILES[0], "--no-headers") >= 2
+    for skipped in EXPERIMENT_FILES[1:]:
+        assert f"not applied (timed out before): {skipped}" in run.stderr
+    assert f"FAIL {EXPERIMENT_NAMES[0][0]}/{EXPERIMENT_NAMES[0][1]}: phase Verifying" in run.stderr
+    assert f"{len(EXPERIMENT_FILES)} experiment(s) did not pass" in run.stderr
+    assert run.count("pggit-chaos", "report") == 1
+    assert run.count("kubectl", "get", "--raw") == 1
 
 
 def test_failed_install_stops_before_applying(tmp_path: Path, fakes: Path) -> None:
-    run = run_script(tmp_path, fakes, {"polls": [[]], "fail": {"helm": ["upgrade"]}})
+    run = run_script(tmp_path, fakes, {"polls": [{}], "fail": {"helm": ["upgrade"]}})
     assert run.code == 2
     assert "helm upgrade --install failed" in run.stderr
     assert run.count("kubectl", "apply") == 0
 
 
 def test_operator_not_ready_stops_before_applying(tmp_path: Path, fakes: Path) -> None:
-    run = run_script(tmp_path, fakes, {"polls": [[]], "fail": {"kubectl": ["rollout"]}})
+    run = run_script(tmp_path, fakes, {"polls": [{}], "fail": {"kubectl": ["rollout"]}})
     assert run.code == 2
     assert "operator Deployment did not become ready" in run.stderr
     assert run.count("kubectl", "apply") == 0

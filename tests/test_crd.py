@@ -28,7 +28,7 @@ from pggit_chaos.errors import InvalidExperiment
 from pggit_chaos.faults.base import FaultIntent
 from pggit_chaos.spec import Experiment, build_crd
 from pggit_chaos.spec.loader import load_experiment_object
-from pggit_chaos.spec.model import SECTIONS, FaultType
+from pggit_chaos.spec.model import DESTRUCTIVE_FAULTS, SECTIONS, FaultType
 from pggit_chaos.spec.status import ExperimentStatus
 from pggit_chaos.spec.units import parse_quantity
 
@@ -151,12 +151,18 @@ def test_the_server_fills_in_the_models_defaults_for_a_minimal_experiment() -> N
 
 
 def old_generation() -> dict[str, Any]:
-    """The CRD as generated before the fix: ``default: {}`` on every fault section."""
+    """The CRD as generated before the fix: ``default: {}`` on every fault section (of the
+    fault types of that generation: the destructive ones came later, with no default)."""
     crd = copy.deepcopy(CRD)
     fault = schema_of_crd(crd)["properties"]["spec"]["properties"]["fault"]
-    for alias in SECTION_OF.values():
+    for alias in OLD_SECTIONS:
         fault["properties"][alias]["default"] = {}
     return crd
+
+
+#: Sections of the fault types that the old generation defaulted.
+OLD_SECTIONS = [alias for fault_type, alias in SECTION_OF.items()
+                if FaultType(fault_type) not in DESTRUCTIVE_FAULTS]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -165,7 +171,7 @@ def test_the_old_generation_is_rejected_as_on_the_real_server(path: Path) -> Non
     causes = server_causes(document, crd=old_generation())
     assert causes is not None
     own = SECTION_OF[document["spec"]["fault"]["type"]]
-    others = {f"spec.fault.{alias}" for alias in SECTION_OF.values() if alias != own}
+    others = {f"spec.fault.{alias}" for alias in OLD_SECTIONS if alias != own}
     assert {field for field, _ in causes} == others
     assert all("belongs to fault type" in message for _, message in causes)
     # ... while the CRD itself looks fine to the server: only admission shows the bug.
@@ -176,6 +182,20 @@ def test_the_old_generation_is_rejected_as_on_the_real_server(path: Path) -> Non
 
 
 BROKEN: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
+    ("destructive fault not confirmed",
+     lambda d: put(d, "spec.fault", {"type": "index-corruption"}),
+     "spec.fault.indexCorruption"),
+    ("destructive fault confirmed false",
+     lambda d: put(d, "spec.fault", {"type": "index-corruption",
+                                     "indexCorruption": {"destructive": False}}),
+     "spec.fault.indexCorruption.destructive"),
+    ("destructive fault with an empty section",
+     lambda d: put(d, "spec.fault", {"type": "index-corruption", "indexCorruption": {}}),
+     "spec.fault.indexCorruption.destructive"),
+    ("index name not a plain pgGit index",
+     lambda d: put(d, "spec.fault", {"type": "index-corruption", "indexCorruption": {
+         "destructive": True, "index": "pggit.history_pkey"}}),
+     "spec.fault.indexCorruption.index"),
     ("section of another type",
      lambda d: put(d, "spec.fault", {"type": "pod-kill", "cpuThrottle": {}}),
      "spec.fault.cpuThrottle"),
@@ -372,6 +392,9 @@ def section(fault_type: str) -> st.SearchStrategy[dict[str, Any]]:
         "trigger-disable": st.fixed_dictionaries({}, optional={
             "triggers": st.sampled_from([["pggit_ddl_trigger"], ["pggit_drop_trigger"],
                                          ["pggit_ddl_trigger", "pggit_drop_trigger"]])}),
+        # Destructive: the section and its confirmation are required.
+        "index-corruption": st.fixed_dictionaries({"destructive": st.just(True)}, optional={
+            "index": st.from_regex(r"\A[a-z_][a-z0-9_]{0,62}\Z")}),
     }
     return fields[fault_type]
 
@@ -395,7 +418,7 @@ def valid_documents(draw: st.DrawFn) -> dict[str, Any]:
     """A sparse, valid experiment document, as a user would write it."""
     fault_type = draw(st.sampled_from([member.value for member in FaultType]))
     fault: dict[str, Any] = {"type": fault_type}
-    if draw(st.booleans()):
+    if fault_type in DESTRUCTIVE_FAULTS or draw(st.booleans()):
         fault[SECTION_OF[fault_type]] = draw(section(fault_type))
     mode = draw(st.sampled_from(["one", "all", "fixed", "fixed-percent", ...]))
     target: dict[str, Any] = {"selector": draw(selector)}

@@ -118,7 +118,9 @@ CRD_VALIDATOR = jsonschema.Draft202012Validator(as_jsonschema(crd_spec_schema())
 def test_there_is_one_example_per_fault_type() -> None:
     faults = {load_experiments(path)[0].spec.fault.type for path in EXAMPLES}
     assert faults == set(FaultType)
-    assert [path.name[:3] for path in EXAMPLES] == [f"{n:02d}-" for n in range(1, 9)]
+    assert [path.name[:3] for path in EXAMPLES] == [
+        f"{n:02d}-" for n in range(1, len(EXAMPLES) + 1)
+    ]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
@@ -230,11 +232,37 @@ def test_default_lists_are_not_shared() -> None:
         ("connection-kill", "sql"),
         ("lock-contention", "sql"),
         ("trigger-disable", "sql"),
+        ("index-corruption", "storage"),
     ],
 )
 def test_fault_level(fault_type: str, level: str) -> None:
-    experiment = load_experiment_object(setting("spec.fault", {"type": fault_type}))
+    fault: dict[str, Any] = {"type": fault_type}
+    if fault_type == "index-corruption":
+        fault["indexCorruption"] = {"destructive": True}
+    experiment = load_experiment_object(setting("spec.fault", fault))
     assert experiment.spec.fault.level == level
+    assert experiment.spec.fault.destructive is (fault_type == "index-corruption")
+
+
+def test_index_corruption_must_be_confirmed_as_destructive() -> None:
+    """No default section for a fault that destroys data: the spec itself must say so."""
+    for fault, field in [
+        ({"type": "index-corruption"}, "spec.fault.indexCorruption"),
+        ({"type": "index-corruption", "indexCorruption": None}, "spec.fault.indexCorruption"),
+        ({"type": "index-corruption", "indexCorruption": {}},
+         "spec.fault.indexCorruption.destructive"),
+        ({"type": "index-corruption", "indexCorruption": {"destructive": False}},
+         "spec.fault.indexCorruption.destructive"),
+    ]:
+        found = problems(setting("spec.fault", fault))
+        assert [where for where, _ in found] == [field], found
+        assert "cannot be undone" in found[0][1] and "destructive: true" in found[0][1]
+    experiment = load_experiment_object(setting(
+        "spec.fault", {"type": "index-corruption",
+                       "indexCorruption": {"destructive": True, "index": "history_pkey"}}))
+    settings = experiment.spec.fault.index_corruption
+    assert settings is not None and settings.index == "history_pkey"
+    assert experiment.spec.fault.settings is settings
 
 
 def test_status_is_ignored_and_api_server_metadata_is_kept() -> None:
@@ -393,6 +421,16 @@ BAD: list[tuple[str, Any, str]] = [
     ("spec.local.postgresql", {"Shared Buffers": "1GB"}, "spec.local.postgresql"),
     ("spec.local.postgresql", {"shared_buffers": ["1GB"]}, "spec.local.postgresql"),
     ("spec.dryRun", "false", "spec.dryRun"),
+    ("spec.fault", {"type": "index-corruption", "indexCorruption": {"destructive": "yes"}},
+     "spec.fault.indexCorruption.destructive"),
+    ("spec.fault", {"type": "index-corruption",
+                    "indexCorruption": {"destructive": True, "index": "pggit.history_pkey"}},
+     "spec.fault.indexCorruption.index"),
+    ("spec.fault", {"type": "index-corruption",
+                    "indexCorruption": {"destructive": True, "index": "x" * 64}},
+     "spec.fault.indexCorruption.index"),
+    ("spec.fault", {"type": "pod-kill", "indexCorruption": {"destructive": True}},
+     "spec.fault.indexCorruption"),
     ("spec.faults", {}, "spec.faults"),
     ("spec.target.selector.matchLabel", {}, "spec.target.selector.matchLabel"),
     ("extra", 1, "extra"),
@@ -883,6 +921,9 @@ def test_crd_carries_limits_defaults_and_maps() -> None:
         ("spec.verification.checks", ["property", "property"]),
         ("spec.target.mode", "most"),
         ("spec.unknownField", 1),
+        ("spec.fault", {"type": "index-corruption",
+                        "indexCorruption": {"destructive": True, "index": "Has Space"}}),
+        ("spec.fault", {"type": "index-corruption", "indexCorruption": {"destructive": 1}}),
     ],
 )
 def test_crd_rejects_what_the_model_rejects(path: str, value: Any) -> None:

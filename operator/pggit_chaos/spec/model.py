@@ -43,6 +43,7 @@ __all__ = [
     "Fault",
     "FaultLevel",
     "FaultType",
+    "IndexCorruption",
     "LabelSelector",
     "LabelSelectorRequirement",
     "Local",
@@ -262,6 +263,12 @@ class FaultType(StrEnum):
     CONNECTION_KILL = "connection-kill"
     LOCK_CONTENTION = "lock-contention"
     TRIGGER_DISABLE = "trigger-disable"
+    INDEX_CORRUPTION = "index-corruption"
+
+
+#: Faults that destroy data and cannot be reverted: refused everywhere but on the embedded
+#: throwaway server (``pggit-chaos run`` without ``--dsn``), never in a cluster.
+DESTRUCTIVE_FAULTS = frozenset({FaultType.INDEX_CORRUPTION})
 
 
 class FaultLevel(StrEnum):
@@ -271,6 +278,7 @@ class FaultLevel(StrEnum):
     RESOURCE = "resource"  # the server's cgroup: cpu quota, memory limit
     NETWORK = "network"  # the server's network: partitioned
     SQL = "sql"  # inside PostgreSQL: same code on every substrate
+    STORAGE = "storage"  # the server's data files, overwritten while it is stopped
 
 
 _LEVELS: dict[FaultType, FaultLevel] = {
@@ -282,6 +290,7 @@ _LEVELS: dict[FaultType, FaultLevel] = {
     FaultType.CONNECTION_KILL: FaultLevel.SQL,
     FaultType.LOCK_CONTENTION: FaultLevel.SQL,
     FaultType.TRIGGER_DISABLE: FaultLevel.SQL,
+    FaultType.INDEX_CORRUPTION: FaultLevel.STORAGE,
 }
 
 
@@ -370,6 +379,52 @@ class TriggerDisable(_Model):
         return triggers
 
 
+INDEX_CORRUPTION_CONFIRM = (
+    "index-corruption overwrites bytes of a pgGit index and cannot be undone: "
+    "confirm with destructive: true"
+)
+
+
+class IndexCorruption(_Model):
+    """Overwrite bytes of one pgGit btree index while the server is stopped (destructive).
+
+    Only on the embedded throwaway server: the damage stays, there is nothing to revert. The
+    checks suite's amcheck checks must then fail naming the index: that Fail is this
+    experiment's expected outcome.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.destructive) && self.destructive == true",
+                    "message": INDEX_CORRUPTION_CONFIRM,
+                    "fieldPath": ".destructive",
+                }
+            ]
+        }
+    )
+
+    destructive: StrictBool = Field(
+        default=False,
+        description="Must be true: the fault destroys index data, which no revert restores.",
+    )
+    index: (
+        Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=r"^[a-z_][a-z0-9_]*$")]
+        | None
+    ) = Field(
+        default=None,
+        description="Name of the btree index in schema pggit to corrupt, e.g. history_pkey "
+        "(default: the pgGit index with the most entries).",
+    )
+
+    @model_validator(mode="after")
+    def _confirmed(self) -> Self:
+        if not self.destructive:
+            raise _problem(INDEX_CORRUPTION_CONFIRM, at="destructive")
+        return self
+
+
 #: fault type -> (attribute name, alias, settings class) of its sub-section.
 SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.POD_KILL: ("pod_kill", "podKill", PodKill),
@@ -380,11 +435,12 @@ SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.CONNECTION_KILL: ("connection_kill", "connectionKill", ConnectionKill),
     FaultType.LOCK_CONTENTION: ("lock_contention", "lockContention", LockContention),
     FaultType.TRIGGER_DISABLE: ("trigger_disable", "triggerDisable", TriggerDisable),
+    FaultType.INDEX_CORRUPTION: ("index_corruption", "indexCorruption", IndexCorruption),
 }
 
 
 def _section_rules() -> list[JsonValue]:
-    return [
+    rules: list[JsonValue] = [
         {
             "rule": f"!has(self.{alias}) || self.type == '{fault_type.value}'",
             "message": f"{alias} belongs to fault type {fault_type.value}",
@@ -392,6 +448,13 @@ def _section_rules() -> list[JsonValue]:
         }
         for fault_type, (_, alias, _) in SECTIONS.items()
     ]
+    rules.append({
+        "rule": "self.type != 'index-corruption' || has(self.indexCorruption)",
+        "message": INDEX_CORRUPTION_CONFIRM.replace(
+            "destructive: true", "indexCorruption: {destructive: true}"),
+        "fieldPath": ".indexCorruption",
+    })
+    return rules
 
 
 class Fault(_Model):
@@ -413,6 +476,7 @@ class Fault(_Model):
     connection_kill: ConnectionKill | None = None
     lock_contention: LockContention | None = None
     trigger_disable: TriggerDisable | None = None
+    index_corruption: IndexCorruption | None = None
 
     @field_validator(*(attribute for attribute, _, _ in SECTIONS.values()), mode="before")
     @classmethod
@@ -432,6 +496,10 @@ class Fault(_Model):
     @model_validator(mode="after")
     def _fill_section(self) -> Self:
         attribute, _, settings_class = SECTIONS[self.type]
+        if getattr(self, attribute) is None and self.type in DESTRUCTIVE_FAULTS:
+            # No default for a destructive fault: the spec itself must say so.
+            raise _problem(INDEX_CORRUPTION_CONFIRM.replace(
+                "destructive: true", "indexCorruption: {destructive: true}"), at="indexCorruption")
         if getattr(self, attribute) is None:
             setattr(self, attribute, settings_class())
         return self
@@ -446,9 +514,16 @@ class Fault(_Model):
     @property
     def level(self) -> FaultLevel:
         """Where the fault acts: ``process`` (pod-kill, pod-pause), ``resource`` (cpu-throttle,
-        memory-pressure), ``network`` (network-partition) or ``sql`` (connection-kill,
-        lock-contention, trigger-disable — the same code on every substrate)."""
+        memory-pressure), ``network`` (network-partition), ``sql`` (connection-kill,
+        lock-contention, trigger-disable — the same code on every substrate) or ``storage``
+        (index-corruption: the server's files)."""
         return _LEVELS[self.type]
+
+    @property
+    def destructive(self) -> bool:
+        """True for a fault that destroys data (index-corruption): nothing reverts it, so it
+        runs only against the embedded throwaway server."""
+        return self.type in DESTRUCTIVE_FAULTS
 
 
 # ------------------------------------------------------------- workload, recovery, checks

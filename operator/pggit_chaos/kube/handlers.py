@@ -490,6 +490,10 @@ class Handlers:
                 return Refusal("namespace opt-in",
                                f"namespace {namespace} has not opted in: kubectl label namespace "
                                f"{namespace} {names.NAMESPACE_OPT_IN_LABEL}=true")
+        if experiment.spec.fault.destructive:
+            return Refusal("destructive", f"{experiment.spec.fault.type} destroys data that no "
+                           "revert restores: it runs only on the embedded throwaway PostgreSQL "
+                           "of `pggit-chaos run`, never in a cluster")
         if str(experiment.spec.fault.type) == "pod-pause" and not settings.allow_exec:
             return Refusal("exec", "pod-pause needs pods/exec: set allowExec / "
                                    "PGGIT_CHAOS_ALLOW_EXEC=true")

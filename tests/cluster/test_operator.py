@@ -665,9 +665,11 @@ def test_the_operator_answers_the_next_one_after_garbage(
 @pytest.mark.parametrize("watched", [(), (NS,)], ids=["cluster-wide", "namespaced"])
 def test_run_operator_serves_metrics_on_its_port(kubeconfigs: dict[str, Path],
                                                  emulator_server: EmulatorServer,
+                                                 admin_client: KubeClient,
                                                  watched: tuple[str, ...]) -> None:
-    """As ``pggit-chaos operator`` runs it: kopf's resource scanning on (its list/watch of
-    CRDs, and of namespaces when not cluster-wide, are recorded for the chart's RBAC)."""
+    """As ``pggit-chaos operator`` runs it (settings from the environment as the chart sets
+    them, kopf's resource scanning on): its list/watch of CRDs, and of namespaces when not
+    cluster-wide, are recorded for the chart's RBAC."""
     import socket
     import urllib.request
 
@@ -675,14 +677,26 @@ def test_run_operator_serves_metrics_on_its_port(kubeconfigs: dict[str, Path],
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=run_operator, args=(_settings(),), kwargs=dict(
-        kubeconfig=str(kubeconfigs["operator"]), namespaces=watched, metrics_port=port,
+    for name in watched:
+        namespace(admin_client, name, {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    settings = _settings(namespaces=",".join(watched))
+    thread = threading.Thread(target=run_operator, args=(settings,), kwargs=dict(
+        kubeconfig=str(kubeconfigs["operator"]), metrics_port=port,
         registry=CollectorRegistry(), stop_flag=stop, ready_flag=ready), daemon=True)
     thread.start()
     try:
         assert ready.wait(REACT)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             assert "pggit_chaos_active_faults" in reply.read().decode()
+        # kopf's own watches are up: experiments, and its scanning of CRDs (and namespaces
+        # when it watches a list of them).
+        scanning = {("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+                    ("chaos.pggit.io", "pggitchaosexperiments", "watch")}
+        if watched:
+            scanning |= {("", "namespaces", "list"), ("", "namespaces", "watch")}
+        emulator = emulator_server.emulator
+        wait_until(lambda: scanning <= emulator.rbac_rules("operator"),
+                   f"kopf's watches {sorted(scanning)}", REACT)
     finally:
         stop.set()
         thread.join(REACT)

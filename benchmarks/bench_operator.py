@@ -14,9 +14,11 @@ Three parts (``--parts``), each on a fresh API server and operator:
   opted-in namespace with one Running+Ready pod and no kubelet; from the create call to the
   runner Job in the store (the Job is not run).
 * ``inject``: N runs of 06-connection-kill (duration 3 s, corruption checks) behind the test
-  kubelet, one after the other; from the create call to ``status.injectedAt`` in the store.
-  Baseline: the same experiment run locally, ``pggit-chaos run --dsn`` against the same pod's
-  database, from launching the process to the injection (the journal's fault window start);
+  kubelet, one after the other, each on a fresh database with pgGit on the target pod's server
+  (the Secret is pointed at it before the create); from the create call to
+  ``status.injectedAt`` in the store. Baseline: the same experiment run locally,
+  ``pggit-chaos run --dsn`` against a fresh database on the same server, from launching the
+  process to the injection (the journal's fault window start, wall clock);
   the runner's own engine start → injection (from its journal ConfigMap) is printed too.
 * ``concurrent``: DRY dry-run and REAL real experiments created at once (real ones: 05, 06,
   07, 08 in turn, each against its own target pod and namespace); all must end in a terminal
@@ -29,6 +31,7 @@ Run: ``python benchmarks/bench_operator.py [--quick] [--parts job,inject,concurr
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import math
@@ -50,6 +53,7 @@ from typing import Any
 
 import attrs
 import yaml
+from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the test cluster, as the tests' rootdir conftest has it
@@ -62,7 +66,7 @@ from cluster.emulator import (  # noqa: E402
     namespace,
     write_kubeconfig,
 )
-from cluster.kubelet import Kubelet, console_script  # noqa: E402
+from cluster.kubelet import SECRETS, Kubelet, TargetSet, console_script  # noqa: E402
 from pggit_chaos.engine.journal import Journal  # noqa: E402
 from pggit_chaos.kube import builders, names  # noqa: E402
 from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, PODS, KubeClient  # noqa: E402
@@ -281,6 +285,22 @@ def opt_in(admin: KubeClient, ns: str) -> None:
     namespace(admin, ns, {names.NAMESPACE_OPT_IN_LABEL: "true"})
 
 
+def fresh_database(kubelet: Kubelet, target: TargetSet, name: str) -> str:
+    """A new database with pgGit on the target pod's server; its DSN by the pod's IP."""
+    from pggit_chaos.pggit import install
+
+    server = kubelet.server(target.namespace, target.pods[0])
+    server.create_database(name)
+    install(server.socket_dsn(name))
+    return make_conninfo(target.dsn, dbname=name)
+
+
+def point_secret(admin: KubeClient, target: TargetSet, dsn: str) -> None:
+    """The target's Secret names ``dsn`` (the next runner Job's pod reads it at start)."""
+    admin.patch(SECRETS, target.namespace, target.secret,
+                {"data": {target.secret_key: base64.b64encode(dsn.encode()).decode()}})
+
+
 def runner_journal(admin: KubeClient, ns: str, name: str) -> Journal | None:
     body = admin.get(EXPERIMENTS, ns, name)
     cm_name = (body.get("status") or {}).get("journalConfigMap")
@@ -353,6 +373,8 @@ class Results:
     per_real_operator: float | None = None
     per_real_runner: float | None = None
     per_job_operator: float | None = None
+    #: The inject part's steps, seconds from the create call (runs that injected).
+    inject_steps: dict[str, list[float]] = field(default_factory=dict)
 
 
 # -- part 1: created → runner Job -----------------------------------------------------------------
@@ -393,9 +415,12 @@ def part_job(runs: int, folder: Path, results: Results) -> None:
 
 
 # -- part 2: created → fault injected -------------------------------------------------------------
-def local_baseline(runs: int, dsn: str, folder: Path, results: Results) -> None:
-    """``pggit-chaos run --dsn`` of the same experiment against the same database."""
+def local_baseline(runs: int, kubelet: Kubelet, target: TargetSet, folder: Path,
+                   results: Results) -> None:
+    """``pggit-chaos run --dsn`` of the same experiment against the same server (each run on
+    a fresh database with pgGit, as each cluster run is)."""
     for index in range(runs):
+        dsn = fresh_database(kubelet, target, f"baseline_{index}")
         spec_file = folder / f"baseline-{index}.yaml"
         spec_file.write_text(yaml.safe_dump(manifest("06", f"baseline-{index}", "default")))
         reports = folder / f"baseline-reports-{index}"
@@ -426,21 +451,23 @@ def local_baseline(runs: int, dsn: str, folder: Path, results: Results) -> None:
 def part_inject(runs: int, folder: Path, results: Results) -> None:
     ns = "default"
     print(f"\n== created → fault injected behind the test kubelet: {runs} runs of "
-          "06-connection-kill (3 s, corruption checks), one at a time")
+          "06-connection-kill (3 s, corruption checks), one at a time, each on a fresh "
+          "database with pgGit on the target pod's server")
     with cluster(folder / "inject") as world, Kubelet(
             {k: str(v) for k, v in world.kubeconfigs.items()},
             service_accounts={"pggit-chaos-runner": "runner"}, restart_delay=0.5) as kubelet:
         opt_in(world.admin, ns)
         target = kubelet.add_targets(ns, labels=TARGET_LABELS)
         operator = OperatorProcess(world, folder / "operator-inject.log")
-        steps: dict[str, list[float]] = {"runner Job": [], "runner pod": [],
-                                         "runner started (status.startedAt)": [],
-                                         "fault injected (status.injectedAt)": [],
-                                         "terminal phase": []}
+        steps = results.inject_steps = {"runner Job": [], "runner pod": [],
+                                        "runner started (status.startedAt)": [],
+                                        "fault injected (status.injectedAt)": [],
+                                        "terminal phase": []}
         try:
             since = {who: len(world.emulator.calls(who)) for who in ("operator", "runner")}
             for index in range(runs):
                 name = f"inject-{index}"
+                point_secret(world.admin, target, fresh_database(kubelet, target, f"run_{index}"))
                 started = time.monotonic()
                 world.admin.create(EXPERIMENTS, ns, manifest("06", name, ns))
                 first = world.emulator.first
@@ -482,8 +509,8 @@ def part_inject(runs: int, folder: Path, results: Results) -> None:
                 runs_done, since["runner"]) / runs_done
         finally:
             operator.stop()
-        print(f"\n  baseline: pggit-chaos run --dsn against the same pod's database, {runs} runs")
-        local_baseline(runs, target.dsn, folder, results)
+        print(f"\n  baseline: pggit-chaos run --dsn against the same pod's server, {runs} runs")
+        local_baseline(runs, kubelet, target, folder, results)
         if kubelet.errors:
             print("  the test kubelet met errors:\n" + "\n".join(kubelet.errors))
 
@@ -615,8 +642,18 @@ def summary(results: Results, args: argparse.Namespace) -> None:
             rows.append(("  local run's engine start → injected",
                          f"{statistics.median(results.local_engine):.3f} s", "(median)", "—"))
         if results.runner_engine:
-            rows.append(("  runner Job's engine start → injected",
-                         f"{statistics.median(results.runner_engine):.3f} s", "(median)", "—"))
+            engine = statistics.median(results.runner_engine)
+            rows.append(("  runner Job's engine start → injected", f"{engine:.3f} s",
+                         "(median)", "—"))
+            rows.append(("created → injected vs the runner's own start → injected",
+                         f"{median:.3f} s", f"≤ {engine:.3f} + {INJECT_MARGIN_S:g} s = "
+                         f"{engine + INJECT_MARGIN_S:.3f} s",
+                         verdict(median <= engine + INJECT_MARGIN_S)))
+        for step in ("runner Job", "runner pod", "runner started (status.startedAt)"):
+            values = results.inject_steps.get(step)
+            if values:
+                rows.append((f"  created → {step}", f"{statistics.median(values):.3f} s",
+                             "(median)", "—"))
     if results.concurrent_total:
         everyone = results.concurrent_terminal == results.concurrent_total
         rows.append((f"{results.concurrent_total} at once ({args.dry} dry-run + {args.real} "

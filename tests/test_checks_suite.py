@@ -22,6 +22,7 @@ from psycopg import sql
 
 from pggit_chaos import sweep
 from pggit_chaos.checks import runner
+from pggit_chaos.checks.amcheck import NOT_INSTALLED, create_amcheck
 from pggit_chaos.checks.names import CATEGORIES, SCRATCH_PREFIX
 from pggit_chaos.checks.runner import run_checks
 from pggit_chaos.errors import ConfigurationError, TargetUnavailable
@@ -66,8 +67,16 @@ def _user_data(dsn: str) -> None:
         conn.execute("SELECT pggit.commit_changes('feature/x', 'user branch commit')")
 
 
+AMCHECK_CHECKS = {
+    "test_pggit_btree_indexes_pass_amcheck",
+    "test_pggit_btree_parents_pass_amcheck",
+    "test_pggit_tables_pass_verify_heapam",
+}
+
+
 def test_sound_pggit_passes_every_check_and_leaves_no_trace(pggit_dsn: str, tmp_path: Path) -> None:
     _user_data(pggit_dsn)
+    assert create_amcheck(pggit_dsn)  # a throwaway test database: ours to add amcheck to
     before = _snapshot(pggit_dsn)
     junit, report = tmp_path / "junit.xml", tmp_path / "result.json"
     result = run_checks(
@@ -77,6 +86,7 @@ def test_sound_pggit_passes_every_check_and_leaves_no_trace(pggit_dsn: str, tmp_
     assert result.failed == 0 and result.failures == []
     assert result.skipped == 0, [(c.name, c.reason) for c in result.checks if c.reason]
     assert result.passed == len(result.checks) >= 30
+    assert {c.name for c in result.checks if c.outcome == "passed"} >= AMCHECK_CHECKS
     assert result.hypothesis_examples > 50
     assert {c for check in result.checks for c in check.categories} >= set(CATEGORIES) | {
         "destructive"
@@ -90,6 +100,30 @@ def test_sound_pggit_passes_every_check_and_leaves_no_trace(pggit_dsn: str, tmp_
     document = json.loads(report.read_text())
     assert document["seed"] == result.seed and document["exit_code"] == 0
     assert len(document["checks"]) == len(result.checks)
+
+
+def test_amcheck_checks_skip_with_the_reason_and_never_create_it(pggit_dsn: str) -> None:
+    """In a database without amcheck the checks say what to run; they do not install it."""
+    result = run_checks(pggit_dsn, categories=["corruption"], include_destructive=True,
+                        quiet=True)
+    outcomes = {c.name: (c.outcome, c.reason) for c in result.checks if c.name in AMCHECK_CHECKS}
+    assert outcomes == {name: ("skipped", NOT_INSTALLED) for name in AMCHECK_CHECKS}
+    assert NOT_INSTALLED == "amcheck is not installed: CREATE EXTENSION amcheck"
+    assert result.exit_code == 0
+    with psycopg.connect(pggit_dsn) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'").fetchone() == (0,)
+
+
+def test_amcheck_parent_check_is_destructive_and_skipped_unless_asked(pggit_dsn: str) -> None:
+    """bt_index_parent_check takes a ShareLock (blocks writers): only with --destructive."""
+    assert create_amcheck(pggit_dsn)
+    result = run_checks(pggit_dsn, categories=["corruption"], quiet=True)
+    outcomes = {c.name: c for c in result.checks if c.name in AMCHECK_CHECKS}
+    parent = outcomes.pop("test_pggit_btree_parents_pass_amcheck")
+    assert parent.outcome == "skipped" and "--destructive" in parent.reason
+    assert "destructive" in parent.categories
+    assert {c.outcome for c in outcomes.values()} == {"passed"}
 
 
 def test_destructive_checks_skipped_unless_asked(pggit_dsn: str) -> None:

@@ -561,3 +561,173 @@ def test_substrate_runs_a_fault_and_probes_it(tmp_path: Path) -> None:
         substrate.close()
     assert not data_dir.exists()
     assert state.pending() == []
+
+
+# ------------------------------------------------------------------- index-corruption
+
+
+INDEX_CORRUPTION = {"type": "index-corruption", "indexCorruption": {"destructive": True}}
+
+
+def _commits(dsn: str, count: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in range(count):
+            conn.execute("SELECT pggit.commit_changes('main', %s)", (f"commit {i}",))
+
+
+def _bt_index_check(dsn: str) -> dict[str, str]:
+    """Each pgGit btree index -> '' (amcheck passes) or amcheck's SQLSTATE and message."""
+    outcome: dict[str, str] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        names = [str(r[0]) for r in conn.execute(
+            "SELECT 'pggit.' || c.relname FROM pg_class c JOIN pg_am am ON am.oid = c.relam"
+            " WHERE c.relnamespace = 'pggit'::regnamespace AND c.relkind = 'i'"
+            " AND am.amname = 'btree' ORDER BY 1")]
+        for name in names:
+            try:
+                conn.execute("SELECT bt_index_check(%s::regclass, true)", (name,))
+                outcome[name] = ""
+            except psycopg.Error as exc:
+                outcome[name] = f"{exc.sqlstate} {exc.diag.message_primary}"
+    return outcome
+
+
+def test_index_corruption_misorders_one_pggit_index_and_leaves_nothing(tmp_path: Path) -> None:
+    """Through the substrate, as a run does: amcheck fails on exactly the index the evidence
+    names, the server runs again with the data it had, and close() leaves no process."""
+    import leftovers
+
+    state = StateFile(tmp_path / "state.json")
+    substrate = LocalSubstrate(state)
+    exp = experiment(INDEX_CORRUPTION)
+    try:
+        substrate.prepare(exp)
+        server = substrate.server
+        assert server is not None
+        _commits(substrate.dsn, 40)
+        assert set(_bt_index_check(substrate.dsn).values()) == {""}  # sound before
+        fault = substrate.build_fault(exp)
+        intent = fault.intent()
+        assert "DESTRUCTIVE" in intent.description
+        substrate.record_intent(intent)
+        before_pid = server.pid
+        try:
+            fault.inject()
+        finally:
+            fault.revert()
+            substrate.clear_intent(intent)
+        evidence = fault.evidence(QUIET)
+        assert evidence.bit, evidence.summary
+        index = str(evidence.figures["index"])
+        assert index.startswith("pggit.") and index in evidence.summary
+        assert "expected outcome" in evidence.summary
+        assert int(evidence.figures["bytes_changed"]) > 0
+        assert server.pid != before_pid and server.running
+        checked = _bt_index_check(substrate.dsn)
+        assert checked[index].startswith("XX002 item order invariant violated"), checked
+        assert {name for name, problem in checked.items() if problem} == {index}
+        with psycopg.connect(substrate.dsn) as conn:  # the table itself is intact
+            assert conn.execute("SELECT count(*) FROM pggit.commits WHERE message LIKE"
+                                " 'commit %'").fetchone() == (40,)
+        assert substrate.probe(5.0).reachable
+    finally:
+        data_dir = substrate.server.data_dir if substrate.server else None
+        substrate.close()
+    assert data_dir is not None and not data_dir.exists()
+    assert leftovers.postgres_processes(str(data_dir)) == []
+    assert state.pending() == []
+
+
+def test_index_corruption_of_a_named_index_and_of_a_missing_one() -> None:
+    from pggit_chaos.local.index_corruption import IndexCorruption
+
+    with EmbeddedPostgres() as srv:
+        dsn = srv.create_database("pggit")
+        from pggit_chaos.pggit import install
+
+        install(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION amcheck")
+        _commits(dsn, 5)
+        missing = IndexCorruption(srv, "pggit", "no_such_index")
+        with pytest.raises(FaultError, match=r"no btree index 'no_such_index'.*commits_pkey"):
+            missing.inject()
+        missing.revert()
+        assert srv.running  # a refused injection still leaves the server up
+        fault = IndexCorruption(srv, "pggit", "commits_pkey")
+        fault.inject()
+        fault.revert()
+        assert fault.evidence(QUIET).figures["index"] == "pggit.commits_pkey"
+        checked = _bt_index_check(dsn)
+        assert {name for name, problem in checked.items() if problem} == {"pggit.commits_pkey"}
+
+
+def _enable_checksums(srv: EmbeddedPostgres) -> None:
+    from pggit_chaos.local.server import _run_as_server_user
+
+    tool = srv.bindir / "pg_checksums"
+    if not tool.is_file():
+        pytest.skip(f"{tool} is missing: cannot turn data checksums on")
+    srv.stop()
+    done = subprocess.run([*_run_as_server_user(), str(tool), "--enable", "-D", str(srv.data_dir)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    srv.start()
+
+
+def test_index_corruption_with_data_checksums_rewrites_the_page_checksum() -> None:
+    """With checksums on, the page still reads (its checksum fits, as computed by PostgreSQL
+    for every untouched page) and only amcheck sees the misordered entries; a page written
+    without a new checksum fails on read instead (XX001), which amcheck reports too."""
+    import struct
+
+    from pggit_chaos.local.index_corruption import (
+        choose_target,
+        corrupt_index,
+        corrupt_page,
+        page_checksum,
+        pggit_btree_indexes,
+    )
+    from pggit_chaos.pggit import install
+
+    with EmbeddedPostgres() as srv:
+        dsn = srv.create_database("pggit")
+        install(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION amcheck")
+        _commits(dsn, 30)
+        _enable_checksums(srv)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SHOW data_checksums").fetchone() == ("on",)
+            indexes = pggit_btree_indexes(conn)
+        srv.stop()
+        pages = 0
+        for index in indexes:  # our checksum is PostgreSQL's, page by page
+            data = (srv.data_dir / index.path).read_bytes()
+            for block in range(len(data) // 8192):
+                page = data[block * 8192:(block + 1) * 8192]
+                assert struct.unpack_from("<H", page, 8)[0] == page_checksum(page, block)
+                pages += 1
+        assert pages > len(indexes)  # every metapage, and the leaves of the filled ones
+        srv.start()
+        corruption = corrupt_index(srv, "pggit", "commits_pkey")
+        assert corruption.checksums and "checksum was rewritten" in corruption.describe()
+        assert _bt_index_check(dsn)["pggit.commits_pkey"].startswith("XX002 item order")
+        # The same damage without a fitting checksum: the page no longer reads at all.
+        srv.stop()
+        target, block, items = choose_target(srv.data_dir, indexes, 8192, "commits_branch_id_idx")
+        corrupt_page(srv.data_dir / target.path, block, 8192, checksums=False, items=items)
+        srv.start()
+        problem = _bt_index_check(dsn)["pggit.commits_branch_id_idx"]
+        assert problem.startswith("XX001 invalid page in block"), problem
+
+
+def test_substrate_refuses_index_corruption_with_a_dsn(pggit_dsn: str, tmp_path: Path) -> None:
+    substrate = LocalSubstrate(StateFile(tmp_path / "state.json"), dsn=pggit_dsn)
+    exp = experiment(INDEX_CORRUPTION)
+    substrate.prepare(exp)
+    with pytest.raises(InvalidExperiment, match=r"destructive .* only against the embedded"):
+        substrate.build_fault(exp)
+    assert any("refused: index-corruption is destructive" in line
+               for line in substrate.plan(exp))
+    substrate.close()

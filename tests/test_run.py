@@ -24,6 +24,9 @@ from pggit_chaos.local.state import RESOURCE_TYPES, StateFile
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted((ROOT / "experiments").glob("[0-9][0-9]-*.yaml"))
+#: Experiments whose fault destroys data on purpose: their expected verdict is Fail.
+DESTRUCTIVE = [p for p in EXPERIMENTS if "destructive: true" in p.read_text()]
+PASSING = [p for p in EXPERIMENTS if p not in DESTRUCTIVE]
 IS_ROOT = os.geteuid() == 0
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
@@ -103,7 +106,7 @@ def write_experiment(path: Path, source: Path, **changes: Any) -> Path:
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="the local faults need root (cgroups, netns, iptables)")
-@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+@pytest.mark.parametrize("experiment", PASSING, ids=[p.stem for p in PASSING])
 def test_every_example_experiment_passes_and_leaves_nothing(
     runner: Runner, experiment: Path
 ) -> None:
@@ -126,6 +129,40 @@ def test_every_example_experiment_passes_and_leaves_nothing(
         assert (folder / name).stat().st_size > 0, name
     assert "report:" in result.stdout
     runner.assert_nothing_left()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the embedded server runs as postgres: needs root")
+def test_index_corruption_experiment_fails_naming_the_index(runner: Runner) -> None:
+    """09 destroys a pgGit index on purpose: the verdict is Fail (exit 1), the amcheck check
+    names the index the fault's evidence names, and the run says that Fail is expected."""
+    assert [p.name for p in DESTRUCTIVE] == ["09-index-corruption.yaml"]
+    result = runner.run("run", str(DESTRUCTIVE[0]))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    (journal,) = runner.journals()
+    assert journal["verdict"] == "Fail", journal["reason"]
+    assert "test_pggit_btree_indexes_pass_amcheck" in journal["reason"]
+    evidence = journal["fault_evidence"]
+    assert evidence["bit"], evidence
+    index = evidence["figures"]["index"]
+    assert index.startswith("pggit.")
+    assert "expected outcome" in evidence["summary"] and index in evidence["summary"]
+    failures = {f["name"]: f["message"] for f in journal["checks"]["failures"]}
+    message = failures["test_pggit_btree_indexes_pass_amcheck"]
+    assert f"{index}: item order invariant violated" in message, message
+    assert "test_pggit_btree_indexes_pass_amcheck" in result.stdout and index in result.stdout
+    # The clean stop and restart lost nothing acknowledged.
+    assert journal["workload"]["ok"] > 0 and journal["workload"]["lost"] == 0
+    runner.assert_nothing_left()
+
+
+def test_dsn_target_refuses_the_destructive_fault(runner: Runner, pggit_dsn: str) -> None:
+    result = runner.run("run", "--dsn", pggit_dsn, str(ROOT / "experiments" /
+                                                       "09-index-corruption.yaml"))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "index-corruption needs the embedded PostgreSQL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert runner.pending_intents() == []
+    assert not runner.reports.exists() or not any(runner.reports.iterdir())
 
 
 def test_invalid_experiment_names_every_field_and_exits_2(runner: Runner) -> None:

@@ -1,5 +1,11 @@
 """The checks catch bugs: every deliberately broken pgGit variant fails the named checks.
 
+The storage variant (a pgGit index corrupted on disk, :data:`STORAGE_VARIANTS`) needs a
+server of its own, stopped and started again: against the embedded core and the
+upstream-shaped pgGit alike, the sound install passes the corruption checks (amcheck
+installed), and after the damage exactly the amcheck index checks fail, naming the index —
+every other corruption check still passes, which is why amcheck is needed at all.
+
 For each variant in tests/pggit_variants: a fresh database with the sound core
 (``pggit_dsn``), the variant applied on top, the whole suite run at profile ci through
 :func:`pggit_chaos.checks.runner.run_checks` (a real pytest subprocess). The run must exit 1,
@@ -10,12 +16,24 @@ check is proven in tests/test_checks_suite.py.
 
 from __future__ import annotations
 
+import os
 import re
 
+import psycopg
 import pytest
 
+from pggit_chaos.checks.amcheck import create_amcheck
 from pggit_chaos.checks.runner import run_checks
-from pggit_variants import VARIANTS, apply_variant, describe
+from pggit_chaos.local import EmbeddedPostgres
+from pggit_chaos.pggit import install
+from pggit_upstream import install_upstream
+from pggit_variants import (
+    STORAGE_VARIANTS,
+    VARIANTS,
+    apply_storage_variant,
+    apply_variant,
+    describe,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -74,3 +92,55 @@ def test_variant_is_caught(pggit_dsn: str, variant: str) -> None:
         assert failure.seed == result.seed and failure.message, failure
         if failure.name in HYPOTHESIS_CHECKS and failure.name in EXPECTED[variant]:
             assert SHRUNK_HEADER.search(failure.example), f"{failure.name}: no shrunk example"
+
+
+#: Storage variant -> checks that must fail against it: exactly these, in category corruption.
+EXPECTED_STORAGE: dict[str, set[str]] = {
+    "index_corruption": {
+        "test_pggit_btree_indexes_pass_amcheck",
+        "test_pggit_btree_parents_pass_amcheck",
+    },
+}
+
+
+def test_every_storage_variant_has_expectations() -> None:
+    assert set(EXPECTED_STORAGE) == set(STORAGE_VARIANTS)
+
+
+def _user_history(dsn: str) -> None:
+    """A user's tables, DDL history and enough commits to fill a leaf page with entries."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA shop")
+        conn.execute("CREATE TABLE shop.orders (id int PRIMARY KEY, item text NOT NULL)")
+        for i in range(25):
+            conn.execute(f"ALTER TABLE shop.orders ADD COLUMN c{i} int")
+            conn.execute("SELECT pggit.commit_changes('main', %s)", (f"user commit {i}",))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the embedded server runs as postgres: root only")
+@pytest.mark.parametrize("shape", ["embedded", "upstream"])
+@pytest.mark.parametrize("variant", sorted(STORAGE_VARIANTS))
+def test_storage_variant_is_caught(variant: str, shape: str) -> None:
+    with EmbeddedPostgres() as server:
+        dsn = server.create_database("pggit")
+        if shape == "embedded":
+            install(dsn)
+        else:
+            install_upstream(dsn)
+        assert create_amcheck(dsn)
+        _user_history(dsn)
+        sound = run_checks(dsn, categories=["corruption"], include_destructive=True, quiet=True)
+        assert sound.exit_code == 0, [(f.name, f.message) for f in sound.failures]
+        passed = {c.name for c in sound.checks if c.outcome == "passed"}
+        assert EXPECTED_STORAGE[variant] <= passed, sound.checks
+
+        damaged = apply_storage_variant(server, "pggit", variant)
+        result = run_checks(dsn, categories=["corruption"], include_destructive=True,
+                            quiet=True)
+        failed = {f.name: f.message for f in result.failures}
+        assert result.exit_code == 1, f"{variant} ({STORAGE_VARIANTS[variant]}) passed"
+        assert set(failed) == EXPECTED_STORAGE[variant], failed
+        assert result.errors == 0
+        for message in failed.values():
+            assert f"{damaged}: item order invariant violated" in message, message
+        assert result.passed == sound.passed - len(EXPECTED_STORAGE[variant])

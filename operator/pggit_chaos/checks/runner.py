@@ -619,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
 
             started = time.monotonic()
             with embedded_pggit() as (_server, dsn):
+                from pggit_chaos.checks.amcheck import create_amcheck
+
+                create_amcheck(dsn)  # a throwaway database: ours to add amcheck to
                 print(f"embedded PostgreSQL with pgGit ready in {time.monotonic() - started:.1f}s")
                 result = run_checks(dsn, **options)
             target = "embedded PostgreSQL"

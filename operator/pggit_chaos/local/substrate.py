@@ -7,7 +7,10 @@ is ``network-partition``; inside a memory cgroup of its own when it is ``memory-
 that the limit covers all the server allocates, as a container's does), installs pgGit and
 records each as a resource in the state file, so ``pggit-chaos cleanup`` removes them if the
 runner dies. With ``dsn=`` (``--dsn``) nothing is
-started and only the SQL-level faults are allowed.
+started and only the SQL-level faults are allowed; the destructive ``index-corruption`` runs
+only against the embedded throwaway server. In the embedded database ``prepare`` also creates
+the ``amcheck`` extension (when the server has it) for the corruption checks: it is ours to
+change, a user's database is not.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pggit_chaos.faults.sql import (
     TriggerDisable,
 )
 from pggit_chaos.local.cgroup import CpuThrottle, MemoryPressure, PodPause, ServerCgroup
+from pggit_chaos.local.index_corruption import IndexCorruption
 from pggit_chaos.local.netns import Netns
 from pggit_chaos.local.network import NetworkPartition
 from pggit_chaos.local.process import PodKill, cluster_undo
@@ -115,9 +119,11 @@ class LocalSubstrate:
             database = spec.target.database
             self.dbname = database if database != "postgres" else DEFAULT_DATABASE
             server.create_database(self.dbname)
+            from pggit_chaos.checks.amcheck import create_amcheck
             from pggit_chaos.pggit import install
 
             install(server.dsn(self.dbname))
+            create_amcheck(server.dsn(self.dbname))
         except BaseException:
             self.close()
             raise
@@ -126,6 +132,12 @@ class LocalSubstrate:
     def build_fault(self, experiment: Experiment) -> Fault:
         fault = experiment.spec.fault
         fault_type = str(fault.type)
+        if not self.embedded and fault.destructive:
+            raise InvalidExperiment([(
+                "spec.fault.type",
+                f"fault {fault_type} is destructive (it overwrites data that nothing restores): "
+                "it runs only against the embedded throwaway PostgreSQL, never with --dsn",
+            )])
         if not self.embedded and fault_type not in SQL_FAULTS:
             raise InvalidExperiment([(
                 "spec.fault.type",
@@ -159,6 +171,10 @@ class LocalSubstrate:
                 raise FaultError("network-partition: the server was not started in a network "
                                  "namespace (prepare() ran for another fault type)")
             return NetworkPartition(self.netns, settings.direction)
+        if fault_type == "index-corruption":
+            built = IndexCorruption(server, self.dbname, settings.index)
+            built.check()
+            return built
         raise InvalidExperiment([("spec.fault.type", f"unknown fault type {fault_type}")])
 
     def _sql_fault(self, fault_type: str, settings: Any) -> Fault:
@@ -192,6 +208,10 @@ class LocalSubstrate:
                          f"database {self.dbname}")
             if self.netns is not None:
                 lines += self.netns.plan_lines()
+        if not self.embedded and spec.fault.destructive:
+            lines.append(f"refused: {fault_type} is destructive and runs only against the "
+                         "embedded throwaway PostgreSQL")
+            return lines
         if not self.embedded and fault_type not in SQL_FAULTS:
             lines.append(f"refused: {fault_type} needs the embedded PostgreSQL")
             return lines

@@ -171,6 +171,15 @@ def rbac_differences(docs: list[Doc], account: str, where: str, identity: str,
     return problems
 
 
+def effective_namespaces(values: dict[str, Any]) -> list[str]:
+    """namespaces, plus demo.namespace with the demo (in that order, without repeats)."""
+    namespaces = list(values.get("namespaces", ["default"]))
+    demo = values.get("demo", {})
+    if demo.get("enabled"):
+        namespaces.append(demo.get("namespace", "default"))
+    return list(dict.fromkeys(namespaces))
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
     return {name: render(values, tmp_path_factory.mktemp(name), crds=True)
@@ -228,7 +237,7 @@ def test_kubernetes_validate_fails_a_broken_object(rendered: dict[str, list[Doc]
 def test_rbac_equals_the_recorded_calls(name: str, rendered: dict[str, list[Doc]]) -> None:
     values = VALUES[name]
     docs = rendered[name]
-    namespaces = values.get("namespaces", ["default"])
+    namespaces = effective_namespaces(values)
     pod_pause = bool(values.get("podPause", {}).get("enabled"))
     everywhere = bool(values.get("watchAllNamespaces"))
     operator_sa = values.get("operator", {}).get("serviceAccount", {}).get(
@@ -336,8 +345,7 @@ def test_the_values_reach_the_operator_as_its_settings(
     assert {key.removeprefix("PGGIT_CHAOS_").lower() for key in env} <= fields, env
     settings = settings_of(container, monkeypatch)
     everywhere = bool(values.get("watchAllNamespaces"))
-    assert settings.namespace_allowlist() == ([] if everywhere else
-                                              values.get("namespaces", ["default"]))
+    assert settings.namespace_allowlist() == ([] if everywhere else effective_namespaces(values))
     assert settings.allow_exec is bool(values.get("podPause", {}).get("enabled"))
     assert settings.require_namespace_opt_in is values.get("requireNamespaceOptIn", True)
     assert settings.max_target_pods == values.get("maxTargetPods", 5)
@@ -348,7 +356,7 @@ def test_the_values_reach_the_operator_as_its_settings(
     assert settings.operator_labels().items() <= pod_labels.items()
     assert settings.operator_labels()["app.kubernetes.io/component"] == "operator"
     runner_sa = settings.runner_service_account
-    for ns in values.get("namespaces", ["default"]):
+    for ns in effective_namespaces(values):
         assert find([d for d in docs if d["metadata"].get("namespace") == ns], "ServiceAccount",
                     runner_sa)
     assert settings.metrics_port == values.get("metrics", {}).get("port", 8080)
@@ -710,3 +718,17 @@ def test_the_helm_test_runs_a_dry_run_through_the_operator(
     assert server.emulator.rbac_rules("chart-hook") == {
         ("chaos.pggit.io", "pggitchaosexperiments", verb) for verb in ("create", "get", "delete")}
     assert not server.emulator.list_objects("pggitchaosexperiments", "default")
+
+
+def test_the_demo_namespace_joins_the_namespaces(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {"demo": {"enabled": True, "namespace": "chaos-demo"}}
+    docs = render(values, tmp_path)
+    assert effective_namespaces(values) == ["default", "chaos-demo"]
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert settings_of(container, monkeypatch).namespace_allowlist() == ["default", "chaos-demo"]
+    assert rbac_differences(docs, "pggit-chaos-operator", RELEASE_NS, "operator",
+                            ["default", "chaos-demo"], False, False) == []
+    assert rbac_differences(docs, "pggit-chaos-runner", "chaos-demo", "runner", ["chaos-demo"],
+                            False, False) == []
+    assert one(docs, "StatefulSet")["metadata"]["namespace"] == "chaos-demo"

@@ -72,8 +72,12 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The namespaces the chart grants in: the allowlist (also with watchAllNamespaces, for the
-runner's ServiceAccount). */}}
+{{/* The namespaces the chart grants in (JSON list): namespaces, plus demo.namespace with the
+demo (its experiments must run); also with watchAllNamespaces, for the runner's ServiceAccount. */}}
 {{- define "pggit-chaos.namespaces" -}}
-{{- toJson (uniq .Values.namespaces) }}
+{{- $namespaces := .Values.namespaces }}
+{{- if .Values.demo.enabled }}
+{{- $namespaces = append $namespaces .Values.demo.namespace }}
+{{- end }}
+{{- toJson (uniq $namespaces) }}
 {{- end }}

@@ -256,6 +256,11 @@ def test_each_gate_refuses_naming_itself_and_how_to_open_it(
     message = _refusal(c, o, e, experiment("pause", fault="pod-pause"))
     assert "needs pods/exec" in message and "PGGIT_CHAOS_ALLOW_EXEC" in message
 
+    wreck = experiment("wreck", fault="index-corruption")
+    wreck["spec"]["fault"]["indexCorruption"] = {"destructive": True}
+    message = _refusal(c, o, e, wreck)
+    assert "destructive gate" in message and "never in a cluster" in message
+
     message = _refusal(c, o, e, experiment("cap", target={"mode": "all"}), max_target_pods=1)
     assert "2 pods" in message and "PGGIT_CHAOS_MAX_TARGET_PODS" in message
 

@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from pggit_chaos.spec.model import DESTRUCTIVE_FAULTS
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +66,10 @@ FAKE = textwrap.dedent(
         for d in docs:
             name = d["metadata"]["name"]
             print("   ".join([d["metadata"].get("namespace", "default"), name,
+                              d["spec"]["fault"]["type"],
                               phases.get(name, phases.get("*", "<none>"))]))
+    elif tool == "kubectl" and args[:2] == ["get", "pgce"] and "jsonpath" in " ".join(args):
+        print(scenario.get("messages", {{}}).get(args[2], ""), end="")
     elif tool == "kubectl" and args[:2] == ["get", "pgce"]:
         print("NAMESPACE   NAME   FAULT   PHASE   VERDICT")
     elif tool == "kubectl" and "get" in args and "jobs" in args:
@@ -81,22 +86,34 @@ FAKE = textwrap.dedent(
 )
 
 
-def _experiments() -> list[tuple[str, str]]:
-    """(namespace, name) of every document in the real experiments/ folder."""
+def _experiments() -> list[tuple[str, str, str]]:
+    """(namespace, name, fault type) of every document in the real experiments/ folder."""
     found = []
     for path in sorted(EXPERIMENTS.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
-                found.append((doc["metadata"].get("namespace", "default"), doc["metadata"]["name"]))
+                found.append((doc["metadata"].get("namespace", "default"), doc["metadata"]["name"],
+                              doc["spec"]["fault"]["type"]))
     return found
 
 
-EXPERIMENT_NAMES = _experiments()
+EXPERIMENTS_FOUND = _experiments()
+EXPERIMENT_NAMES = [(ns, name) for ns, name, _ in EXPERIMENTS_FOUND]
+DESTRUCTIVE = [name for _, name, fault in EXPERIMENTS_FOUND if fault in DESTRUCTIVE_FAULTS]
+ORDINARY = [(ns, name) for ns, name, fault in EXPERIMENTS_FOUND if fault not in DESTRUCTIVE_FAULTS]
+#: What the operator writes for a destructive experiment (handlers' destructive gate).
+REFUSED = {name: "refused by the destructive gate: index-corruption destroys data that no revert"
+           for name in DESTRUCTIVE}
 
 
 def _rows(phase_of: dict[str, str], default: str) -> dict[str, str]:
-    """One look at the phases: ``phase_of`` by experiment name, ``default`` for the others."""
-    return {**phase_of, "*": default}
+    """One look at the phases: ``phase_of`` by experiment name, ``default`` for the others;
+    destructive experiments Aborted (refused) once the others are terminal."""
+    refused = {name: "Aborted" for name in DESTRUCTIVE} if default in TERMINAL else {}
+    return {**refused, **phase_of, "*": default}
+
+
+TERMINAL = {"Passed", "Failed", "Inconclusive", "Aborted", "Error"}
 
 
 class Run:
@@ -140,6 +157,7 @@ def run_script(
     scenario: dict[str, Any],
     *args: str,
     path: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Run:
     scenario_file = tmp_path / "scenario.json"
     scenario_file.write_text(json.dumps(scenario))
@@ -151,8 +169,9 @@ def run_script(
         "FAKE_SCENARIO": str(scenario_file),
         "PATH": path if path is not None else f"{fakes}:{os.environ['PATH']}",
     }
-    for name in ("KUBECTL", "HELM", "PGGIT_CHAOS"):
+    for name in ("KUBECTL", "HELM", "PGGIT_CHAOS", "PYTHON"):
         env.pop(name, None)
+    env.update(extra_env or {})
     proc = subprocess.run(
         ["bash", str(SCRIPT), "--artifacts", str(artifacts), "--poll", "1", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -198,12 +217,17 @@ def test_bad_usage_exits_2_with_one_line(
 
 
 def test_missing_tools_are_named(tmp_path: Path, fakes: Path) -> None:
-    (fakes / "helm").unlink()
-    run = run_script(tmp_path, fakes, {"polls": [{}]})
+    # (A real helm may be on this machine's PATH: the command names are overridden instead.)
+    run = run_script(tmp_path, fakes, {"polls": [{}]}, extra_env={"HELM": "no-such-helm"})
     assert run.code == 2
-    assert "'helm' not found on PATH" in run.stderr
+    assert "'no-such-helm' not found on PATH" in run.stderr
+    run = run_script(tmp_path, fakes, {"polls": [{}]}, extra_env={"PYTHON": "no-such-python"})
+    assert run.code == 2
+    assert "'no-such-python' not found on PATH" in run.stderr
+    assert not any(call[0] == "kubectl" for call in run.calls)
     # Without installing, helm is not needed.
-    run = run_script(tmp_path, fakes, {"polls": [_rows({}, "Passed")]}, "--skip-install")
+    run = run_script(tmp_path, fakes, {"polls": [_rows({}, "Passed")], "messages": REFUSED},
+                     "--skip-install", extra_env={"HELM": "no-such-helm"})
     assert run.code == 0, run.stderr
     assert not any(call[0] == "helm" for call in run.calls)
 
@@ -214,7 +238,7 @@ EXPERIMENT_FILES = sorted(p.relative_to(ROOT).as_posix() for p in EXPERIMENTS.gl
 def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: Path) -> None:
     # Each file's experiment is seen three times: no phase yet, running, Passed.
     polls = [_rows({}, "<none>"), _rows({}, "Injecting"), _rows({}, "Passed")]
-    run = run_script(tmp_path, fakes, {"polls": polls})
+    run = run_script(tmp_path, fakes, {"polls": polls, "messages": REFUSED})
     assert run.code == 0, run.stderr
     assert "every experiment Passed" in run.stdout
 
@@ -255,7 +279,9 @@ def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: P
     for ns, name in EXPERIMENT_NAMES:
         assert (run.artifacts / "reports" / f"{ns}-{name}" / "summary.md").is_file()
     phases = (run.artifacts / "phases.txt").read_text().split("\n")
-    assert len([line for line in phases if line.endswith("Passed")]) == len(EXPERIMENT_NAMES)
+    assert len([line for line in phases if line.endswith("Passed")]) == len(ORDINARY)
+    for name in DESTRUCTIVE:
+        assert f"{name}: index-corruption refused in a cluster, as it must be" in run.stdout
     raw = run.calls[run.index("kubectl", "get", "--raw")]
     assert raw[-1] == ("/api/v1/namespaces/pggit-chaos-system/services/"
                        "pggit-chaos-metrics:metrics/proxy/metrics")
@@ -266,7 +292,7 @@ def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: P
 
 def test_all_at_once_applies_the_folder(tmp_path: Path, fakes: Path) -> None:
     polls = [_rows({"pod-kill": "Passed"}, "Injecting"), _rows({}, "Passed")]
-    run = run_script(tmp_path, fakes, {"polls": polls}, "--all-at-once")
+    run = run_script(tmp_path, fakes, {"polls": polls, "messages": REFUSED}, "--all-at-once")
     assert run.code == 0, run.stderr
     applied = [call[-1] for call in run.calls if call[:2] == ["kubectl", "apply"]]
     assert applied == ["experiments"]
@@ -278,8 +304,9 @@ def test_all_at_once_applies_the_folder(tmp_path: Path, fakes: Path) -> None:
 def test_one_experiment_not_passed_fails_the_run(
     tmp_path: Path, fakes: Path, bad_phase: str
 ) -> None:
-    victim = EXPERIMENT_NAMES[2]
-    run = run_script(tmp_path, fakes, {"polls": [_rows({victim[1]: bad_phase}, "Passed")]})
+    victim = ORDINARY[2]
+    run = run_script(tmp_path, fakes, {"polls": [_rows({victim[1]: bad_phase}, "Passed")],
+                                       "messages": REFUSED})
     assert run.code == 1
     assert f"FAIL {victim[0]}/{victim[1]}: phase {bad_phase}" in run.stderr
     assert "1 experiment(s) did not pass" in run.stderr
@@ -320,7 +347,7 @@ def test_operator_not_ready_stops_before_applying(tmp_path: Path, fakes: Path) -
 
 def test_custom_image_and_namespaces_reach_helm_and_kubectl(tmp_path: Path, fakes: Path) -> None:
     run = run_script(
-        tmp_path, fakes, {"polls": [_rows({}, "Passed")]},
+        tmp_path, fakes, {"polls": [_rows({}, "Passed")], "messages": REFUSED},
         "--image", "ghcr.io/acme/pggit-chaos:1.2.3", "--namespace", "chaos",
         "--demo-namespace", "staging", "--release", "rel",
     )
@@ -350,3 +377,71 @@ def test_shellcheck_passes_and_catches_a_broken_script(tmp_path: Path) -> None:
     syntax = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True,
                             check=False)
     assert syntax.returncode == 0, syntax.stderr
+
+
+@pytest.mark.skipif(not DESTRUCTIVE, reason="no destructive experiment in experiments/")
+@pytest.mark.parametrize(("phase", "message"), [
+    ("Passed", ""),  # a destructive fault that ran in a cluster
+    ("Aborted", "refused by the namespace opt-in gate: namespace default has not opted in"),
+])
+def test_a_destructive_experiment_must_be_refused_by_its_gate(
+    tmp_path: Path, fakes: Path, phase: str, message: str
+) -> None:
+    name = DESTRUCTIVE[0]
+    run = run_script(tmp_path, fakes, {"polls": [_rows({name: phase}, "Passed")],
+                                       "messages": {name: message}})
+    assert run.code == 1
+    assert f"destructive index-corruption not refused (phase {phase}: {message})" in run.stderr
+    assert "1 experiment(s) did not pass" in run.stderr
+
+
+def test_the_script_installs_what_the_chart_renders(tmp_path: Path, fakes: Path) -> None:
+    """The contract between the script and the chart: the very helm arguments the script
+    passes, rendered by the real helm and chart, give what the script then waits for and
+    scrapes (the operator Deployment, the metrics Service's port name, the demo target the
+    experiments select, pod-pause allowed, the kind-loaded image never pulled)."""
+    helm = shutil.which("helm")
+    assert helm, "helm is not installed (scripts/setup installs it)"
+    run = run_script(tmp_path, fakes, {"polls": [_rows({}, "Passed")], "messages": REFUSED})
+    assert run.code == 0, run.stderr
+    call = run.calls[run.index("helm", "upgrade", "--install")][1:]
+    args = call[2:]  # release, chart and the options
+    keep: list[str] = []
+    skip_next = False
+    for i, word in enumerate(args):
+        if skip_next:
+            skip_next = False
+        elif word == "--timeout":
+            skip_next = True
+        elif word not in ("--wait", "--wait-for-jobs", "--create-namespace"):
+            keep.append(args[i])
+    rendered = subprocess.run([helm, "template", *keep], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, check=False)
+    assert rendered.returncode == 0, rendered.stderr
+    objects = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+
+    def find(kind: str, name: str) -> dict[str, Any]:
+        found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind} {name}: {[o['metadata']['name'] for o in objects]}"
+        return found[0]
+
+    operator = find("Deployment", "pggit-chaos-operator")
+    assert operator["metadata"]["namespace"] == "pggit-chaos-system"
+    assert operator["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "pggit-chaos:e2e"
+    assert container["imagePullPolicy"] == "Never"
+    env = {item["name"]: item.get("value") for item in container.get("env", [])}
+    assert env["PGGIT_CHAOS_ALLOW_EXEC"] == "true"
+    service = find("Service", "pggit-chaos-metrics")
+    assert service["metadata"]["namespace"] == "pggit-chaos-system"
+    assert "metrics" in [port.get("name") for port in service["spec"]["ports"]]
+    # The demo target, where every experiment looks for it.
+    for ns, name, _ in EXPERIMENTS_FOUND:
+        assert ns == "default", name
+    demo_pods = [o for o in objects if o["kind"] == "StatefulSet"
+                 and o["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name")
+                 == "pggit-postgres"]
+    assert [o["metadata"].get("namespace") for o in demo_pods] == ["default"]
+    secret = find("Secret", "pggit-db")
+    assert "dsn" in {**secret.get("data", {}), **secret.get("stringData", {})}

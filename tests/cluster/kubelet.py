@@ -902,6 +902,19 @@ class Kubelet:
     def cgroups(self, namespace: str, pod: str) -> PodCgroups:
         return self.replica(namespace, pod).cgroups
 
+    def process_states(self, namespace: str, pod: str) -> dict[int, str]:
+        """pid -> state letter (``R``, ``S``, ``T`` stopped, ...) of the target pod's server
+        processes: the postmaster and its children; ``{}`` while the server is down."""
+        server = self.replica(namespace, pod).server
+        postmaster = server.pid
+        if postmaster is None or not server.running:
+            return {}
+        states: dict[int, str] = {}
+        for pid in [postmaster, *child_pids(postmaster)]:
+            with contextlib.suppress(OSError, IndexError):
+                states[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return states
+
     def chain_rules(self, namespace: str, pod: str) -> list[str]:
         """``iptables -S`` of our two chains in the pod's namespace."""
         netns = self.replica(namespace, pod).netns.name
@@ -997,37 +1010,36 @@ class Kubelet:
         running container of that name is here; ``FileNotFoundError`` for a missing command.
         Called by the API server (:meth:`cluster.emulator.KubeEmulator.attach_node`).
         """
-        with self._lock:
-            replica = self.replica(namespace, pod)  # KeyError: not a target pod of ours
-            if container != "postgres":
-                raise LookupError(f"pod {namespace}/{pod} has no container {container}")
-            if replica.state != "running" or not replica.server.running:
-                raise LookupError(f"container {container} of {namespace}/{pod} is not running")
-            path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-            if not command or shutil.which(command[0], path=path) is None:
-                raise FileNotFoundError(f"{command[0] if command else ''}: executable file not "
-                                        "found in $PATH")
-            marker = f"exec-{uuid.uuid4().hex[:12]}"
-            join = ('while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; '
-                    'exec "$@"')
-            argv = ["sh", "-c", join, "sh", *map(str, replica.cgroups.procs_files()), "--",
-                    "ip", "netns", "exec", replica.netns.name, *command]
-            env = {"PATH": path, "HOSTNAME": pod, "HOME": "/root", "LANG": "C.UTF-8",
-                   _MARKER: marker}
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else None,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       cwd="/", env=env, start_new_session=True)
-            self.exec_processes[marker] = process
-            threading.Thread(target=self._reap_exec, args=(marker, process),
-                             name=f"exec-{pod}", daemon=True).start()
-            return process
+        # Not under the loop's lock: an exec must not wait for (or starve behind) the ticks.
+        replica = self.replica(namespace, pod)  # KeyError: not a target pod of ours
+        if container != "postgres":
+            raise LookupError(f"pod {namespace}/{pod} has no container {container}")
+        if replica.state != "running" or not replica.server.running:
+            raise LookupError(f"container {container} of {namespace}/{pod} is not running")
+        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        if not command or shutil.which(command[0], path=path) is None:
+            raise FileNotFoundError(f"{command[0] if command else ''}: executable file not "
+                                    "found in $PATH")
+        marker = f"exec-{uuid.uuid4().hex[:12]}"
+        join = ('while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; '
+                'exec "$@"')
+        argv = ["sh", "-c", join, "sh", *map(str, replica.cgroups.procs_files()), "--",
+                "ip", "netns", "exec", replica.netns.name, *command]
+        env = {"PATH": path, "HOSTNAME": pod, "HOME": "/root", "LANG": "C.UTF-8",
+               _MARKER: marker}
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else None,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   cwd="/", env=env, start_new_session=True)
+        self.exec_processes[marker] = process
+        threading.Thread(target=self._reap_exec, args=(marker, process),
+                         name=f"exec-{pod}", daemon=True).start()
+        return process
 
     def _reap_exec(self, marker: str, process: subprocess.Popen[bytes]) -> None:
         """Forget an exec process once it ended (the API server reads its pipes and code)."""
         process.wait()
-        with self._lock:
-            if self.exec_processes.get(marker) is process:
-                del self.exec_processes[marker]
+        if self.exec_processes.get(marker) is process:
+            self.exec_processes.pop(marker, None)
 
     def _kill_exec(self, marker: str, process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):

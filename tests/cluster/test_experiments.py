@@ -11,19 +11,22 @@ restarted; resize ⇒ cgroup limit; NetworkPolicy ⇒ iptables), starts the veri
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from cluster.emulator import KubeEmulator, namespace
-from cluster.kubelet import Kubelet
+from cluster.emulator import KubeEmulator, iter_events, namespace
+from cluster.kubelet import Kubelet, connect
 from cluster.test_operator import start_operator  # noqa: F401  (the fixture)
-from pggit_chaos.kube import names
+from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, NETWORK_POLICIES, PODS, KubeClient
+from waits import wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.faults]
 
@@ -47,11 +50,13 @@ def manifest(number: str, **spec: Any) -> Body:
 
 
 @pytest.fixture
-def kubelet(admin_client: KubeClient, kubeconfigs: dict[str, Path]) -> Iterator[Kubelet]:
-    """Namespace ``default`` opted in, one database pod (pg-0) with pgGit, Secret pggit-db."""
+def kubelet(admin_client: KubeClient, kubeconfigs: dict[str, Path],
+            emulator: KubeEmulator) -> Iterator[Kubelet]:
+    """Namespace ``default`` opted in, one database pod (pg-0) with pgGit, Secret pggit-db;
+    ``pods/exec`` into it served by the kubelet."""
     namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
     with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"},
-                 restart_delay=0.5) as running:
+                 restart_delay=0.5, api_server=emulator) as running:
         running.add_targets("default", labels=TARGET_LABELS)
         yield running
         assert not running.errors, running.errors
@@ -152,3 +157,100 @@ def test_broken_pggit_behind_the_pods_fails_naming_the_check(
     assert status["verdict"] == "Fail"
     failing = {f["name"] for f in status["checks"]["failures"] if f["outcome"] == "failed"}
     assert failing & {"test_table_definition_tracked", "test_wide_table_tracked"}, status
+
+
+# -- pod-pause through pods/exec ----------------------------------------------------------------
+def stopped(kubelet: Kubelet, pod: str = "pg-0") -> bool:
+    """Every process of the pod's server is stopped (SIGSTOP: state T)."""
+    states = kubelet.process_states("default", pod)
+    return bool(states) and set(states.values()) <= {"T", "t"}
+
+
+def none_stopped(kubelet: Kubelet, pod: str = "pg-0") -> bool:
+    states = kubelet.process_states("default", pod)
+    return bool(states) and not set(states.values()) & {"T", "t"}
+
+
+def wait_injected(client: KubeClient, name: str, kubelet: Kubelet) -> Body:
+    """The experiment's status once the runner recorded the injection."""
+    body: Body = {}
+
+    def injected() -> bool:
+        nonlocal body
+        body = client.get(EXPERIMENTS, "default", name)
+        status = body.get("status") or {}
+        return bool(status.get("injectedAt")) or status.get("phase") in TERMINAL
+    wait_until(injected, f"{name} injected its fault\n{kubelet.all_logs()[-4000:]}", 120)
+    assert (body.get("status") or {}).get("phase") not in TERMINAL, explain(body, kubelet)
+    return body
+
+
+def journal_of(client: KubeClient, status: Body) -> Body:
+    config_map = client.get(CONFIG_MAPS, "default", status["journalConfigMap"])
+    journal: Body = json.loads(builders.read_journal_config_map(config_map))
+    return journal
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_pod_pause_through_exec_stalls_the_workload_and_nothing_stays_stopped(
+        kubelet: Kubelet, admin_client: KubeClient, emulator: KubeEmulator,
+        start_operator: Any) -> None:  # noqa: F811
+    start_operator(status_interval=0.5, allow_exec=True)
+    body = manifest("04")
+    name = body["metadata"]["name"]
+    admin_client.create(EXPERIMENTS, "default", body)
+    wait_injected(admin_client, name, kubelet)
+    paused_during_hold = stopped(kubelet)
+    final = wait_terminal(admin_client, name, kubelet)
+    status = final["status"]
+    assert paused_during_hold, "the server's processes were not stopped during the hold"
+    assert status["phase"] == "Passed" and status["verdict"] == "Pass", explain(final, kubelet)
+    assert status["faultEvidence"]["bit"] is True, status["faultEvidence"]
+    assert "nothing acknowledged" in status["faultEvidence"]["summary"], status["faultEvidence"]
+    assert status["workload"]["ok"] > 0 and status["workload"]["lost"] == 0
+    assert status.get("faultIntent") is None
+    # From the journal: no operation was acknowledged while the server was stopped (from the
+    # injection until the revert began, at most a second before revertedAt), and some were
+    # before and after.
+    journal = journal_of(admin_client, status)
+    injected, reverted = _moment(journal["injected_at"]), _moment(journal["reverted_at"])
+    assert (reverted - injected).total_seconds() >= 2.5, (injected, reverted)
+    acknowledged = [_moment(op["wall"]) for op in journal["history"] if op["type"] == "ok"]
+    during = [t for t in acknowledged if injected < t < reverted - timedelta(seconds=1)]
+    assert during == [], f"{len(during)} operations acknowledged while paused"
+    assert any(t < injected for t in acknowledged) and any(t > reverted for t in acknowledged)
+    # Nothing stays stopped, and the database answers.
+    assert none_stopped(kubelet), kubelet.process_states("default", "pg-0")
+    with connect(kubelet.targets[0].dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert ("", "pods/exec", "create") in emulator.rbac_rules("runner")
+
+
+def test_runner_killed_while_paused_leaves_it_paused_until_the_operator_reverts(
+        kubelet: Kubelet, admin_client: KubeClient, emulator: KubeEmulator,
+        start_operator: Any) -> None:  # noqa: F811
+    start_operator(status_interval=0.5, allow_exec=True)
+    body = manifest("04", duration="60s")
+    name = body["metadata"]["name"]
+    admin_client.create(EXPERIMENTS, "default", body)
+    status = wait_injected(admin_client, name, kubelet)["status"]
+    assert stopped(kubelet), kubelet.process_states("default", "pg-0")
+    pods = kubelet.job_pod_names("default", status["runnerJob"])
+    kubelet.kill_pod_process("default", pods[-1])  # SIGKILL: no chance to send SIGCONT
+    assert stopped(kubelet), "something resumed the server before the operator's revert"
+    final = wait_terminal(admin_client, name, kubelet)
+    status = final["status"]
+    assert status["phase"] == "Error", explain(final, kubelet)
+    assert status["message"] == ("runner pod failed (exit 137) mid-fault; fault reverted from "
+                                 "its intent (sent SIGCONT to 1 pod(s))"), status["message"]
+    assert status.get("faultIntent") is None and status.get("revertedAt")
+    assert none_stopped(kubelet), kubelet.process_states("default", "pg-0")
+    with connect(kubelet.targets[0].dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    reverted = [e for e in iter_events(emulator, "default")
+                if e["involvedObject"]["name"] == name and e["reason"] == "FaultReverted"]
+    assert len(reverted) == 1 and "reverted by the operator" in reverted[0]["message"], reverted
+    assert ("", "pods/exec", "create") in emulator.rbac_rules("operator")

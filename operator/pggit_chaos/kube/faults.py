@@ -9,12 +9,13 @@ shared ones of :mod:`pggit_chaos.faults.sql`, built with the database DSN.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pggit_chaos.errors import FaultError, InsufficientPrivileges
-from pggit_chaos.faults.base import FaultEvidence, FaultIntent, WorkloadWindow
+from pggit_chaos.faults.base import FaultEvidence, FaultIntent, Figure, WorkloadWindow
 from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import NETWORK_POLICIES, PODS, ApiError, KubeClient
 
@@ -26,6 +27,7 @@ __all__ = [
     "PodKill",
     "PodPause",
     "Resize",
+    "exec_api",
     "exec_signal",
     "postgres_container",
     "revert_intent",
@@ -299,44 +301,75 @@ class PodPause:
                   "containers": self.containers},
             description="SIGSTOP the PostgreSQL processes through pods/exec")
         self._paused: list[str] = []
+        self._api: Any = None
+        #: pod -> server processes the revert found still stopped.
+        self._held: dict[str, int] = {}
 
     def check(self) -> None:
+        """Refused before injection unless exec is allowed, works, and finds the server's
+        processes in each target container (the same script with signal 0: a dry run, which
+        also readies the exec client so that the injection itself is quick)."""
         if not self.allow_exec:
             raise InsufficientPrivileges(
                 "pod-pause needs pods/exec, which the operator's settings do not allow "
                 "(set allowExec in the chart, PGGIT_CHAOS_ALLOW_EXEC=true)")
+        self._api = exec_api(self.client)
+        for pod, container in self.containers.items():
+            try:
+                exec_signal(self.client, self.namespace, pod, container, "0", self._api)
+            except FaultError as exc:
+                raise FaultError(f"{exc}; nothing was injected") from None
 
     def intent(self) -> FaultIntent:
         return self._intent
 
     def inject(self) -> None:
         for pod, container in self.containers.items():
-            exec_signal(self.client, self.namespace, pod, container, "STOP")
+            exec_signal(self.client, self.namespace, pod, container, "STOP", self._api)
             self._paused.append(pod)
 
     def revert(self) -> None:
         for pod, container in self.containers.items():
-            exec_signal(self.client, self.namespace, pod, container, "CONT")
+            report = exec_signal(self.client, self.namespace, pod, container, "CONT", self._api)
+            found = re.search(r"\((\d+) were stopped\)", report)
+            self._held[pod] = int(found.group(1)) if found else 0
 
     def evidence(self, window: WorkloadWindow) -> FaultEvidence:
-        return FaultEvidence(
-            bit=bool(self._paused) and window.stalled(),
-            summary=f"pod-pause: {len(self._paused)} pod(s) stopped; "
-                    f"workload: {window.describe()}",
-            figures={"pods_paused": len(self._paused)})
+        """The revert found the server processes still stopped, and the workload stalled."""
+        held = sum(self._held.values())
+        figures: dict[str, Figure] = {
+            "pods_paused": len(self._paused), "stopped_at_revert": held,
+            "longest_ack_gap_seconds": round(window.longest_ack_gap_seconds, 3),
+            "window_seconds": round(window.seconds, 3),
+            "ok_per_s_before": round(window.baseline_ok_per_s, 1), "ok_during": window.ok}
+        if not self._paused or any(not self._held.get(pod) for pod in self._paused):
+            return FaultEvidence(False, "pod-pause did not bite: the revert found no stopped "
+                                 "server process in some pod", figures)
+        if not window.stalled():
+            why = ("the workload acknowledged nothing before the pause, so no stall can be "
+                   "shown" if window.baseline_ok_per_s <= 0 else
+                   f"the workload kept going ({window.describe()})")
+            return FaultEvidence(False, f"pod-pause did not bite: {why}", figures)
+        return FaultEvidence(True, f"pod-pause: {held} server processes in "
+                                   f"{len(self._paused)} pod(s) stopped until the revert; "
+                                   f"workload: {window.describe()}", figures)
 
 
 #: The script ``sh -c SCRIPT pod-pause SIG`` runs in the server's container: POSIX sh and /proc
-#: only (the ``postgres`` image has no procps: no ps, pgrep or pkill). It signals the postgres
-#: processes that share its cgroups (an exec'd process joins the container's: the container's
-#: own processes, also where the PID namespace is the node's), in passes until no new one
-#: appears (the postmaster forks until it is stopped itself), and after SIGSTOP waits until
-#: each is really stopped: a container's PID 1 ignores SIGSTOP sent from inside it (the kernel
-#: drops it silently), which is the postmaster unless the pod shares its process namespace.
+#: only (the ``postgres`` image has no procps: no ps, pgrep or pkill; no fork per process). It
+#: signals the postgres processes that share its cgroups (an exec'd process joins the
+#: container's: the container's own processes, also where the PID namespace is the node's), in
+#: passes until no new one appears (the postmaster forks until it is stopped itself). After
+#: SIGSTOP it waits until each is really stopped: a container's PID 1 ignores SIGSTOP sent from
+#: inside it (the kernel drops it silently), which is the postmaster unless the pod shares its
+#: process namespace. SIGCONT reports how many were still stopped (the revert's evidence).
 SIGNAL_SCRIPT = r"""
 sig=$1
-me=$(cat /proc/$$/cgroup)
+cg() { c=""; while IFS= read -r l; do c="$c$l;"; done < "$1"; }
+cg /proc/$$/cgroup
+me=$c
 pids=" "
+held=0
 pass=0
 while [ $pass -lt 3 ]; do
   pass=$((pass + 1))
@@ -347,16 +380,21 @@ while [ $pass -lt 3 ]; do
     case "$pids" in *" $pid "*) continue ;; esac
     { read -r comm < "$p/comm"; } 2>/dev/null || continue
     case "$comm" in postgres|postmaster) ;; *) continue ;; esac
-    [ "$(cat "$p/cgroup" 2>/dev/null)" = "$me" ] || continue
+    { cg "$p/cgroup"; } 2>/dev/null || continue
+    [ "$c" = "$me" ] || continue
+    if [ "$sig" = CONT ] && { read -r line < "$p/stat"; } 2>/dev/null; then
+      state=${line##*) }
+      case "${state%% *}" in T|t) held=$((held + 1)) ;; esac
+    fi
     if kill -"$sig" "$pid" 2>/dev/null; then pids="$pids$pid "; new=1; fi
   done
   [ "$sig" = STOP ] && [ $new = 1 ] || break
 done
+if [ "$pids" = " " ] && [ "$sig" != CONT ]; then
+  echo "no postgres process found in this container" >&2
+  exit 3
+fi
 if [ "$sig" = STOP ]; then
-  if [ "$pids" = " " ]; then
-    echo "no postgres process found in this container" >&2
-    exit 3
-  fi
   tries=0
   while :; do
     running=""
@@ -378,25 +416,33 @@ inside it: run the pod with shareProcessNamespace: true" ;; esac
     sleep 0.1
   done
 fi
-echo "SIG$sig sent to postgres process(es)$pids"
+echo "SIG$sig sent to postgres process(es)$pids($held were stopped)"
 """
 #: Seconds one exec may take (the script waits up to 5 s for the processes to stop).
 EXEC_TIMEOUT = 60.0
 
 
+def exec_api(client: KubeClient) -> Any:
+    """The generated client's CoreV1Api for ``pods/exec`` on ``client``'s server."""
+    from kubernetes import client as k8s
+
+    return k8s.CoreV1Api(k8s.ApiClient(client.configuration))
+
+
 def exec_signal(client: KubeClient, namespace: str, pod: str, container: str,
-                signal: str) -> str:
-    """Send SIG``signal`` to the container's postgres processes through ``pods/exec``.
+                signal: str, api: Any = None) -> str:
+    """Send SIG``signal`` to the container's postgres processes through ``pods/exec``
+    (``0``: only find them).
 
     Returns the script's report; :class:`FaultError` when the exec fails, the command exits
-    non-zero (with its stderr) or does not end within :data:`EXEC_TIMEOUT`.
+    non-zero (with its stderr; also when no postgres process is found, except for ``CONT``)
+    or does not end within :data:`EXEC_TIMEOUT`. ``api``: an :func:`exec_api` to reuse.
     """
     import json
 
-    from kubernetes import client as k8s
     from kubernetes.stream import stream
 
-    api = k8s.CoreV1Api(k8s.ApiClient(client.configuration))
+    api = api if api is not None else exec_api(client)
     where = f"pod-pause: SIG{signal} through exec into {namespace}/{pod} ({container})"
     try:
         response = stream(api.connect_get_namespaced_pod_exec, pod, namespace,

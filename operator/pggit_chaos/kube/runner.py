@@ -41,6 +41,11 @@ __all__ = ["StatusWriter", "VerificationJobs", "run_in_cluster"]
 
 #: Exit codes of the runner: a terminal phase was written to status / it could not be.
 EXIT_DONE, EXIT_BROKEN = 0, 1
+#: Seconds of workload before the injection in a cluster: the workload connects over the
+#: network from its own pod and may take a second to its first acknowledgement, and a fault
+#: whose evidence is a stall (pod-pause, network-partition) proves nothing against a baseline
+#: that acknowledged nothing.
+BASELINE_SECONDS = 2.0
 
 
 def _now() -> str:
@@ -241,7 +246,7 @@ def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
     uid = str(body["metadata"]["uid"])
     observer = StatusObserver(writer)
     substrate = KubeSubstrate(client, settings, dsn, uid, run_id or "", writer.patch)
-    run = Run(experiment, substrate, None, observer, run_id=run_id)
+    run = Run(experiment, substrate, None, observer, run_id=run_id, baseline=BASELINE_SECONDS)
     substrate.run_id = run.run_id
     run.checks_runner = VerificationJobs(client, body, run.run_id, settings, writer)
     observer.history = run.history

@@ -164,6 +164,17 @@ def test_python_block_runs_against_pggit(block: Block, pggit_dsn: str, tmp_path:
     _run_python(block, env)
 
 
+@pytest.mark.unit
+def test_the_python_rule_fails_a_failing_block() -> None:
+    block = Block(ROOT / "x.md", 1, "python", "run", "", "assert 1 + 1 == 3, 'arithmetic'\n")
+    with pytest.raises(AssertionError, match="arithmetic"):
+        _run_python(block, dict(os.environ))
+    with pytest.raises(SyntaxError):
+        compile("def broken(:\n", "x.md:1", "exec")
+    parsed = _blocks(ROOT / "docs" / "testing" / "PATTERNS.md")
+    assert sum(1 for b in parsed if b.marker == "run" and b.argument == "postgres") == 7
+
+
 # ---------------------------------------------------------------------------------- yaml
 
 

@@ -155,6 +155,16 @@ def test_index_corruption_experiment_fails_naming_the_index(runner: Runner) -> N
     runner.assert_nothing_left()
 
 
+def test_dry_run_of_the_destructive_fault_says_so(runner: Runner) -> None:
+    result = runner.run("run", "--dry-run", str(DESTRUCTIVE[0]))
+    assert result.returncode == 0, result.stderr
+    assert "inject index-corruption (DESTRUCTIVE, nothing reverts it)" in result.stdout
+    assert "expected to Fail naming the index" in result.stdout
+    (journal,) = runner.journals()
+    assert journal["injected_at"] is None and journal["verdict"] is None
+    runner.assert_nothing_left()
+
+
 def test_dsn_target_refuses_the_destructive_fault(runner: Runner, pggit_dsn: str) -> None:
     result = runner.run("run", "--dsn", pggit_dsn, str(ROOT / "experiments" /
                                                        "09-index-corruption.yaml"))

@@ -215,7 +215,13 @@ class LocalSubstrate:
         if not self.embedded and fault_type not in SQL_FAULTS:
             lines.append(f"refused: {fault_type} needs the embedded PostgreSQL")
             return lines
-        if self.server is None and self.embedded:
+        if self.server is None and self.embedded and spec.fault.destructive:
+            index = getattr(spec.fault.settings, "index", None)
+            which = f"pggit.{index}" if index else "the pgGit btree index with most entries"
+            lines.append(f"inject {fault_type} (DESTRUCTIVE, nothing reverts it): stop the "
+                         f"server cleanly, swap two entries of a leaf page of {which} on disk, "
+                         "start it again; the checks are expected to Fail naming the index")
+        elif self.server is None and self.embedded:
             section = spec.fault.settings.model_dump(by_alias=True, mode="json",
                                                      exclude_none=True)
             settings_text = ", ".join(f"{key} {_plain(value)}" for key, value in section.items())

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -111,7 +112,8 @@ class TimedEmulator(KubeEmulator):
             record = Seen(time.monotonic(), rtype.plural, event, str(meta.get("namespace")),
                           str(meta.get("name")), dict(meta.get("labels") or {}),
                           {key: status.get(key) for key in
-                           ("phase", "runnerJob", "startedAt", "injectedAt", "verdict")})
+                           ("phase", "runnerJob", "startedAt", "injectedAt", "verdict",
+                            "message")})
             with self.changed:
                 self.seen.append(record)
                 self.changed.notify_all()
@@ -532,6 +534,10 @@ def part_concurrent(dry: int, real: int, folder: Path, results: Results,
         for ns in spaces:
             opt_in(world.admin, ns)
             if kubelet is not None:
+                # Netns.plan keeps 8 characters of the kubelet's "k" + token + uuid ident for
+                # the veth names: one kubelet's targets differ in one hex digit only, so a
+                # fresh token per target (the token names nothing else) avoids collisions.
+                kubelet.token = uuid.uuid4().hex[:6]
                 kubelet.add_targets(ns, labels=TARGET_LABELS)
             else:
                 seed_target_pod(world.admin, ns)
@@ -589,8 +595,8 @@ def part_concurrent(dry: int, real: int, folder: Path, results: Results,
             for name, ns, number, dry_run in plan:
                 if not dry_run and name in ended:
                     status = ended[name].status
-                    print(f"    real {name} ({number}) in {ns}: {status['phase']} "
-                          f"({status['verdict']}) after {ended[name].at - created[name]:.1f} s")
+                    print(f"    real {name} ({number}) in {ns}: {status['phase']} after "
+                          f"{ended[name].at - created[name]:.1f} s: {status['message']}")
             missing = [name for name, *_ in plan if name not in ended]
             if missing:
                 print(f"  NOT terminal within {timeout:g} s: {', '.join(missing)}")

@@ -271,8 +271,11 @@ def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
     if interrupted and _aborted(client, namespace, name):
         journal.finish(Phase.Aborted, "aborted by the annotation "
                        f"{names.ABORT_ANNOTATION}: fault reverted")
-    elif interrupted and not journal.current_phase.terminal:
-        journal.finish(Phase.Error, "runner interrupted (SIGTERM): fault reverted")
+    elif interrupted:
+        # The engine ended the run "interrupted"; the user is told by what (the runner's pod
+        # or Job deleted: the experiment deleted, or someone else) and what became of the fault.
+        done = "fault reverted" if journal.injected_at is not None else "nothing was injected"
+        journal.finish(Phase.Error, f"runner interrupted (SIGTERM): {done}")
     final = journal_status(journal)
     final["runId"] = run.run_id
     final["faultIntent"] = None  # reverted on every path out of the hold

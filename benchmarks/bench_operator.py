@@ -321,6 +321,14 @@ def engine_start_to_inject(journal: Journal) -> float | None:
     return journal.fault_window.start_offset - journal.phases[0].start_offset
 
 
+def report_leftovers(kubelet: Kubelet) -> None:
+    """After the kubelet stopped: what of its own is still on the machine (nothing, we hope)."""
+    left = kubelet.leftovers()
+    print("  left behind on the machine: " + (
+        "; ".join(f"{kind}: {', '.join(items)}" for kind, items in left.items()) if left
+        else "nothing (no netns, cgroup, iptables chain, server or Job process)"))
+
+
 # -- figures --------------------------------------------------------------------------------------
 def p95(values: Sequence[float]) -> float:
     """Nearest-rank 95th percentile."""
@@ -515,6 +523,7 @@ def part_inject(runs: int, folder: Path, results: Results) -> None:
         local_baseline(runs, kubelet, target, folder, results)
         if kubelet.errors:
             print("  the test kubelet met errors:\n" + "\n".join(kubelet.errors))
+    report_leftovers(kubelet)
 
 
 # -- part 3: many at once -------------------------------------------------------------------------
@@ -617,6 +626,8 @@ def part_concurrent(dry: int, real: int, folder: Path, results: Results,
             operator.stop()
         if kubelet is not None and kubelet.errors:
             print("  the test kubelet met errors:\n" + "\n".join(kubelet.errors))
+    if kubelet is not None:
+        report_leftovers(kubelet)
 
 
 # -- summary --------------------------------------------------------------------------------------

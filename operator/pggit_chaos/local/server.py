@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -191,6 +191,9 @@ class EmbeddedPostgres:
     ``netns`` runs the postmaster inside that network namespace (``ip netns exec``); ``host``
     is then the namespace's address the clients use. ``cgroup`` (a cgroup folder) starts the
     postmaster inside that cgroup, so that all it ever allocates is charged there (root only).
+    ``before_initdb`` is called with the new cluster folder before initdb runs and returns
+    extra initdb arguments (disk-pressure puts the WAL or data folder on a filesystem of its
+    own that way).
     """
 
     def __init__(
@@ -203,6 +206,7 @@ class EmbeddedPostgres:
         cgroup: str | os.PathLike[str] | None = None,
         base_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 60.0,
+        before_initdb: Callable[[Path], Sequence[str]] | None = None,
     ) -> None:
         self.bindir = find_bindir()
         self.settings: dict[str, object] = dict(settings or {})
@@ -211,6 +215,7 @@ class EmbeddedPostgres:
         self.netns = netns
         self.cgroup = Path(cgroup) if cgroup is not None else None
         self.start_timeout = start_timeout
+        self._before_initdb = before_initdb
         self._base_parent = base_dir
         self.base: Path | None = None
         self._socket_dir: Path | None = None
@@ -262,6 +267,11 @@ class EmbeddedPostgres:
             _live.add(self)
         os.chmod(self.base, 0o755)
         _make_traversable(self.base)
+        try:
+            extra_initdb = list(self._before_initdb(self.base)) if self._before_initdb else []
+        except BaseException:
+            self.destroy()
+            raise
         # A unix socket path is limited to 107 bytes: fall back to a short folder in /tmp.
         self._socket_dir = self.base / "sock"
         if len(str(self._socket_dir)) > _SOCKET_DIR_MAX:
@@ -288,6 +298,7 @@ class EmbeddedPostgres:
             "UTF8",
             "--locale=C.UTF-8",
             "--no-sync",
+            *extra_initdb,
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:

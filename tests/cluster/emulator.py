@@ -967,8 +967,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                             "details": {"causes": [{"message": message}]}}
         else:
             status = await self._pump_exec(socket, process, flags, commands)
-        await socket.send_bytes(bytes([3]) + json.dumps(status).encode())
-        await socket.close()
+        with contextlib.suppress(ConnectionError):  # the client went away
+            await socket.send_bytes(bytes([3]) + json.dumps(status).encode())
+            await socket.close()
         return socket
 
     @staticmethod
@@ -984,7 +985,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 if not data:
                     break
                 if wanted and not socket.closed:
-                    await socket.send_bytes(bytes([channel]) + data)
+                    with contextlib.suppress(ConnectionError):  # the client went away
+                        await socket.send_bytes(bytes([channel]) + data)
             pipe.close()
 
         async def receive() -> None:

@@ -9,6 +9,7 @@ containers run as real local processes (the ``pggit-chaos`` console script, this
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import textwrap
 import time
@@ -551,3 +552,47 @@ def test_nothing_is_left_behind_even_when_the_test_fails(kubeconfigs: dict[str, 
     assert kubelet.made and kubelet.leftovers() == {}
     assert not server.running and server.base is not None and not server.base.exists()
     assert not kubelet.errors, kubelet.errors
+
+
+@root_only
+@pytest.mark.faults
+def test_pod_pause_script_refuses_a_postmaster_that_is_pid_1(tmp_path: Path) -> None:
+    """In the ``postgres`` image the postmaster is PID 1 of its container, and the kernel drops
+    a SIGSTOP sent to PID 1 from inside its PID namespace: the dry run (signal 0) refuses before
+    anything is injected, and a SIGSTOP that did not stop it is reported, not taken for a pause.
+    Here a real PID namespace whose PID 1 is a process named ``postgres`` stands in."""
+    import shutil
+    import subprocess
+
+    from pggit_chaos.kube.faults import SIGNAL_SCRIPT
+
+    fake = tmp_path / "postgres"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", fake)
+    init = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", str(fake), "60"])
+    try:
+        def inside(signal: str) -> subprocess.CompletedProcess[str]:
+            child = _children(init.pid)[0]  # PID 1 of the namespace
+            return subprocess.run(["nsenter", "-t", str(child), "-p", "-m", "sh", "-c",
+                                   SIGNAL_SCRIPT, "pod-pause", signal],
+                                  capture_output=True, text=True, timeout=30)
+        wait_until(lambda: bool(_children(init.pid)), "the namespace's PID 1 runs", 10)
+        dry = inside("0")
+        assert dry.returncode == 5, dry
+        assert "PID 1 of its container" in dry.stderr and "shareProcessNamespace" in dry.stderr
+        stop = inside("STOP")
+        assert stop.returncode == 4, stop
+        assert "process(es) 1 did not stop" in stop.stderr
+        assert "shareProcessNamespace: true" in stop.stderr
+        assert inside("CONT").returncode == 0
+    finally:
+        for pid in _children(init.pid):  # the namespace's PID 1 first: its parent then ends
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        init.kill()
+        init.wait(10)
+
+
+def _children(parent: int) -> list[int]:
+    from pggit_chaos.local.server import child_pids
+
+    return child_pids(parent)

@@ -362,7 +362,8 @@ class PodPause:
 #: passes until no new one appears (the postmaster forks until it is stopped itself). After
 #: SIGSTOP it waits until each is really stopped: a container's PID 1 ignores SIGSTOP sent from
 #: inside it (the kernel drops it silently), which is the postmaster unless the pod shares its
-#: process namespace. SIGCONT reports how many were still stopped (the revert's evidence).
+#: process namespace (the dry run with signal 0 says so before anything is injected). SIGCONT
+#: reports how many were still stopped (the revert's evidence).
 SIGNAL_SCRIPT = r"""
 sig=$1
 cg() { c=""; while IFS= read -r l; do c="$c$l;"; done < "$1"; }
@@ -394,6 +395,11 @@ if [ "$pids" = " " ] && [ "$sig" != CONT ]; then
   echo "no postgres process found in this container" >&2
   exit 3
 fi
+case "$sig$pids" in 0*" 1 "*)
+  echo "the postmaster is PID 1 of its container, which ignores SIGSTOP sent from inside it: \
+run the pod with shareProcessNamespace: true" >&2
+  exit 5 ;;
+esac
 if [ "$sig" = STOP ]; then
   tries=0
   while :; do

@@ -9,7 +9,7 @@ Then one client calls ``pggit.commit_changes`` back to back for a few seconds; t
 turns over several rounds and the median per size is printed, with the ratio 100,000 / 100
 (target >= 0.8).
 
-    python benchmarks/bench_commit_cost.py [--seconds 3] [--rounds 3] [--sql PATH]
+    python benchmarks/bench_commit_cost.py [--seconds 2] [--rounds 5] [--sql PATH]
     python benchmarks/bench_commit_cost.py --quick      # a smoke run: 1 round of 1 s
 """
 
@@ -75,8 +75,8 @@ def commits_per_second(dsn: str, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per size")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all sizes")
+    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per size")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all sizes")
     parser.add_argument("--sql", type=Path, help="install this pgGit core instead of the package's")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s")
     args = parser.parse_args()

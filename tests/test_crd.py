@@ -95,7 +95,8 @@ def names_field(causes: list[tuple[str, str]], field: str) -> bool:
     )
 
 
-QUANTITY_FIELDS = ("fault.memoryPressure.limit", "fault.memoryPressure.headroom")
+QUANTITY_FIELDS = ("fault.memoryPressure.limit", "fault.memoryPressure.headroom",
+                   "fault.networkLatency.bandwidth")
 
 
 def leaves(value: Any, path: str = "") -> dict[str, Any]:
@@ -182,6 +183,17 @@ def test_the_old_generation_is_rejected_as_on_the_real_server(path: Path) -> Non
 
 
 BROKEN: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
+    ("disk fill beyond 99%",
+     lambda d: put(d, "spec.fault", {"type": "disk-pressure", "diskPressure": {"fill": "100%"}}),
+     "spec.fault.diskPressure.fill"),
+    ("failover standby lag over 1m",
+     lambda d: put(d, "spec.fault", {"type": "primary-failover",
+                                     "primaryFailover": {"standbyLag": "61s"}}),
+     "spec.fault.primaryFailover.standbyLag"),
+    ("failover primary label without a value separator",
+     lambda d: put(d, "spec.fault", {"type": "primary-failover",
+                                     "primaryFailover": {"primaryLabel": "spilo-role"}}),
+     "spec.fault.primaryFailover.primaryLabel"),
     ("destructive fault not confirmed",
      lambda d: put(d, "spec.fault", {"type": "index-corruption"}),
      "spec.fault.indexCorruption"),
@@ -228,6 +240,18 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
      lambda d: put(d, "spec.fault", {"type": "connection-kill",
                                      "connectionKill": {"interval": "5ms"}}),
      "spec.fault.connectionKill.interval"),
+    ("latency delay under 1ms",
+     lambda d: put(d, "spec.fault", {"type": "network-latency",
+                                     "networkLatency": {"delay": "500us"}}),
+     "spec.fault.networkLatency.delay"),
+    ("latency jitter over 1m",
+     lambda d: put(d, "spec.fault", {"type": "network-latency",
+                                     "networkLatency": {"jitter": "2m"}}),
+     "spec.fault.networkLatency.jitter"),
+    ("latency bandwidth that is no quantity",
+     lambda d: put(d, "spec.fault", {"type": "network-latency",
+                                     "networkLatency": {"bandwidth": "fast"}}),
+     "spec.fault.networkLatency.bandwidth"),
     ("unknown fault type", lambda d: put(d, "spec.fault.type", "disk-fill"), "spec.fault.type"),
     ("negative clients", lambda d: put(d, "spec.workload.clients", -1), "spec.workload.clients"),
     ("too many clients", lambda d: put(d, "spec.workload.clients", 65), "spec.workload.clients"),
@@ -351,6 +375,15 @@ def test_known_difference_memory_limit_minimum_is_the_models_only() -> None:
     assert found is not None and found[0][0] == "spec.fault.memoryPressure.limit"
 
 
+def test_known_difference_latency_bandwidth_minimum_is_the_models_only() -> None:
+    # The same for networkLatency.bandwidth's 1Ki (bytes per second) minimum.
+    document = put(minimal(), "spec.fault", {"type": "network-latency",
+                                             "networkLatency": {"bandwidth": "512"}})
+    assert server_causes(document) is None
+    found = model_problems(document)
+    assert found is not None and found[0][0] == "spec.fault.networkLatency.bandwidth"
+
+
 # -------------------------------------------------------- (d) properties, with hypothesis
 
 
@@ -383,6 +416,10 @@ def section(fault_type: str) -> st.SearchStrategy[dict[str, Any]]:
         "pod-pause": st.just({}),
         "network-partition": st.fixed_dictionaries({}, optional={
             "direction": st.sampled_from(["both", "ingress"])}),
+        "network-latency": st.fixed_dictionaries({}, optional={
+            "delay": st.sampled_from(["1ms", "50ms", "1.5s", "1m"]),
+            "jitter": st.sampled_from(["0", "0s", "10ms", "1m"]),
+            "bandwidth": st.sampled_from(["1Ki", "1Mi", 1048576, "10M"])}),
         "connection-kill": st.fixed_dictionaries({}, optional={
             "interval": st.sampled_from(DURATIONS["interval"]),
             "targetApplication": st.text(max_size=20)}),
@@ -392,6 +429,17 @@ def section(fault_type: str) -> st.SearchStrategy[dict[str, Any]]:
         "trigger-disable": st.fixed_dictionaries({}, optional={
             "triggers": st.sampled_from([["pggit_ddl_trigger"], ["pggit_drop_trigger"],
                                          ["pggit_ddl_trigger", "pggit_drop_trigger"]])}),
+        "disk-pressure": st.fixed_dictionaries({}, optional={
+            "volume": st.sampled_from(["wal", "data"]),
+            "fill": st.sampled_from(["enospc", "1%", "50%", "95%", "99%"]),
+            "localSizeMi": st.integers(32, 4096),
+            "maxBalloonMi": st.integers(1, 1048576)}),
+        "primary-failover": st.fixed_dictionaries({}, optional={
+            "replication": st.sampled_from(["sync", "async"]),
+            "standbyLag": st.sampled_from(["0s", "500ms", "2s", "1m"]),
+            "oldPrimary": st.sampled_from(["rewind", "down"]),
+            "primaryLabel": st.sampled_from(["cnpg.io/instanceRole=primary",
+                                             "spilo-role=master", "role="])}),
         # Destructive: the section and its confirmation are required.
         "index-corruption": st.fixed_dictionaries({"destructive": st.just(True)}, optional={
             "index": st.from_regex(r"\A[a-z_][a-z0-9_]{0,62}\Z")}),
@@ -547,7 +595,8 @@ def test_model_and_server_agree_on_mutated_documents(
     causes = server_causes(mutated, strict=True)
     if found is not None and causes is None:
         assume(not all(
-            field == "spec.fault.memoryPressure.limit" and "at least" in reason
+            field in ("spec.fault.memoryPressure.limit", "spec.fault.networkLatency.bandwidth")
+            and "at least" in reason
             for field, reason in found
         ))
         assume(not all(_is_duration_field(field) for field, _ in found))
@@ -565,7 +614,7 @@ def test_model_and_server_agree_on_mutated_documents(
 
 
 DURATION_FIELDS = ("duration", "timeout", "operationTimeout", "probeInterval", "restartDelay",
-                   "interval")
+                   "interval", "delay", "jitter")
 
 
 def _is_duration_field(path: str) -> bool:

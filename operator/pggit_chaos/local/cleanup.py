@@ -1,7 +1,8 @@
 """Revert what a crashed run left behind, from the state file's plain data alone.
 
 ``pggit-chaos cleanup`` calls :func:`cleanup`; :func:`revert_intent` undoes one intent of any
-kind (cgroup, cgroup limit, iptables, SQL, thread, throwaway cluster, network namespace)
+kind (cgroup, cgroup limit, iptables, SQL, thread, throwaway cluster, network namespace,
+disk-pressure balloon and filesystem)
 without the Python objects that injected it. Intents of a runner that is still alive are
 skipped unless forced.
 """
@@ -12,6 +13,7 @@ from pggit_chaos.errors import FaultError
 from pggit_chaos.faults.base import FaultIntent
 from pggit_chaos.faults.sql import revert_sql_intent
 from pggit_chaos.local.cgroup import revert_cgroup, revert_limit
+from pggit_chaos.local.disk_pressure import remove_filesystem, revert_balloon
 from pggit_chaos.local.netns import delete_netns
 from pggit_chaos.local.network import revert_rules
 from pggit_chaos.local.process import kill_stray_cluster
@@ -31,6 +33,10 @@ def revert_intent(intent: FaultIntent) -> str:
         return kill_stray_cluster(intent.undo)
     if kind == "netns":
         return delete_netns(intent.undo)
+    if kind == "disk-balloon":
+        return revert_balloon(intent.undo)
+    if kind == "disk-filesystem":
+        return remove_filesystem(intent.undo)
     if kind in ("thread", "terminate-backend", "event-triggers"):
         return revert_sql_intent(intent.undo)
     raise FaultError(f"intent {intent.id} ({intent.type}) has an unknown undo kind {kind!r}")

@@ -2,7 +2,8 @@
 
 The local substrate records fault intents (before injection) and resources that must not leak
 (the throwaway cluster: type ``embedded-postgres``; the network namespace: type ``netns``; the
-server's own memory cgroup: type ``server-cgroup``), and
+server's own memory cgroup: type ``server-cgroup``; disk-pressure's filesystem: type
+``disk-filesystem``), and
 clears them once reverted. ``pggit-chaos cleanup`` (:func:`pggit_chaos.local.cleanup.cleanup`)
 reverts what a crashed runner left. JSON, written atomically (tmp + ``os.replace``) under an
 ``fcntl`` lock, so concurrent runs sharing the file do not clobber each other's entries.
@@ -35,7 +36,7 @@ __all__ = [
 
 STATE_FILE_NAME = "state.json"
 #: Intent types that are resources (cleaned up after the faults), not faults.
-RESOURCE_TYPES = ("embedded-postgres", "netns", "server-cgroup")
+RESOURCE_TYPES = ("embedded-postgres", "netns", "server-cgroup", "disk-filesystem")
 
 
 def _start_time(pid: int) -> str | None:

@@ -21,16 +21,19 @@ from typing import TYPE_CHECKING, Any
 from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import FaultError, InvalidExperiment
 from pggit_chaos.faults.base import Fault, FaultIntent
+from pggit_chaos.faults.latency import LatencyRoute, NetworkLatency, open_route, shape_of
 from pggit_chaos.faults.sql import (
     ConnectionKill,
     LockContention,
     TriggerDisable,
 )
 from pggit_chaos.local.cgroup import CpuThrottle, MemoryPressure, PodPause, ServerCgroup
+from pggit_chaos.local.disk_pressure import DiskPressure, FaultFilesystem
 from pggit_chaos.local.index_corruption import IndexCorruption
 from pggit_chaos.local.netns import Netns
 from pggit_chaos.local.network import NetworkPartition
 from pggit_chaos.local.process import PodKill, cluster_undo
+from pggit_chaos.local.replica import PrimaryFailover, ReplicaPair, prepare_primary
 from pggit_chaos.local.server import EmbeddedPostgres
 from pggit_chaos.local.state import StateFile
 from pggit_chaos.pggit import mask_dsn
@@ -59,6 +62,12 @@ class LocalSubstrate:
         self.netns: Netns | None = None
         #: The server's own memory cgroup (only for memory-pressure).
         self.cgroup: ServerCgroup | None = None
+        #: The filesystem of the server's WAL or data folder (only for disk-pressure).
+        self.disk: FaultFilesystem | None = None
+        #: The server and its streaming standby (only for primary-failover).
+        self.replicas: ReplicaPair | None = None
+        #: The workload's route through the latency proxy (only for network-latency).
+        self.latency_route: LatencyRoute | None = None
         self.dbname = DEFAULT_DATABASE
         self._resources: list[FaultIntent] = []
         self._lock = threading.Lock()
@@ -75,7 +84,15 @@ class LocalSubstrate:
             return self._external_dsn
         if self.server is None:
             raise FaultError("the local substrate is not prepared: no embedded PostgreSQL yet")
+        if self.replicas is not None:  # primary-failover: whichever server is writable
+            return self.replicas.dsn(self.dbname)
         return self.server.dsn(self.dbname)
+
+    @property
+    def workload_dsn(self) -> str:
+        """The DSN through the latency proxy for network-latency, else ``dsn``."""
+        route = self.latency_route
+        return route.workload_dsn if route is not None else self.dsn
 
     def _record_resource(self, intent: FaultIntent) -> None:
         self.state.record(intent)
@@ -107,10 +124,24 @@ class LocalSubstrate:
                     description=f"memory cgroup of the server of {experiment.name}"))
                 self.cgroup = cgroup
                 cgroup.create()
-            server = EmbeddedPostgres(settings=dict(spec.local.postgresql), host=host,
+            if spec.fault.type == "disk-pressure":
+                section: Any = spec.fault.settings
+                disk = FaultFilesystem(section.volume, section.local_size_mi)
+                disk.check()
+                self._record_resource(FaultIntent(
+                    type="disk-filesystem", target=str(disk.path), undo=disk.undo(),
+                    description=f"{section.local_size_mi} MiB tmpfs for the {section.volume} "
+                                f"folder of {experiment.name}"))
+                self.disk = disk
+            server = EmbeddedPostgres(settings={**(self.disk.server_settings() if self.disk
+                                                   else {}), **spec.local.postgresql},
+                                      before_initdb=self.disk.before_initdb if self.disk
+                                      else None, host=host,
                                       netns=self.netns.name if self.netns else None,
                                       cgroup=self.cgroup.path if self.cgroup else None)
             server.init()
+            if spec.fault.type == "primary-failover":
+                prepare_primary(server)
             self.server = server
             self._record_resource(FaultIntent(
                 type="embedded-postgres", target=str(server.data_dir), undo=cluster_undo(server),
@@ -124,9 +155,25 @@ class LocalSubstrate:
 
             install(server.dsn(self.dbname))
             create_amcheck(server.dsn(self.dbname))
+            if spec.fault.type == "primary-failover":
+                self._start_standby(server, spec.fault.settings)
+            if spec.fault.type == "network-latency":
+                # A thread of this process: it dies with the runner, nothing to record.
+                self.latency_route = open_route(server.dsn(self.dbname))
         except BaseException:
             self.close()
             raise
+
+    def _start_standby(self, server: EmbeddedPostgres, settings: Any) -> None:
+        """primary-failover: a streaming standby of ``server`` (a resource of the run)."""
+        pair = ReplicaPair(server, settings.replication)
+        standby = pair.standby
+        standby.init()
+        self._record_resource(FaultIntent(
+            type="embedded-postgres", target=str(standby.data_dir), undo=cluster_undo(standby),
+            description="streaming standby of the throwaway cluster"))
+        self.replicas = pair
+        pair.start()
 
     # -- faults -------------------------------------------------------------------------------
     def build_fault(self, experiment: Experiment) -> Fault:
@@ -171,8 +218,29 @@ class LocalSubstrate:
                 raise FaultError("network-partition: the server was not started in a network "
                                  "namespace (prepare() ran for another fault type)")
             return NetworkPartition(self.netns, settings.direction)
+        if fault_type == "network-latency":
+            if self.latency_route is None:
+                raise FaultError("network-latency: prepare() did not start the latency proxy "
+                                 "(it ran for another fault type)")
+            return NetworkLatency(self.latency_route, shape_of(settings))
+        if fault_type == "disk-pressure":
+            if self.disk is None:
+                raise FaultError("disk-pressure: the server's folder is not on a filesystem of "
+                                 "its own (prepare() ran for another fault type)")
+            built = DiskPressure(server, self.disk, settings.fill, settings.max_balloon_mi)
+            built.check()
+            return built
         if fault_type == "index-corruption":
             built = IndexCorruption(server, self.dbname, settings.index)
+            built.check()
+            return built
+        if fault_type == "primary-failover":
+            if self.replicas is None:
+                raise FaultError("primary-failover: the server has no standby (prepare() ran "
+                                 "for another fault type)")
+            built = PrimaryFailover(self.replicas, self.dbname,
+                                    standby_lag=settings.standby_lag.seconds,
+                                    old_primary=settings.old_primary)
             built.check()
             return built
         raise InvalidExperiment([("spec.fault.type", f"unknown fault type {fault_type}")])
@@ -195,8 +263,14 @@ class LocalSubstrate:
             settings = settings or "defaults"
             where = " in a new network namespace (10.251.X.0/30 veth pair)" \
                 if fault_type == "network-partition" else \
-                " in a memory cgroup of its own" if fault_type == "memory-pressure" else ""
+                " in a memory cgroup of its own" if fault_type == "memory-pressure" else \
+                " and a streaming standby (pg_basebackup, replication slot)" \
+                if fault_type == "primary-failover" else ""
             lines.append(f"start an embedded PostgreSQL{where} with settings: {settings}")
+            if fault_type == "disk-pressure":
+                disk: Any = spec.fault.settings
+                lines.append(f"its {disk.volume} folder on a {disk.local_size_mi} MiB tmpfs of "
+                             "its own (1 MiB WAL segments)")
             database = spec.target.database
             if database == "postgres":
                 database = DEFAULT_DATABASE
@@ -257,6 +331,15 @@ class LocalSubstrate:
     def close(self) -> None:
         with self._lock:
             errors: list[str] = []
+            if self.latency_route is not None:
+                self.latency_route.close()
+                self.latency_route = None
+            if self.replicas is not None:
+                try:
+                    self.replicas.destroy()
+                except Exception as exc:
+                    errors.append(f"standby PostgreSQL: {exc}")
+                self.replicas = None
             if self.server is not None:
                 try:
                     self.server.destroy()
@@ -280,6 +363,14 @@ class LocalSubstrate:
                     errors.append(f"memory cgroup: {exc}")
                 self.cgroup = None
             for intent in [r for r in self._resources if r.type == "server-cgroup"]:
+                self._clear_resource(intent)
+            if self.disk is not None:  # after the server: nothing holds its files any more
+                try:
+                    self.disk.remove()
+                except Exception as exc:
+                    errors.append(f"disk-pressure filesystem: {exc}")
+                self.disk = None
+            for intent in [r for r in self._resources if r.type == "disk-filesystem"]:
                 self._clear_resource(intent)
             if errors:
                 raise FaultError("; ".join(errors) + " (run `pggit-chaos cleanup`)")

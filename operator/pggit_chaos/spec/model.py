@@ -38,6 +38,7 @@ __all__ = [
     "ConnectionKill",
     "CpuThrottle",
     "DatabaseSecretRef",
+    "DiskPressure",
     "Experiment",
     "ExperimentSpec",
     "Fault",
@@ -50,9 +51,11 @@ __all__ = [
     "LockContention",
     "MemoryPressure",
     "Metadata",
+    "NetworkLatency",
     "NetworkPartition",
     "PodKill",
     "PodPause",
+    "PrimaryFailover",
     "Recovery",
     "Target",
     "TriggerDisable",
@@ -264,6 +267,9 @@ class FaultType(StrEnum):
     LOCK_CONTENTION = "lock-contention"
     TRIGGER_DISABLE = "trigger-disable"
     INDEX_CORRUPTION = "index-corruption"
+    DISK_PRESSURE = "disk-pressure"
+    NETWORK_LATENCY = "network-latency"
+    PRIMARY_FAILOVER = "primary-failover"
 
 
 #: Faults that destroy data and cannot be reverted: refused everywhere but on the embedded
@@ -278,7 +284,7 @@ class FaultLevel(StrEnum):
     RESOURCE = "resource"  # the server's cgroup: cpu quota, memory limit
     NETWORK = "network"  # the server's network: partitioned
     SQL = "sql"  # inside PostgreSQL: same code on every substrate
-    STORAGE = "storage"  # the server's data files, overwritten while it is stopped
+    STORAGE = "storage"  # the server's data files (overwritten while stopped) or their disk
 
 
 _LEVELS: dict[FaultType, FaultLevel] = {
@@ -291,6 +297,9 @@ _LEVELS: dict[FaultType, FaultLevel] = {
     FaultType.LOCK_CONTENTION: FaultLevel.SQL,
     FaultType.TRIGGER_DISABLE: FaultLevel.SQL,
     FaultType.INDEX_CORRUPTION: FaultLevel.STORAGE,
+    FaultType.DISK_PRESSURE: FaultLevel.STORAGE,
+    FaultType.NETWORK_LATENCY: FaultLevel.NETWORK,
+    FaultType.PRIMARY_FAILOVER: FaultLevel.PROCESS,
 }
 
 
@@ -334,6 +343,32 @@ class NetworkPartition(_Model):
 
     direction: Literal["both", "ingress"] = Field(
         default="both", description="Drop traffic in both directions, or only incoming."
+    )
+
+
+class NetworkLatency(_Model):
+    """Delay the traffic between the workload's clients and the server (and cap its bandwidth).
+
+    The substrate puts a TCP proxy between them (in the runner's process; in a cluster, in the
+    runner pod): it passes traffic through unchanged until the fault, then holds every reply of
+    the server ``delay`` ± ``jitter`` (each round trip takes that much longer, as ``tc netem
+    delay`` on the server's interface) and, with ``bandwidth``, carries at most that many bytes
+    per second each way. Probes and checks connect directly.
+    """
+
+    delay: Annotated[Duration, DurationRange(min="1ms", max="1m")] = Field(
+        default=Duration("100ms"),
+        description="Added to every round trip between the workload and the server.",
+    )
+    jitter: Annotated[Duration, DurationRange(max="1m")] = Field(
+        default=Duration("0s"),
+        description="The added delay varies uniformly by up to this either way (never below "
+        "0); the order of the bytes is kept.",
+    )
+    bandwidth: Annotated[Quantity, QuantityRange(min="1Ki")] | None = Field(
+        default=None,
+        description="Bytes per second each direction carries at most, e.g. 1Mi (all the "
+        "workload's connections together, like one link); default: no cap.",
     )
 
 
@@ -425,6 +460,83 @@ class IndexCorruption(_Model):
         return self
 
 
+#: Label of the primary pod under the common PostgreSQL operators (``key=value``).
+PRIMARY_ROLE_LABELS = {
+    "cloudnative-pg": "cnpg.io/instanceRole=primary",
+    "patroni": "spilo-role=master",
+}
+LABEL_KEY_VALUE = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?=([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+)
+
+
+class PrimaryFailover(_Model):
+    """Kill the primary and promote its streaming standby; the clients follow the new primary.
+
+    Locally the embedded target is a primary plus one streaming standby (replication slot,
+    ``pg_basebackup``); ``replication`` sync sets ``synchronous_standby_names`` on the primary.
+    ``standbyLag`` holds the primary's WAL sender in the cgroup freezer for that long before
+    the kill, so the standby lags by what was committed meanwhile (acknowledged and lost with
+    async replication; waiting, never acknowledged, with sync). In a cluster the pod carrying
+    ``primaryLabel`` is deleted and the user's PostgreSQL operator promotes a standby.
+    """
+
+    replication: Literal["sync", "async"] = Field(
+        default="sync",
+        description="Local: synchronous (synchronous_standby_names) or asynchronous streaming.",
+    )
+    standby_lag: Annotated[Duration, DurationRange(max="1m")] = Field(
+        default=Duration("0s"),
+        description="Local: pause WAL shipping to the standby (freezer) this long before the "
+        "kill, so the standby lags behind what was committed meanwhile.",
+    )
+    old_primary: Literal["rewind", "down"] = Field(
+        default="rewind",
+        description="Local: bring the old primary back as a standby of the new one (pg_rewind) "
+        "or leave it down.",
+    )
+    primary_label: Annotated[StrictStr, Field(max_length=317, pattern=LABEL_KEY_VALUE)] = Field(
+        default=PRIMARY_ROLE_LABELS["cloudnative-pg"],
+        description="In a cluster: label (key=value) of the primary pod among the selected "
+        "ones, e.g. cnpg.io/instanceRole=primary (CloudNativePG) or spilo-role=master "
+        "(Patroni/Zalando).",
+    )
+
+
+DISK_FILL_PATTERN = r"^(enospc|[1-9][0-9]?%)$"
+
+
+class DiskPressure(_Model):
+    """Fill the filesystem of the server's WAL or data folder with a balloon file.
+
+    The balloon is deleted on revert (always). Locally the folder lives on a size-limited
+    filesystem (a tmpfs of ``localSizeMi``) the substrate creates for this fault; in a cluster
+    the balloon goes into the pod's data volume through ``pods/exec``.
+    """
+
+    volume: Literal["wal", "data"] = Field(
+        default="wal",
+        description="Which folder's filesystem to fill: the WAL (pg_wal) or the whole data "
+        "folder.",
+    )
+    fill: Annotated[StrictStr, Field(pattern=DISK_FILL_PATTERN)] = Field(
+        default="enospc",
+        description="How full: a percentage of the filesystem (1% to 99%, e.g. 95%) or "
+        "enospc (to the last byte: writes fail with No space left on device).",
+    )
+    local_size_mi: Annotated[StrictInt, Field(ge=32, le=4096)] = Field(
+        default=128,
+        description="Size in MiB of the filesystem the local run creates for the folder "
+        "(ignored in a cluster).",
+    )
+    max_balloon_mi: Annotated[StrictInt, Field(ge=1, le=1048576)] = Field(
+        default=1024,
+        description="Refuse before injection if the balloon would be larger than this many "
+        "MiB (a guard against filling a volume that shares a node's disk).",
+    )
+
+
 #: fault type -> (attribute name, alias, settings class) of its sub-section.
 SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.POD_KILL: ("pod_kill", "podKill", PodKill),
@@ -436,6 +548,9 @@ SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.LOCK_CONTENTION: ("lock_contention", "lockContention", LockContention),
     FaultType.TRIGGER_DISABLE: ("trigger_disable", "triggerDisable", TriggerDisable),
     FaultType.INDEX_CORRUPTION: ("index_corruption", "indexCorruption", IndexCorruption),
+    FaultType.DISK_PRESSURE: ("disk_pressure", "diskPressure", DiskPressure),
+    FaultType.NETWORK_LATENCY: ("network_latency", "networkLatency", NetworkLatency),
+    FaultType.PRIMARY_FAILOVER: ("primary_failover", "primaryFailover", PrimaryFailover),
 }
 
 
@@ -477,6 +592,9 @@ class Fault(_Model):
     lock_contention: LockContention | None = None
     trigger_disable: TriggerDisable | None = None
     index_corruption: IndexCorruption | None = None
+    disk_pressure: DiskPressure | None = None
+    network_latency: NetworkLatency | None = None
+    primary_failover: PrimaryFailover | None = None
 
     @field_validator(*(attribute for attribute, _, _ in SECTIONS.values()), mode="before")
     @classmethod
@@ -514,9 +632,9 @@ class Fault(_Model):
     @property
     def level(self) -> FaultLevel:
         """Where the fault acts: ``process`` (pod-kill, pod-pause), ``resource`` (cpu-throttle,
-        memory-pressure), ``network`` (network-partition), ``sql`` (connection-kill,
-        lock-contention, trigger-disable — the same code on every substrate) or ``storage``
-        (index-corruption: the server's files)."""
+        memory-pressure), ``network`` (network-partition, network-latency), ``sql``
+        (connection-kill, lock-contention, trigger-disable — the same code on every substrate)
+        or ``storage`` (index-corruption: the server's files; disk-pressure: their filesystem)."""
         return _LEVELS[self.type]
 
     @property

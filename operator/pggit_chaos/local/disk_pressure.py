@@ -6,12 +6,14 @@ Built by the local substrate. :class:`FaultFilesystem` is the resource: a tmpfs 
 there, with 1 MiB WAL segments so that the end of the preallocated WAL comes within seconds.
 :class:`DiskPressure` is the fault: a balloon file on that filesystem, written up to the given
 percentage of it or to the last byte (``enospc``), and deleted on revert (always). With the
-WAL's filesystem full it also switches WAL segments (``pg_switch_wal()``, as ``archive_timeout``
-does) until the server needs a segment file it cannot create: PostgreSQL's real reaction
-follows — ``PANIC: could not write to file "pg_wal/xlogtemp.N": No space left on device``, the
-postmaster's crash restart, a startup process that cannot finish its end-of-recovery
-checkpoint, a server that shuts down. The revert deletes the balloon and starts the server
-again if it is down (as pod-kill's restart does): crash recovery replays the WAL.
+data folder full, a writer that needs a new page gets ``ERROR: could not extend file ...: No
+space left on device``. With the WAL's filesystem full the fault also switches WAL segments
+(``pg_switch_wal()``, as ``archive_timeout`` does) until the server needs a segment file it
+cannot create: PostgreSQL's real reaction follows — ``PANIC: could not write to file
+"pg_wal/xlogtemp.N": No space left on device``, the postmaster's crash restart, a startup
+process that cannot finish its end-of-recovery checkpoint, a server that shuts down. The revert
+deletes the balloon and starts the server again if it is down (as pod-kill's restart does):
+crash recovery replays the WAL.
 :func:`revert_balloon` and :func:`remove_filesystem` undo both from the state file's plain data
 (``pggit-chaos cleanup``).
 """
@@ -230,6 +232,11 @@ class DiskPressure:
         self.restarted = False
         self.deleted_balloon = False
 
+    @property
+    def _switching(self) -> bool:
+        """WAL to ENOSPC: make the server need a new WAL segment file within the hold."""
+        return self.percent is None and self.filesystem.volume == "wal"
+
     def _planned_bytes(self) -> int | None:
         total, used, available = usage(self.filesystem.path)
         if self.percent is None:
@@ -265,7 +272,7 @@ class DiskPressure:
         lines = [f"{self.filesystem.volume} folder {self.filesystem.folder} on a "
                  f"{total >> 20} MiB tmpfs, {used >> 20} MiB used",
                  f"write balloon {self.filesystem.balloon} {how}"]
-        if self.percent is None:
+        if self._switching:
             lines.append("switch WAL segments until the server needs a new segment file")
         lines.append("revert: delete the balloon; start the server again if it went down")
         return lines
@@ -278,7 +285,7 @@ class DiskPressure:
         self.balloon_bytes = write_balloon(self.filesystem.balloon, self._planned_bytes()
                                            if self.percent is not None else None)
         self.after = usage(self.filesystem.path)
-        if self.percent is None:
+        if self._switching:
             self._switch_wal()
 
     def _switch_wal(self) -> None:

@@ -528,10 +528,10 @@ def part_inject(runs: int, folder: Path, results: Results) -> None:
 
 # -- part 3: many at once -------------------------------------------------------------------------
 def part_concurrent(dry: int, real: int, folder: Path, results: Results,
-                    timeout: float) -> None:
+                    timeout: float, mix: Sequence[str] = REAL_MIX) -> None:
     total = dry + real
     print(f"\n== {total} experiments at once: {dry} dry-run + {real} real "
-          f"({', '.join(REAL_MIX)} in turn, each against its own target pod and namespace)")
+          f"({', '.join(mix)} in turn, each against its own target pod and namespace)")
     with contextlib.ExitStack() as stack:
         world = stack.enter_context(cluster(folder / "concurrent"))
         kubelet = stack.enter_context(Kubelet(
@@ -567,7 +567,7 @@ def part_concurrent(dry: int, real: int, folder: Path, results: Results,
             for index in range(total):
                 is_real = real_left > 0 and (index % every == 0 or total - index <= real_left)
                 if is_real:
-                    number = REAL_MIX[(real - real_left) % len(REAL_MIX)]
+                    number = mix[(real - real_left) % len(mix)]
                     ns = spaces[real - real_left]
                     real_left -= 1
                 else:
@@ -717,6 +717,8 @@ def main() -> None:
     parser.add_argument("--inject-runs", type=int, default=5)
     parser.add_argument("--dry", type=int, default=40, help="dry-run experiments at once")
     parser.add_argument("--real", type=int, default=10, help="real experiments at once")
+    parser.add_argument("--mix", default=",".join(REAL_MIX),
+                        help="experiments/NN-*.yaml numbers the real ones take in turn")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds the experiments at once may take to end")
     args = parser.parse_args()
@@ -739,7 +741,8 @@ def main() -> None:
         if "inject" in parts:
             part_inject(args.inject_runs, folder, results)
         if "concurrent" in parts:
-            part_concurrent(args.dry, args.real, folder, results, args.timeout)
+            part_concurrent(args.dry, args.real, folder, results, args.timeout,
+                            [n.strip() for n in args.mix.split(",") if n.strip()])
     summary(results, args)
     print(f"(benchmark took {time.monotonic() - began:.1f} s)")
 

@@ -154,7 +154,7 @@ def test_wal_to_enospc_panics_the_server_and_revert_brings_it_back(
     assert evidence.bit, evidence
     assert "No space left on device" in evidence.summary
     assert evidence.figures["available_bytes_after_fill"] == 0
-    assert evidence.figures["panics"] >= 1
+    assert float(evidence.figures["panics"]) >= 1
     # Every acknowledged row survived the PANIC and crash recovery; nothing else appeared.
     with psycopg.connect(server.socket_dsn(), autocommit=True) as conn:
         stored = {row[0] for row in conn.execute("SELECT n FROM t")}
@@ -179,7 +179,7 @@ def test_data_folder_filled_to_a_percentage(tmpdir_: Path) -> None:
         fault.revert()
         assert not disk.balloon.exists()
         evidence = fault.evidence(WorkloadWindow(seconds=1.0))
-        assert evidence.bit and evidence.figures["used_percent_after_fill"] >= 95
+        assert evidence.bit and float(evidence.figures["used_percent_after_fill"]) >= 95
         # A fill the filesystem is already past writes nothing: it did not bite.
         low = DiskPressure(server, disk, "1%", 1024)
         low.inject()

@@ -30,6 +30,7 @@ __all__ = [
     "InvariantSummary",
     "Journal",
     "Phase",
+    "PhaseLatency",
     "PhaseRecord",
     "TimelineSeries",
     "Verdict",
@@ -37,6 +38,7 @@ __all__ = [
     "bucket_series",
     "k8s_time",
     "percentiles",
+    "phase_latencies",
 ]
 
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
@@ -151,6 +153,17 @@ class FaultEvidenceSummary(_Model):
     read_at: AwareDatetime | None = None
 
 
+class PhaseLatency(_Model):
+    """Latency percentiles of the acknowledged operations invoked during one phase."""
+
+    phase: Phase
+    ok: int = Field(default=0, ge=0)
+    """Acknowledged operations invoked in the phase."""
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+
+
 class WorkloadSummary(_Model):
     """Counts of the workload's operations, throughput and latency percentiles."""
 
@@ -168,6 +181,9 @@ class WorkloadSummary(_Model):
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
+    phases: list[PhaseLatency] = Field(default_factory=list)
+    """The same percentiles per phase of the run (by invocation time): Injecting is the
+    fault's hold, so a latency fault shows there."""
 
     @classmethod
     def from_counts(
@@ -301,6 +317,33 @@ def percentiles(latencies: Iterable[float]) -> tuple[float, float, float]:
         return min(max(value, values[lo]), values[hi])
 
     return at(0.50), at(0.95), at(0.99)
+
+
+def phase_latencies(
+    phases: Sequence[PhaseRecord], samples: Iterable[tuple[float, float]]
+) -> list[PhaseLatency]:
+    """Percentiles per non-terminal phase of ``(invoked_offset, latency_ms)`` samples.
+
+    Offsets are seconds since the run's origin; a sample belongs to the phase whose
+    ``[start_offset, end_offset)`` holds its invocation (an open phase runs to infinity).
+    Phases without samples are listed with ``ok`` 0 and no percentiles.
+    """
+    spans = [(r.phase, r.start_offset, math.inf if r.end_offset is None else r.end_offset)
+             for r in phases if not r.phase.terminal]
+    buckets: list[list[float]] = [[] for _ in spans]
+    for offset, latency in samples:
+        for index, (_, start, end) in enumerate(spans):
+            if start <= offset < end:
+                buckets[index].append(latency)
+                break
+    out = []
+    for (phase, _, _), values in zip(spans, buckets, strict=True):
+        p50 = p95 = p99 = None
+        if values:
+            p50, p95, p99 = percentiles(values)
+        out.append(PhaseLatency(phase=phase, ok=len(values), latency_p50_ms=p50,
+                                latency_p95_ms=p95, latency_p99_ms=p99))
+    return out
 
 
 def bucket_series(

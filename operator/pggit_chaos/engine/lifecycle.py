@@ -25,6 +25,7 @@ from pggit_chaos.engine.journal import (
     Phase,
     WorkloadSummary,
     bucket_series,
+    phase_latencies,
 )
 from pggit_chaos.engine.workload import Workload, new_run_id
 from pggit_chaos.errors import ChaosError, NoTargets
@@ -166,7 +167,7 @@ class Run:
             return self._finish(Phase.Aborted, f"steady state not reached: {probe.detail}")
 
         self.workload = Workload(
-            self.substrate.dsn,
+            self.substrate.workload_dsn,
             clients=spec.workload.clients,
             rate=spec.workload.rate,
             op_timeout=spec.workload.operation_timeout.seconds,
@@ -384,6 +385,10 @@ class Run:
             latencies_ms=latencies,
             elapsed_seconds=self.history.span(),
         )
+        self.journal.workload.phases = phase_latencies(self.journal.phases, [
+            (pair.invoke.time, 1000.0 * pair.latency) for pair in self.history.pairs()
+            if pair.completion is not None and pair.completion.type == "ok"
+            and pair.latency is not None])
         samples = [(op.time, op.type) for op in self.history.ops if op.type != "invoke"]
         self.journal.series = bucket_series(samples, BUCKET_SECONDS, end=self.journal.offset())
 

@@ -307,6 +307,14 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} ms"
 
 
+def _phase_latency_text(journal: Journal) -> str:
+    """``"SteadyState p50/p99 3.1/9.8 ms (40 ok) · Injecting ..."``; empty without samples."""
+    return " · ".join(
+        f"{p.phase.value} p50/p99 {p.latency_p50_ms:.1f}/{p.latency_p99_ms:.1f} ms ({p.ok:,} ok)"
+        for p in journal.workload.phases
+        if p.latency_p50_ms is not None and p.latency_p99_ms is not None)
+
+
 def _figure(value: float | int | str) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}".rstrip("0").rstrip(".")
@@ -376,6 +384,11 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
         f"Throughput {w.throughput_ops_s:.1f} ops/s · latency p50 {_ms(w.latency_p50_ms)}, "
         f"p95 {_ms(w.latency_p95_ms)}, p99 {_ms(w.latency_p99_ms)}.",
         "",
+    ]
+    by_phase = _phase_latency_text(journal)
+    if by_phase:
+        lines += [f"By phase (invoked in it): {by_phase}.", ""]
+    lines += [
         "## Recovery", "",
     ]
     state = journal.recovery_state
@@ -698,6 +711,10 @@ def render_verdict_table(journal: Journal) -> RenderableType:
     if w.latency_p50_ms is not None:
         table.add_row("latency", f"p50 {_ms(w.latency_p50_ms)}",
                       f"p95 {_ms(w.latency_p95_ms)}, p99 {_ms(w.latency_p99_ms)}")
+    for phase in w.phases:
+        if phase.latency_p99_ms is not None:
+            table.add_row("", f"{phase.phase.value} p99 {_ms(phase.latency_p99_ms)}",
+                          f"p50 {_ms(phase.latency_p50_ms)}, {phase.ok:,} ok")
     integrity_ok = not (w.lost or w.duplicated or w.unexpected)
     table.add_row("lost / dup / unexp.", _mark(integrity_ok),
                   f"{w.lost} lost, {w.duplicated} duplicated, {w.unexpected} unexpected")

@@ -34,7 +34,12 @@ class Substrate(Protocol):
 
     @property
     def dsn(self) -> str:
-        """Connection string the workload, the probes and the checks use."""
+        """Connection string the probes, the invariant checker and the checks use."""
+
+    @property
+    def workload_dsn(self) -> str:
+        """Connection string the workload uses: ``dsn``, or a route to the same database
+        through the substrate's latency proxy (``network-latency``)."""
 
     def plan(self, experiment: Experiment) -> list[str]:
         """Resolved targets and the steps a run would take (for ``dryRun``)."""

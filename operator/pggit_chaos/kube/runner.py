@@ -267,6 +267,8 @@ def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
         if not run.journal.current_phase.terminal:
             run.journal.finish(Phase.Error, message_of(exc),
                                error="".join(traceback.format_exception(exc)))
+    finally:
+        substrate.close()  # the latency proxy of network-latency, if any
     journal = run.journal
     if interrupted and _aborted(client, namespace, name):
         journal.finish(Phase.Aborted, "aborted by the annotation "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import InvalidExperiment, NoTargets
 from pggit_chaos.faults.base import Fault, FaultIntent
+from pggit_chaos.faults.latency import LatencyRoute, NetworkLatency, open_route, shape_of
 from pggit_chaos.faults.sql import ConnectionKill, LockContention, TriggerDisable
 from pggit_chaos.kube import faults
 from pggit_chaos.kube.client import PODS, KubeClient
@@ -156,10 +157,17 @@ class KubeSubstrate:
         self.targets: list[dict[str, Any]] = []
         self.namespace = ""
         self._fault_type = ""
+        #: network-latency: the proxy in this (the runner's) pod the workload connects through.
+        self.latency_route: LatencyRoute | None = None
 
     @property
     def dsn(self) -> str:
         return self._dsn
+
+    @property
+    def workload_dsn(self) -> str:
+        route = self.latency_route
+        return route.workload_dsn if route is not None else self._dsn
 
     def prepare(self, experiment: Experiment) -> None:
         """Resolve the targets (Running and Ready pods); none ⇒ :class:`NoTargets`."""
@@ -178,6 +186,8 @@ class KubeSubstrate:
                 f"{self.settings.max_target_pods} (PGGIT_CHAOS_MAX_TARGET_PODS)")])
         self.targets = pods
         self.status_patch({"targets": self.target_names})
+        if self._fault_type == "network-latency" and self.latency_route is None:
+            self.latency_route = open_route(self._dsn)
 
     @property
     def target_names(self) -> list[str]:
@@ -225,6 +235,11 @@ class KubeSubstrate:
         elif fault_type == "network-partition":
             built = faults.NetworkPartition(self.client, experiment, self.uid, self.target_names,
                                             settings.direction, self.expires_at(experiment))
+        elif fault_type == "network-latency":
+            if self.latency_route is None:
+                raise InvalidExperiment([("spec.fault.type", "network-latency: prepare() did "
+                                          "not start the latency proxy")])
+            built = NetworkLatency(self.latency_route, shape_of(settings))
         elif fault_type == "pod-pause":
             built = faults.PodPause(self.client, self.namespace, self.targets,
                                     self.settings.allow_exec)
@@ -259,4 +274,6 @@ class KubeSubstrate:
         return probe_database(self.dsn, timeout)
 
     def close(self) -> None:
-        return None
+        if self.latency_route is not None:
+            self.latency_route.close()
+            self.latency_route = None

@@ -509,6 +509,10 @@ def revert_intent(client: KubeClient, namespace: str, intent: Mapping[str, Any])
                 if client.find(PODS, namespace, pod) is not None:
                     raise
         return f"sent SIGCONT to {len(resumed)} pod(s)"
+    if kind == "kube-disk-balloon":  # the disk-pressure module builds on this one: import late
+        from pggit_chaos.kube.disk_pressure import free_balloons
+
+        return free_balloons(client, namespace, undo)
     return (f"{intent.get('type', 'fault')}: nothing the operator can revert from here "
             f"(undo kind {kind!r}); a SQL-level fault ends with its runner's connection")
 

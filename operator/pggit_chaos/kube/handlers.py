@@ -497,6 +497,9 @@ class Handlers:
         if str(experiment.spec.fault.type) == "pod-pause" and not settings.allow_exec:
             return Refusal("exec", "pod-pause needs pods/exec: set allowExec / "
                                    "PGGIT_CHAOS_ALLOW_EXEC=true")
+        if str(experiment.spec.fault.type) == "disk-pressure" and not settings.allow_exec:
+            return Refusal("exec", "disk-pressure writes its balloon through pods/exec: set "
+                                   "allowExec / PGGIT_CHAOS_ALLOW_EXEC=true")
         selector = experiment.spec.target.selector
         own = settings.operator_labels()
         if own and namespace == settings.operator_namespace:

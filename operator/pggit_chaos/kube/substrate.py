@@ -21,6 +21,8 @@ from pggit_chaos.faults.latency import LatencyRoute, NetworkLatency, open_route,
 from pggit_chaos.faults.sql import ConnectionKill, LockContention, TriggerDisable
 from pggit_chaos.kube import faults
 from pggit_chaos.kube.client import PODS, KubeClient
+from pggit_chaos.kube.disk_pressure import DiskPressure
+from pggit_chaos.kube.failover import PrimaryPodDelete, has_label
 from pggit_chaos.pggit import mask_dsn
 from pggit_chaos.probe import probe_database
 
@@ -155,6 +157,8 @@ class KubeSubstrate:
         self.run_id = run_id
         self.status_patch = status_patch
         self.targets: list[dict[str, Any]] = []
+        #: primary-failover: every selected pod (where the new primary appears).
+        self.candidates: list[dict[str, Any]] = []
         self.namespace = ""
         self._fault_type = ""
         #: network-latency: the proxy in this (the runner's) pod the workload connects through.
@@ -174,8 +178,18 @@ class KubeSubstrate:
         self.namespace = experiment.namespace
         self._fault_type = str(experiment.spec.fault.type)
         spec = experiment.spec.target
-        pods = pick(select_pods(self.client, experiment, self.settings), spec.mode,
-                    spec.value, self.run_id)
+        selected = select_pods(self.client, experiment, self.settings)
+        if self._fault_type == "primary-failover":  # only the pod with the primary role label
+            label = str(getattr(experiment.spec.fault.settings, "primary_label", ""))
+            self.candidates = selected
+            selected = [pod for pod in selected if has_label(pod, label)]
+            if not selected:
+                raise NoTargets(
+                    f"primary-failover: no Running and Ready pod matching the selector "
+                    f"{label_selector_query(spec.selector)} in namespace "
+                    f"{experiment.namespace} carries the primary label {label} (a PostgreSQL "
+                    "operator's primary, e.g. CloudNativePG or Patroni): nothing to inject")
+        pods = pick(selected, spec.mode, spec.value, self.run_id)
         if not pods:
             raise NoTargets(
                 f"no Running and Ready pod in namespace {experiment.namespace} matches the "
@@ -240,9 +254,16 @@ class KubeSubstrate:
                 raise InvalidExperiment([("spec.fault.type", "network-latency: prepare() did "
                                           "not start the latency proxy")])
             built = NetworkLatency(self.latency_route, shape_of(settings))
+        elif fault_type == "primary-failover":
+            built = PrimaryPodDelete(self.client, self.namespace, self.targets, self.candidates,
+                                     settings.primary_label, self.dsn)
         elif fault_type == "pod-pause":
             built = faults.PodPause(self.client, self.namespace, self.targets,
                                     self.settings.allow_exec)
+        elif fault_type == "disk-pressure":
+            built = DiskPressure(self.client, self.namespace, self.targets,
+                                 self.settings.allow_exec, self.dsn, settings.volume,
+                                 settings.fill, settings.max_balloon_mi)
         else:
             raise InvalidExperiment([("spec.fault.type", f"unknown fault type {fault_type}")])
         built.check()

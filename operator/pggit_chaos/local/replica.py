@@ -208,6 +208,8 @@ class PrimaryFailover:
         self.timeline_before: int | None = None
         self.timeline_after: int | None = None
         self.unreplicated_bytes: int | None = None
+        #: Commits waiting for the synchronous standby at the kill (never acknowledged).
+        self.waiting_for_standby: int | None = None
         self.frozen_seconds = 0.0
         self.sender_frozen = False
         self.rewound = False
@@ -280,6 +282,8 @@ class PrimaryFailover:
             current = _query(primary, "SELECT pg_current_wal_lsn()::text")
             received = _query(standby, "SELECT pg_last_wal_receive_lsn()::text")
             self.unreplicated_bytes = max(0, _lsn(current) - _lsn(received))
+            self.waiting_for_standby = int(_query(
+                primary, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"))
         self.killed_pid = process.pid
         # The postmaster stops first (it forks nothing and notices nothing), a frozen sender is
         # killed and thawed (so it dies without sending), then everything goes at once.
@@ -363,7 +367,12 @@ class PrimaryFailover:
             "hot_standby": "on",
         })
         old.start()
-        ReplicaPair.wait_streaming(new, REWOUND_NAME, 60.0)
+        try:
+            ReplicaPair.wait_streaming(new, REWOUND_NAME, 60.0)
+        except EmbeddedPostgresError as exc:
+            raise FaultError(f"primary-failover: the rewound old primary does not stream: {exc}; "
+                             f"its log: {old.log_tail(8)}; the new primary's log: "
+                             f"{new.log_tail(8)}") from exc
         self.rewound = True
         self.old_primary_state = (f"rewound (pg_rewind), streaming from the new primary as "
                                   f"postmaster {old.pid}")
@@ -392,6 +401,8 @@ class PrimaryFailover:
             figures["sender_frozen_seconds"] = round(self.frozen_seconds, 3)
         if self.unreplicated_bytes is not None:
             figures["unreplicated_wal_bytes_at_kill"] = self.unreplicated_bytes
+        if self.waiting_for_standby is not None:
+            figures["commits_waiting_for_standby_at_kill"] = self.waiting_for_standby
         new_timeline = (self.timeline_after or 0) > (self.timeline_before or 0)
         old_ok = (self.rewound and old_recovery is True) if self.old_primary == "rewind" \
             else not old.running and not postmasters_of(str(old.data_dir))
@@ -400,7 +411,8 @@ class PrimaryFailover:
             and old_ok and lag_ok
         if bit:
             lag = (f" after {self.frozen_seconds:.1f} s with the WAL sender frozen "
-                   f"({self.unreplicated_bytes or 0} WAL bytes not on the standby)"
+                   f"({self.unreplicated_bytes or 0} WAL bytes not on the standby, "
+                   f"{self.waiting_for_standby or 0} commit(s) waiting for it)"
                    if self._freezer is not None else "")
             summary = (f"primary postmaster {self.killed_pid} SIGKILLed{lag}; standby promoted "
                        f"(timeline {self.timeline_before} -> {self.timeline_after}), first write "

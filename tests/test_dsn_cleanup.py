@@ -33,6 +33,9 @@ def _user_data(dsn: str) -> None:
 
 
 def _state(dsn: str) -> dict[str, Any]:
+    """Every pgGit row and schema; a derived table (the core's tree-hash parts) by what it
+    means — the tree hash, the number of active objects and of its rows — not by row ids,
+    which a fold renews."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         state: dict[str, Any] = {
             table: [
@@ -44,7 +47,13 @@ def _state(dsn: str) -> dict[str, Any]:
                 )
             ]
             for table in sweep.pggit_tables(conn)
+            if table not in sweep.DERIVED_TABLES
         }
+        if conn.execute("SELECT to_regclass('pggit.tree_parts') IS NOT NULL").fetchone() == (
+                True,):
+            state["tree_parts"] = conn.execute(
+                "SELECT pggit._tree_hash(), sum(active), count(*) FROM pggit.tree_parts"
+            ).fetchone()
         state["schemas"] = sorted(
             r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_'")
         )
@@ -73,6 +82,11 @@ def test_dsn_run_leaves_nothing_in_the_target(
     journal = runner.journals()[0]
     assert journal["workload"]["ok"] > 0, "the workload did nothing: nothing to clean up"
     assert _state(pggit_dsn) == before
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        unhealthy = conn.execute(
+            "SELECT component, status, details FROM pggit.health_check()"
+            " WHERE status <> 'healthy'").fetchall()
+    assert not unhealthy, unhealthy
 
 
 def test_kept_evidence_is_removed_by_cleanup_and_a_live_run_is_not(

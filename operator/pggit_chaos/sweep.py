@@ -37,6 +37,11 @@ SOFT_LINKS: tuple[tuple[str, str, str, str], ...] = (
 )
 #: A run never leaves more than this many rounds of references to follow.
 MAX_ROUNDS = 12
+#: Tables pgGit derives from others and keeps itself (the embedded core's ``tree_parts``: the
+#: tree hash's parts, written by triggers on ``objects``): never purged row by row. After a
+#: purge they are folded (``pggit._tree_compact()``, when the pgGit has it), so that a run's
+#: parts, which cancel out once its objects are gone, do not stay behind as rows.
+DERIVED_TABLES = frozenset({"tree_parts"})
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,7 @@ def _closure(
     """ctids, by table, of the rows naming ``prefix`` and of every row hanging off them."""
     if conn.execute("SELECT to_regnamespace('pggit') IS NULL").fetchone() == (True,):
         return {}
-    tables = pggit_tables(conn)
+    tables = [table for table in pggit_tables(conn) if table not in DERIVED_TABLES]
     rows = {table: _seed(conn, table, prefix, own=own) for table in tables}
     links = _links(conn, tables)
     for _ in range(MAX_ROUNDS):
@@ -232,7 +237,16 @@ def purge(conn: psycopg.Connection[Any], prefix: str) -> Footprint:
             ]
             statement = sql.SQL("WITH {} SELECT 1").format(sql.SQL(", ").join(parts))
             conn.execute(statement, [sorted(ids) for _, ids in targets])
+        if schemas or targets:
+            _fold_derived(conn)
     return Footprint(prefix, {t: len(ids) for t, ids in rows.items()}, schemas)
+
+
+def _fold_derived(conn: psycopg.Connection[Any]) -> None:
+    """Fold the embedded core's tree-hash parts (a no-op on a pgGit without them)."""
+    found = conn.execute("SELECT to_regprocedure('pggit._tree_compact()') IS NOT NULL").fetchone()
+    if found == (True,):
+        conn.execute("SELECT pggit._tree_compact()")
 
 
 def prefixes_in(conn: psycopg.Connection[Any], stem: str) -> set[str]:

@@ -171,3 +171,37 @@ def test_a_balloon_above_max_balloon_is_refused_before_injection(
     assert not status.get("injectedAt") and status.get("faultIntent") is None
     assert not balloon(kubelet).exists()
     assert abs(available(volume) - before) < 32 << 20
+
+
+def test_runner_killed_mid_fault_the_operator_deletes_the_balloon_from_the_intent(
+        kubelet: Kubelet, admin_client: KubeClient, emulator: KubeEmulator, volume: Path,
+        start_operator: Any) -> None:  # noqa: F811
+    """A percentage fill of the data volume stays until someone deletes it: SIGKILL the runner
+    and the operator's revert from the intent in status does it through pods/exec."""
+    start_operator(status_interval=0.5, allow_exec=True)
+    body = manifest("11", duration="60s")
+    body["spec"]["fault"]["diskPressure"].update({"volume": "data", "fill": "90%"})
+    name = body["metadata"]["name"]
+    admin_client.create(EXPERIMENTS, "default", body)
+    status = wait_injected(admin_client, name, kubelet)["status"]
+    wait_until_filled = time.monotonic() + 60
+    while not balloon(kubelet).exists() and time.monotonic() < wait_until_filled:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    size = balloon(kubelet).stat().st_size
+    st = os.statvfs(volume)
+    assert 1 - st.f_bfree / st.f_blocks >= 0.90 and size > 0
+    pods = kubelet.job_pod_names("default", status["runnerJob"])
+    kubelet.kill_pod_process("default", pods[-1])  # SIGKILL: no revert of its own
+    assert balloon(kubelet).exists(), "something deleted the balloon before the operator"
+    final = wait_terminal(admin_client, name, kubelet)
+    status = final["status"]
+    assert status["phase"] == "Error", explain(final, kubelet)
+    assert status["message"] == (
+        "runner pod failed (exit 137) mid-fault; fault reverted from its intent (deleted the "
+        f"disk-pressure balloon in 1 pod(s): pg-0 ({size} bytes))"), status["message"]
+    assert status.get("faultIntent") is None
+    assert not balloon(kubelet).exists()
+    with connect(kubelet.targets[0].dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert ("", "pods/exec", "create") in emulator.rbac_rules("operator")

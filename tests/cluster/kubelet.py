@@ -845,7 +845,8 @@ class Kubelet:
         with self._lock:
             self.targets.append(target)
         for ordinal in range(replicas):
-            ident = f"k{self.token}{uuid.uuid4().hex[:6]}"
+            # Random first: the veth names keep only the first 8 characters (IFNAMSIZ).
+            ident = f"k{uuid.uuid4().hex[:7]}{self.token}"
             netns = Netns.plan(ident)
             cgroups = PodCgroups(ident)
             server = _PodPostgres(procs_files=cgroups.procs_files(), host=netns.ns_address,

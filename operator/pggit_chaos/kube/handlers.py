@@ -638,10 +638,16 @@ class Handlers:
             since = self.clock()
             body = self.client.patch(EXPERIMENTS, namespace, name, {"metadata": {
                 "annotations": {STOPPING_ANNOTATION: _rfc3339(since)}}})
+        elapsed = (self.clock() - since).total_seconds()
         try:
-            self._stop(body, (self.clock() - since).total_seconds())
+            self._stop(body, elapsed)
         except Retry:
             return  # the timer and the runner pod's events bring us back
+        if elapsed < self.stop_timeout and any(_alive(pod) for pod in self._runner_pods(body)):
+            # Its fault is reverted; the stopped runner still writes its own terminal phase
+            # (what it reverted, its workload's counts, the journal): ended here only when it
+            # does not within stop_timeout.
+            return
         fresh = self._get(namespace, name)
         if fresh is not None and _status(fresh).get("phase") not in TERMINAL:
             self._finish(fresh, "Aborted", "aborted by annotation")

@@ -272,6 +272,26 @@ def test_cleanup_removes_the_mount_and_balloon_of_a_killed_run(tmpdir_: Path) ->
     assert runner.pending_intents() == []
 
 
+def test_experiment_11_passes_with_postgresqls_enospc_in_the_journal(tmpdir_: Path) -> None:
+    """``pggit-chaos run experiments/11-disk-pressure.yaml``: Pass, and the journal's evidence
+    carries PostgreSQL's own words for the full WAL disk; nothing is left mounted."""
+    runner = test_run.Runner(tmpdir_)
+    result = runner.run("run", str(ROOT / "experiments" / "11-disk-pressure.yaml"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (journal,) = runner.journals()
+    assert journal["verdict"] == "Pass", journal["reason"]
+    evidence = journal["fault_evidence"]
+    assert evidence["bit"], evidence
+    assert 'could not write to file "pg_wal/xlogtemp.' in evidence["summary"], evidence
+    assert "No space left on device" in evidence["figures"]["first_enospc_message"]
+    assert evidence["figures"]["available_bytes_after_fill"] == 0
+    assert evidence["figures"]["panics"] >= 1
+    assert journal["workload"]["ok"] > 0 and journal["workload"]["lost"] == 0
+    assert all(inv["passed"] for inv in journal["invariants"])
+    assert [m for m in disk_mounts() if m.startswith(str(runner.tmpdir))] == []
+    assert list(runner.tmpdir.iterdir()) == [] and runner.pending_intents() == []
+
+
 def wait(predicate: object, what: str, timeout: float = 60) -> None:
     assert callable(predicate)
     deadline = time.monotonic() + timeout

@@ -6,7 +6,10 @@ machines this runs on, and needs privileges a runner pod does not have). It runs
 loop in a daemon thread of the runner's process, so it is the same code in a local run and
 inside the runner pod, and nothing outlives the process. It starts as a pass-through (no added
 delay); :meth:`LatencyProxy.shape` switches a :class:`Shape` on (the fault's inject) and
-``shape(PASS_THROUGH)`` off again (its revert).
+``shape(PASS_THROUGH)`` off again (its revert). Each connection is a pair of asyncio protocols,
+no task per chunk: while nothing is held, what one socket receives is written to the other at
+once (the overhead ``benchmarks/bench_latency_proxy.py`` measures); reading stops while the
+other side's buffer is full or too much is held (backpressure).
 
 What a shape does, per connection and direction, in order (bytes are never reordered, split
 differently on purpose, or altered):
@@ -23,19 +26,17 @@ differently on purpose, or altered):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import random
-import socket
 import threading
 from dataclasses import dataclass
 
 __all__ = ["PASS_THROUGH", "LatencyProxy", "ProxyStats", "Shape"]
 
-#: Bytes read from a socket at a time.
-CHUNK = 65536
-#: Chunks queued per direction of one connection before the proxy stops reading (backpressure).
-QUEUE_CHUNKS = 64
+#: Bytes held per direction of one connection before the proxy stops reading (backpressure).
+HELD_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,8 @@ class LatencyProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[_Connection] = set()
+        self._connecting: set[asyncio.Task[None]] = set()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
 
@@ -221,8 +222,8 @@ class LatencyProxy:
         self._loop = loop
         try:
             try:
-                self._server = loop.run_until_complete(asyncio.start_server(
-                    self._handle, self.listen_host, self._listen_port, reuse_address=True))
+                self._server = loop.run_until_complete(loop.create_server(
+                    self._accept, self.listen_host, self._listen_port, reuse_address=True))
             except OSError as exc:
                 self._startup_error = exc
                 return
@@ -238,116 +239,223 @@ class LatencyProxy:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        for task in list(self._tasks):
+        for task in list(self._connecting):
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+        for connection in list(self._connections):
+            connection.abort()
+        if self._connecting:
+            await asyncio.wait(list(self._connecting), timeout=5)
 
-    async def _handle(self, client_reader: asyncio.StreamReader,
-                      client_writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        self._stats.connections += 1
-        self._stats.open_connections += 1
-        self._writers.add(client_writer)
-        _no_delay(client_writer)
-        server_writer: asyncio.StreamWriter | None = None
-        try:
-            try:
-                server_reader, upstream = await asyncio.wait_for(
-                    asyncio.open_connection(self.upstream_host, self.upstream_port), 30)
-            except (OSError, TimeoutError):
-                self._stats.upstream_failures += 1
-                return
-            server_writer = upstream
-            self._writers.add(upstream)
-            _no_delay(upstream)
-            pumps = [
-                asyncio.ensure_future(self._pump(client_reader, upstream, "to_server")),
-                asyncio.ensure_future(self._pump(server_reader, client_writer, "to_client")),
-            ]
-            try:
-                # Either side closing ends the connection (PostgreSQL's protocol has no
-                # half-closed use; a client's Terminate is followed by its close).
-                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for pump in pumps:
-                    pump.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
-        finally:
-            for writer in (client_writer, server_writer):
-                if writer is not None:
-                    self._writers.discard(writer)
-                    writer.transport.abort()
-            self._stats.open_connections -= 1
-            if task is not None:
-                self._tasks.discard(task)
+    def _accept(self) -> _ClientSide:
+        return _ClientSide(self)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    direction: str) -> None:
-        """Copy ``reader`` to ``writer``, holding chunks as the current shape says."""
+
+class _Connection:
+    """One proxied connection: the client's socket, the server's, a direction each way."""
+
+    def __init__(self, proxy: LatencyProxy, client: asyncio.Transport) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.server: asyncio.Transport | None = None
+        self.to_server: _Direction | None = None
+        self.to_client: _Direction | None = None
+        self.closed = False
+
+    def link(self, server: asyncio.Transport, server_side: _ServerSide) -> None:
+        self.server = server
+        self.to_server = _Direction(self.proxy, "to_server", self.client, server)
+        self.to_client = _Direction(self.proxy, "to_client", server, self.client)
+        server_side.direction = self.to_client
+        server_side.reverse = self.to_server
+
+    def lost(self, which: str) -> None:
+        """One side's socket is gone: deliver what is held for the other, then close it."""
+        src_dir = self.to_server if which == "client" else self.to_client
+        dst_dir = self.to_client if which == "client" else self.to_server
+        if src_dir is not None:
+            src_dir.finish()  # what the lost side sent still goes out, then the other closes
+        if dst_dir is not None:
+            dst_dir.drop()  # nothing can reach the lost side any more
+        if src_dir is None:  # not linked yet
+            other = self.server if which == "client" else self.client
+            if other is not None:
+                other.close()
+        self._forget()
+
+    def abort(self) -> None:
+        for direction in (self.to_server, self.to_client):
+            if direction is not None:
+                direction.drop()
+        for transport in (self.client, self.server):
+            if transport is not None:
+                transport.abort()
+        self._forget()
+
+    def _forget(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.proxy._stats.open_connections -= 1
+            self.proxy._connections.discard(self)
+
+
+class _Direction:
+    """Bytes from ``src`` to ``dst``: forwarded at once, or held in order as the shape says."""
+
+    def __init__(self, proxy: LatencyProxy, name: str, src: asyncio.Transport,
+                 dst: asyncio.Transport) -> None:
+        self.proxy = proxy
+        self.name = name
+        self.src = src
+        self.dst = dst
+        self.loop = asyncio.get_running_loop()
+        self.held: collections.deque[tuple[float, float, bytes]] = collections.deque()
+        self.held_bytes = 0
+        self.last_release = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.dst_full = False  # the destination's write buffer is over its high-water mark
+        self.paused = False
+        self.finishing = False
+
+    def feed(self, data: bytes) -> None:
+        stats = self.proxy._stats
+        if self.name == "to_client":
+            stats.bytes_to_client += len(data)
+        else:
+            stats.bytes_to_server += len(data)
+        shape = self.proxy._shape
+        if shape.passes_through and not self.held:
+            self.dst.write(data)
+            return
+        now = self.loop.time()
+        link = self.proxy._links[self.name]
+        release = link.transmit(now, len(data), shape.bandwidth)
+        if self.name == "to_client":
+            release += shape.hold(self.proxy._rng)
+        release = max(release, self.last_release)  # never overtake an earlier chunk
+        self.last_release = release
+        self.held.append((now, release, data))
+        self.held_bytes += len(data)
+        self._flow()
+        if self.timer is None:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        stats = self.proxy._stats
+        while self.held and self.held[0][1] <= now:
+            read_at, release, data = self.held.popleft()
+            self.held_bytes -= len(data)
+            self.dst.write(data)
+            if release > read_at:
+                stats.held(now - read_at)
+        if self.held:
+            self.timer = self.loop.call_at(self.held[0][1], self._flush)
+        elif self.finishing:
+            self.dst.close()
+        self._flow()
+
+    def writable(self, full: bool) -> None:
+        """The destination's buffer went over (or back under) its high-water mark."""
+        self.dst_full = full
+        self._flow()
+
+    def _flow(self) -> None:
+        """Stop reading the source while the destination is full or too much is held."""
+        pause = self.dst_full or self.held_bytes > HELD_BYTES
+        if pause != self.paused and not self.src.is_closing():
+            self.paused = pause
+            if pause:
+                self.src.pause_reading()
+            else:
+                self.src.resume_reading()
+
+    def finish(self) -> None:
+        """The source is gone: deliver what is held, then close the destination."""
+        self.finishing = True
+        if not self.held:
+            self.dst.close()
+
+    def drop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.held.clear()
+        self.held_bytes = 0
+
+
+class _ClientSide(asyncio.Protocol):
+    """The client's socket: connects to the server, then feeds the to-server direction."""
+
+    def __init__(self, proxy: LatencyProxy) -> None:
+        self.proxy = proxy
+        self.connection: _Connection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # until the server's side is connected
+        self.connection = _Connection(self.proxy, transport)
+        self.proxy._stats.connections += 1
+        self.proxy._stats.open_connections += 1
+        self.proxy._connections.add(self.connection)
+        task = asyncio.get_running_loop().create_task(self._connect(self.connection))
+        self.proxy._connecting.add(task)
+        task.add_done_callback(self.proxy._connecting.discard)
+
+    async def _connect(self, connection: _Connection) -> None:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, float, bytes] | None] = asyncio.Queue(QUEUE_CHUNKS)
-        link = self._links[direction]
-        pending = 0  # chunks queued or being held by the sender
-        last_release = 0.0
-
-        async def send() -> None:
-            nonlocal pending
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                read_at, release, data = item
-                wait = release - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                writer.write(data)
-                if release > read_at:
-                    self._stats.held(loop.time() - read_at)
-                pending -= 1
-                await writer.drain()
-
-        sender = asyncio.ensure_future(send())
         try:
-            while True:
-                data = await reader.read(CHUNK)
-                if not data:
-                    break
-                if direction == "to_client":
-                    self._stats.bytes_to_client += len(data)
-                else:
-                    self._stats.bytes_to_server += len(data)
-                shape = self._shape
-                if shape.passes_through and pending == 0:
-                    writer.write(data)
-                    await writer.drain()
-                    continue
-                now = loop.time()
-                release = link.transmit(now, len(data), shape.bandwidth)
-                if direction == "to_client":
-                    release += shape.hold(self._rng)
-                release = max(release, last_release)  # never overtake an earlier chunk
-                last_release = release
-                pending += 1
-                await queue.put((now, release, data))
-                if sender.done():  # the peer went away while we held its data
-                    break
-            await queue.put(None)
-            await sender
-        finally:
-            if not sender.done():
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
-                    await sender
+            server, side = await asyncio.wait_for(loop.create_connection(
+                lambda: _ServerSide(connection), self.proxy.upstream_host,
+                self.proxy.upstream_port), 30)
+        except (OSError, TimeoutError, asyncio.CancelledError):
+            self.proxy._stats.upstream_failures += 1
+            connection.client.close()
+            return
+        if connection.closed:  # the client left meanwhile
+            server.close()
+            return
+        connection.link(server, side)
+        connection.client.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        connection = self.connection
+        if connection is not None and connection.to_server is not None:
+            connection.to_server.feed(data)
+
+    def pause_writing(self) -> None:
+        if self.connection is not None and self.connection.to_client is not None:
+            self.connection.to_client.writable(full=True)
+
+    def resume_writing(self) -> None:
+        if self.connection is not None and self.connection.to_client is not None:
+            self.connection.to_client.writable(full=False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.connection is not None:
+            self.connection.lost("client")
 
 
-def _no_delay(writer: asyncio.StreamWriter) -> None:
-    """Forward small packets at once (no Nagle), as the database's own sockets do."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class _ServerSide(asyncio.Protocol):
+    """The server's socket: feeds the to-client direction."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+        self.direction: _Direction | None = None
+        self.reverse: _Direction | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.direction is not None:
+            self.direction.feed(data)
+
+    def pause_writing(self) -> None:
+        if self.reverse is not None:
+            self.reverse.writable(full=True)
+
+    def resume_writing(self) -> None:
+        if self.reverse is not None:
+            self.reverse.writable(full=False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.connection.server is not None:
+            self.connection.lost("server")

@@ -221,8 +221,8 @@ class PrimaryFailover:
         if not (self.pair.primary.running and self.pair.standby.running):
             raise FaultError("primary-failover: the primary and its standby must both run")
         if self.standby_lag > 0 and self._freezer is None:
-            pid = self.pair.walsender_pid()
-            self._freezer = PodPause(lambda: pid, intent_id=self._id)  # checks cgroup access
+            # The sender's pid is read again at the injection (the standby may reconnect).
+            self._freezer = PodPause(self.pair.walsender_pid, intent_id=self._id)
 
     def intent(self) -> FaultIntent:
         if self._intent is None:
@@ -303,14 +303,21 @@ class PrimaryFailover:
 
     def _promote(self) -> None:
         standby = self.pair.standby
-        try:
-            if in_recovery(standby):
-                _query(standby, "SELECT pg_promote(true, %s)", (int(self.promote_timeout),),
-                       timeout=self.promote_timeout + 5)
-        except psycopg.Error as exc:
-            raise FaultError(f"primary-failover: promoting the standby failed: {exc}") from exc
-        self.promoted_at = time.monotonic()
         deadline = time.monotonic() + self.promote_timeout
+        while True:  # as an operator does: retry while the standby does not take connections
+            try:
+                if in_recovery(standby):
+                    _query(standby, "SELECT pg_promote(true, %s)", (int(self.promote_timeout),),
+                           timeout=self.promote_timeout + 5)
+                break
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline or not standby.running:
+                    raise FaultError(f"primary-failover: promoting the standby failed: {exc}; "
+                                     f"its log: {standby.log_tail(6)}") from exc
+                time.sleep(0.1)
+            except psycopg.Error as exc:
+                raise FaultError(f"primary-failover: promoting the standby failed: {exc}") from exc
+        self.promoted_at = time.monotonic()
         last = ""
         while time.monotonic() < deadline:
             try:
@@ -353,6 +360,9 @@ class PrimaryFailover:
             if not exists:
                 conn.execute("SELECT pg_create_physical_replication_slot(%s, true)",
                              (REWOUND_NAME,))
+            # A promotion does not wait for its checkpoint; until one completes the control file
+            # still names the old timeline and pg_rewind would find "no rewind required".
+            conn.execute("CHECKPOINT")
         source = f"host={new.socket_dir} port={new.port} user=postgres dbname=postgres"
         cmd = [*_run_as_server_user(), str(old.bindir / "pg_rewind"), "-D", str(old.data_dir),
                "--source-server", source, "-R", "--no-sync"]

@@ -125,7 +125,7 @@ def test_disk_pressure_through_exec_fills_the_volume_and_frees_it(
     assert "could not extend file" in evidence["summary"], evidence
     assert "No space left on device" in evidence["summary"], evidence
     figures = journal_of(admin_client, status)["fault_evidence"]["figures"]
-    assert figures["pg-0_available_bytes_after_fill"] == 0
+    assert figures["pg-0_available_bytes_after_fill"] < 16 << 20  # PostgreSQL may free some
     assert figures["pg-0_balloon_bytes"] == seen["balloon"] > 100 << 20
     print(evidence["summary"])
     assert status["workload"]["ok"] > 0 and status["workload"]["lost"] == 0

@@ -460,6 +460,12 @@ class Workload:
 
     def _after(self, client: _Client, f: OpF, value: dict[str, str], outcome: str) -> None:
         """Track which tables the client may still use (none whose state is unknown)."""
+        if f == "drop_table" and outcome == "fail":
+            # Never tried again: each DDL's key (kind, table, column) stays unique in the
+            # history, as the checker needs (a failed DROP on a full disk, then a successful
+            # one, would make the first look recorded though it failed).
+            client.tables = [t for t in client.tables if t.name != value["table"]]
+            return
         if f == "commit" or outcome == "fail":
             return
         name = value["table"]

@@ -182,9 +182,10 @@ def free_balloons(client: KubeClient, namespace: str, undo: Mapping[str, Any],
                   retry_seconds: float = FREE_RETRY_SECONDS) -> str:
     """Delete the balloon in each pod of the intent (the operator's revert from the intent).
 
-    The exec is retried while a container restarts, until ``retry_seconds``; a pod that is
-    gone is not retried (its recreated container's volume is reached once it runs)."""
-    freed = []
+    The exec is retried until ``retry_seconds`` (a container that restarts, a pod that is being
+    recreated on the same volume); a pod still absent then is named, not an error."""
+    freed: list[str] = []
+    gone: list[str] = []
     for pod, container in dict(undo.get("containers") or {}).items():
         deadline = time.monotonic() + retry_seconds
         while True:
@@ -195,10 +196,15 @@ def free_balloons(client: KubeClient, namespace: str, undo: Mapping[str, Any],
                 freed.append(f"{pod} ({out.get('freed', '0')} bytes)")
                 break
             except FaultError:
-                if client.find(PODS, namespace, pod) is None or time.monotonic() > deadline:
+                if time.monotonic() <= deadline:
+                    time.sleep(1.0)  # a restarting container, or a pod being recreated
+                    continue
+                if client.find(PODS, namespace, pod) is not None:
                     raise
-                time.sleep(1.0)
-    return f"deleted the disk-pressure balloon in {len(freed)} pod(s): {', '.join(freed)}"
+                gone.append(pod)
+                break
+    text = f"deleted the disk-pressure balloon in {len(freed)} pod(s): {', '.join(freed)}"
+    return text + (f"; pod(s) gone, not reached: {', '.join(gone)}" if gone else "")
 
 
 class DiskPressure:
@@ -294,12 +300,15 @@ class DiskPressure:
             figures[f"{pod}_available_bytes_after_fill"] = avail
             figures[f"{pod}_used_percent_after_fill"] = percent
             figures[f"{pod}_freed_bytes"] = int((self.freed.get(pod) or {}).get("freed", 0))
-            if self.fill == "enospc":
-                ok = avail == 0 and "No space left" in report.get("refused", "")
+            if self.fill == "enospc":  # the kernel refused the balloon's last write: full
+                # (the free space read just after may already be more than 0: PostgreSQL
+                # deletes files too, e.g. a dropped table's)
+                ok = "No space left" in report.get("refused", "")
             else:
                 ok = written > 0 and percent >= int(self.fill.rstrip("%"))
             if ok:
-                full.append(f"{pod} {percent}% used ({written} byte balloon, {avail} left)")
+                full.append(f"{pod} {percent}% used ({written} byte balloon, "
+                            f"{avail} bytes free just after)")
         if self.postgres_error:
             figures["postgres_error"] = self.postgres_error[:300]
         if not self.filled or len(full) != len(self.filled):

@@ -365,7 +365,9 @@ class DiskPressure:
         if enospc:
             figures["first_enospc_message"] = enospc[0][:300]
         if self.percent is None:
-            bit = available == 0 and bool(enospc)
+            # The balloon was written until ENOSPC; PostgreSQL's own failure proves it bit
+            # (the free space read just after may be more than 0 if the server deleted files).
+            bit = self.balloon_bytes > 0 and bool(enospc)
             shown = "; ".join(dict.fromkeys(enospc[:3]))
             if bit:
                 after = (" the postmaster's crash restart and recovery followed"
@@ -373,11 +375,11 @@ class DiskPressure:
                 down = "; the server had shut down: restarted after the balloon was deleted" \
                     if self.restarted else ""
                 summary = (f"{self.filesystem.volume} filesystem full ({self.balloon_bytes} "
-                           f"byte balloon, 0 bytes left of {total}); PostgreSQL: {shown}"
+                           f"byte balloon, {available} bytes left of {total}); PostgreSQL: {shown}"
                            f"{';' if after else ''}{after}{down}; workload: "
                            f"{window.failed} failed, {window.indeterminate} indeterminate")
             else:
-                why = (f"{available} bytes still free after the balloon" if available
+                why = ("no balloon was written" if not self.balloon_bytes
                        else "PostgreSQL logged no write failure (No space left on device)"
                        + (f"; switching WAL: {self.switch_error}" if self.switch_error else ""))
                 summary = f"disk-pressure did not bite: {why}"

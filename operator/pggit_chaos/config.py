@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     max_target_pods: int = Field(default=5, ge=1, le=1000)
     #: Allow faults that need ``pods/exec`` (pod-pause): SIGSTOP/SIGCONT inside the target pod.
     allow_exec: bool = False
+    #: Experiments on one target (the same database Secret, or a shared target pod) run one
+    #: at a time, oldest first; the others wait in phase Pending saying for which. Off: they
+    #: run at once, and one's fault can decide another's verdict.
+    one_experiment_per_target: bool = True
     #: Image of the runner and verification Jobs (the operator's own image).
     image: str = "ghcr.io/pggit-chaos/pggit-chaos:0.1.0"
     #: Image pull policy of the Jobs.

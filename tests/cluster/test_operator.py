@@ -67,6 +67,9 @@ def operator_client(kubeconfigs: dict[str, Path]) -> KubeClient:
 
 
 def _settings(**overrides: Any) -> Settings:
+    # The tests here hold several experiments on one target at once (runners played by
+    # hand): one at a time per target has tests of its own (test_one_experiment_per_target_*).
+    overrides.setdefault("one_experiment_per_target", False)
     return Settings(**overrides)
 
 
@@ -220,6 +223,53 @@ def _rfc3339(moment: datetime) -> str:
 
 def admitted(client: KubeClient, name: str, ns: str = NS) -> Body:
     return wait_status(client, name, lambda s: bool(s.get("runnerJob")), "a runner Job", ns)
+
+
+# -- one experiment per target ---------------------------------------------------------------
+def test_one_experiment_per_target_the_second_waits_for_the_first(
+        cluster: KubeClient, emulator: KubeEmulator,
+        start_operator: Callable[..., Operator]) -> None:
+    start_operator(one_experiment_per_target=True)
+    create(cluster, experiment("first"))
+    admitted(cluster, "first")
+    create(cluster, experiment("second"))  # the same Secret: the same database
+    elsewhere = experiment("elsewhere")
+    elsewhere["spec"]["target"]["databaseSecretRef"] = {"name": "other-db"}
+    create(cluster, elsewhere)
+    dry = experiment("dry", dryRun=True)
+    create(cluster, dry)
+    status = wait_status(cluster, "second", lambda s: "waiting" in str(s.get("message")),
+                         "a waiting message")
+    assert status["phase"] == "Pending" and "first" in status["message"]
+    assert not runner_jobs(cluster, "second")
+    wait_until(lambda: "Waiting" in reasons(emulator, "second"), "a Waiting Event", REACT)
+    admitted(cluster, "elsewhere")  # another database: not held up
+    wait_phase(cluster, "dry", "Aborted")  # a dry run injects nothing: never waits
+    assert not runner_jobs(cluster, "second")
+    patch_status(cluster, "first", {"phase": "Passed", "verdict": "Pass",
+                                    "finishedAt": _rfc3339(datetime.now(UTC)),
+                                    "message": "every check passed"})
+    status = admitted(cluster, "second")
+    assert status["phase"] == "Pending" and "runner Job" in status["message"]
+    assert reasons(emulator, "second").count("Waiting") == 1
+
+
+def test_one_experiment_per_target_the_oldest_waiting_goes_first(
+        cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator) -> None:
+    handlers = handlers_for(operator_client, one_experiment_per_target=True)
+    for name in ("a-holder", "b-older", "c-younger"):
+        create(cluster, experiment(name))
+    handlers.reconcile(NS, "a-holder")
+    assert status_of(cluster, "a-holder").get("runnerJob")
+    handlers.reconcile(NS, "c-younger")
+    handlers.reconcile(NS, "b-older")
+    assert "a-holder" in status_of(cluster, "b-older")["message"]
+    patch_status(cluster, "a-holder", {"phase": "Error", "message": "gone"})
+    handlers.reconcile(NS, "c-younger")  # b-older came first: c keeps waiting, now for b
+    assert "b-older" in status_of(cluster, "c-younger")["message"]
+    assert not runner_jobs(cluster, "c-younger")
+    handlers.reconcile(NS, "b-older")
+    assert status_of(cluster, "b-older").get("runnerJob")
 
 
 # -- gates ------------------------------------------------------------------------------------

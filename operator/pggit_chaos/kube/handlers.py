@@ -432,6 +432,10 @@ class Handlers:
                          f"dry run: would hit pods {', '.join(targets)}; nothing was injected",
                          reason="DryRun", type_="Normal")
             return
+        holder = self._holder_of_target(body, experiment, targets)
+        if holder is not None:
+            self._wait_for(body, holder, targets)
+            return
         run_id = uuid.uuid4().hex[:12]
         uid = str(meta.get("uid") or "")
         try:
@@ -447,6 +451,56 @@ class Handlers:
                 raise
             job = self.client.get(JOBS, namespace, str(job["metadata"]["name"]))
         self._adopt(body, job, run_id)
+
+    def _holder_of_target(self, body: Body, experiment: Experiment,
+                          targets: list[str]) -> str | None:
+        """The experiment that goes before this one on the same target, if any.
+
+        Experiments on one target run one at a time (``one_experiment_per_target``): a fault
+        another experiment holds would decide this one's verdict (trigger-disable, for one,
+        switches off pgGit's tracking for the whole database). The same database Secret or a
+        shared target pod is the same target. One that is running goes first; among those
+        waiting, the oldest (creation time, then name). Dry runs never hold a target.
+        """
+        if not self.settings.one_experiment_per_target:
+            return None
+        meta = _meta(body)
+        ref = experiment.spec.target.database_secret_ref
+        mine = ref.name if ref is not None else None
+        order = (str(meta.get("creationTimestamp") or ""), str(meta.get("name")))
+        for other in self.client.list(EXPERIMENTS, str(meta["namespace"])):
+            other_meta, other_status = _meta(other), _status(other)
+            if other_meta.get("uid") == meta.get("uid") or other_meta.get("deletionTimestamp"):
+                continue
+            if other_status.get("phase") in TERMINAL:
+                continue
+            spec: dict[str, Any] = other["spec"] if isinstance(other.get("spec"), dict) else {}
+            target: dict[str, Any] = (spec["target"] if isinstance(spec.get("target"), dict)
+                                      else {})
+            other_ref = target.get("databaseSecretRef")
+            secret = other_ref.get("name") if isinstance(other_ref, dict) else None
+            shares_pods = bool(set(other_status.get("targets") or []) & set(targets))
+            if not (shares_pods or (mine is not None and secret == mine)):
+                continue
+            if other_status.get("runnerJob"):
+                return str(other_meta.get("name"))
+            if spec.get("dryRun") is True:
+                continue
+            if (str(other_meta.get("creationTimestamp") or ""),
+                    str(other_meta.get("name"))) < order:
+                return str(other_meta.get("name"))
+        return None
+
+    def _wait_for(self, body: Body, holder: str, targets: list[str]) -> None:
+        """Pending, saying which experiment holds the target (the timer tries again)."""
+        message = (f"waiting for experiment {holder} on the same target "
+                   f"({', '.join(targets)}): experiments on one target run one at a time")
+        status = _status(body)
+        if status.get("message") != message or status.get("phase") != "Pending":
+            self._patch_status(body, {"phase": "Pending", "message": message,
+                                      "observedGeneration": _meta(body).get("generation")})
+        uid = str(_meta(body).get("uid") or "")
+        self._post(body, "Waiting", "Normal", message, key=f"{uid[:8]}-waiting-{holder}")
 
     def _adopt(self, body: Body, job: Mapping[str, Any], run_id: str | None = None) -> None:
         """Write the run's id and Job into status (Pending unless the runner already moved)."""

@@ -131,6 +131,38 @@ def fault_sections(draw: st.DrawFn, fault_type: FaultType) -> dict[str, Any]:
                 )
             },
         ),
+        FaultType.INDEX_CORRUPTION: st.fixed_dictionaries(
+            {"destructive": st.just(True)},
+            optional={"index": st.from_regex(r"\A[a-z_][a-z0-9_]{0,30}\Z")},
+        ),
+        FaultType.NETWORK_LATENCY: st.fixed_dictionaries(
+            {},
+            optional={
+                "delay": durations(1, MINUTE),
+                "jitter": durations(0, MINUTE),
+                "bandwidth": st.integers(1, 1024).map(lambda ki: f"{ki}Ki"),
+            },
+        ),
+        FaultType.DISK_PRESSURE: st.fixed_dictionaries(
+            {},
+            optional={
+                "volume": st.sampled_from(["wal", "data"]),
+                "fill": st.one_of(st.just("enospc"),
+                                  st.integers(1, 99).map(lambda pct: f"{pct}%")),
+                "localSizeMi": st.integers(32, 4096),
+                "maxBalloonMi": st.integers(1, 1048576),
+            },
+        ),
+        FaultType.PRIMARY_FAILOVER: st.fixed_dictionaries(
+            {},
+            optional={
+                "replication": st.sampled_from(["sync", "async"]),
+                "standbyLag": durations(0, MINUTE),
+                "oldPrimary": st.sampled_from(["rewind", "down"]),
+                "primaryLabel": st.sampled_from(
+                    ["cnpg.io/instanceRole=primary", "spilo-role=master"]),
+            },
+        ),
     }
     section: dict[str, Any] = draw(options[fault_type])
     return section
@@ -149,7 +181,7 @@ def experiments(
     """A valid experiment, built with :meth:`Experiment.new` (so the model accepts it)."""
     fault_type = draw(fault_types or st.sampled_from(list(FaultType)))
     fault: dict[str, Any] = {"type": fault_type.value}
-    if draw(st.booleans()):
+    if fault_type is FaultType.INDEX_CORRUPTION or draw(st.booleans()):  # its section is required
         fault[SECTIONS[fault_type][1]] = draw(fault_sections(fault_type))
     mode = draw(st.sampled_from(["one", "all", "fixed", "fixed-percent"]))
     target: dict[str, Any] = {

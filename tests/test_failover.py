@@ -11,12 +11,15 @@ standby or left down, as the spec says, and nothing is left on the machine after
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+import leftovers
+from pggit_chaos.local.state import RESOURCE_TYPES, StateFile
 from pggit_chaos.spec import Experiment
 from test_run import Runner, write_experiment
 
@@ -146,4 +149,40 @@ def test_dry_run_plans_a_standby_and_injects_nothing(runner: Runner) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "a streaming standby (pg_basebackup, replication slot)" in result.stdout
     assert "inject primary-failover: replication sync, standbyLag 2s" in result.stdout
+    runner.assert_nothing_left()
+
+
+@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.skipif(not IS_ROOT, reason="the standby lag uses the cgroup freezer: needs root")
+def test_cleanup_after_the_runner_is_killed_while_the_sender_is_frozen(runner: Runner) -> None:
+    """SIGKILL mid-lag leaves the WAL sender frozen and both servers running; `cleanup` thaws
+    and removes the freezer cgroup and removes primary and standby."""
+    experiment = write_experiment(
+        runner.tmp / "failover.yaml", EXAMPLE, **{
+            "spec.fault.primaryFailover.standbyLag": "60s", "spec.verification.checks": []})
+    proc = runner.popen("run", str(experiment))
+    deadline = time.monotonic() + 120
+    frozen: Path | None = None
+    while time.monotonic() < deadline and frozen is None:
+        assert proc.poll() is None, proc.communicate()
+        for intent in StateFile.in_dir(runner.state).pending():
+            path = Path(str(intent.undo.get("path", "")))
+            if intent.type == "primary-failover" and (path / "cgroup.procs").exists() \
+                    and leftovers.cgroups() and (path / "cgroup.procs").read_text().strip():
+                frozen = path
+        time.sleep(0.1)
+    assert frozen is not None, "the WAL sender was never frozen"
+    proc.kill()
+    proc.wait(30)
+    assert frozen.exists(), "the freezer cgroup stays after SIGKILL"
+    servers = leftovers.postgres_processes(str(runner.tmpdir))
+    assert servers, "the orphaned primary and standby still run"
+    pending = StateFile.in_dir(runner.state).pending()
+    assert sorted(i.type for i in pending if i.type in RESOURCE_TYPES) == [
+        "embedded-postgres", "embedded-postgres"]  # the primary and the standby
+    result = runner.run("cleanup", "--state-dir", str(runner.state))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" not in result.stdout
+    assert not frozen.exists()
     runner.assert_nothing_left()

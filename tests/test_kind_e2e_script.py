@@ -395,6 +395,31 @@ def test_a_destructive_experiment_must_be_refused_by_its_gate(
     assert "1 experiment(s) did not pass" in run.stderr
 
 
+FAILOVER = [name for _, name, fault in EXPERIMENTS_FOUND if fault == "primary-failover"]
+
+
+@pytest.mark.skipif(not FAILOVER, reason="no primary-failover experiment in experiments/")
+@pytest.mark.parametrize(("message", "code"), [
+    # What the Kubernetes substrate says on a target without a PostgreSQL operator's primary.
+    ("primary-failover: no Running and Ready pod matching the selector "
+     "app.kubernetes.io/name=pggit-postgres in namespace default carries the primary label "
+     "cnpg.io/instanceRole=primary (a PostgreSQL operator's primary, e.g. CloudNativePG or "
+     "Patroni): nothing to inject", 0),
+    ("refused by the namespace opt-in gate: namespace default has not opted in", 1),
+])
+def test_failover_without_a_primary_is_skipped_and_any_other_abort_fails(
+    tmp_path: Path, fakes: Path, message: str, code: int
+) -> None:
+    name = FAILOVER[0]
+    run = run_script(tmp_path, fakes, {"polls": [_rows({name: "Aborted"}, "Passed")],
+                                       "messages": {**REFUSED, name: message}})
+    assert run.code == code, run.stderr
+    if code == 0:
+        assert f"skipped default/{name}" in run.stdout + run.stderr
+    else:
+        assert f"FAIL default/{name}: phase Aborted: {message}" in run.stderr
+
+
 def test_the_script_installs_what_the_chart_renders(tmp_path: Path, fakes: Path) -> None:
     """The contract between the script and the chart: the very helm arguments the script
     passes, rendered by the real helm and chart, give what the script then waits for and

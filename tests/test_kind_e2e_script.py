@@ -420,6 +420,29 @@ def test_failover_without_a_primary_is_skipped_and_any_other_abort_fails(
         assert f"FAIL default/{name}: phase Aborted: {message}" in run.stderr
 
 
+DISK = [name for _, name, fault in EXPERIMENTS_FOUND if fault == "disk-pressure"]
+
+
+@pytest.mark.skipif(not DISK, reason="no disk-pressure experiment in experiments/")
+@pytest.mark.parametrize(("message", "code"), [
+    # What the runner's plan says on a volume that shares the node's disk.
+    ("the balloon would be 51200 MiB, more than maxBalloonMi (1024): is "
+     "/var/lib/postgresql/data a volume of its own?", 0),
+    ("not healthy within the recovery timeout of 60s", 1),
+])
+def test_disk_pressure_on_a_shared_disk_is_skipped_and_any_other_error_fails(
+    tmp_path: Path, fakes: Path, message: str, code: int
+) -> None:
+    name = DISK[0]
+    run = run_script(tmp_path, fakes, {"polls": [_rows({name: "Error"}, "Passed")],
+                                       "messages": {**REFUSED, name: message}})
+    assert run.code == code, run.stderr
+    if code == 0:
+        assert f"skipped default/{name}" in run.stdout + run.stderr
+    else:
+        assert f"FAIL default/{name}: phase Error: {message}" in run.stderr
+
+
 def test_the_script_installs_what_the_chart_renders(tmp_path: Path, fakes: Path) -> None:
     """The contract between the script and the chart: the very helm arguments the script
     passes, rendered by the real helm and chart, give what the script then waits for and

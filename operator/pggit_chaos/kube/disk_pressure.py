@@ -19,7 +19,6 @@ left on device``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,7 +28,7 @@ import psycopg
 from pggit_chaos.errors import FaultError, InsufficientPrivileges
 from pggit_chaos.faults.base import FaultEvidence, FaultIntent, Figure, WorkloadWindow
 from pggit_chaos.kube.client import PODS, KubeClient
-from pggit_chaos.kube.faults import exec_api, postgres_container
+from pggit_chaos.kube.faults import exec_api, exec_sh, postgres_container
 
 #: ``undo.kind`` of the intent.
 UNDO_DISK_BALLOON = "kube-disk-balloon"
@@ -145,37 +144,9 @@ def exec_script(client: KubeClient, namespace: str, pod: str, container: str,
                 args: Sequence[str], api: Any = None, timeout: float = EXEC_TIMEOUT) -> str:
     """Run :data:`DISK_SCRIPT` with ``args`` in the container through ``pods/exec``; its
     stdout, or :class:`FaultError` with its stderr and exit code."""
-    from kubernetes.stream import stream
-
-    api = api if api is not None else exec_api(client)
     where = f"disk-pressure: {args[0]} through exec into {namespace}/{pod} ({container})"
-    try:
-        response = stream(api.connect_get_namespaced_pod_exec, pod, namespace,
-                          container=container,
-                          command=["sh", "-c", DISK_SCRIPT, "disk-pressure", *args],
-                          stderr=True, stdin=False, stdout=True, tty=False,
-                          _preload_content=False)
-    except Exception as exc:
-        raise FaultError(f"{where} failed: {exc}") from exc
-    try:
-        response.run_forever(timeout=timeout)
-        if response.is_open():
-            raise FaultError(f"{where} did not end within {timeout:.0f} s")
-        stdout = str(response.read_channel(1) or "").strip()
-        stderr = str(response.read_channel(2) or "").strip()
-        raw = response.read_channel(3) or ""
-    finally:
-        response.close()
-    try:
-        status = json.loads(raw) if raw else {}
-    except ValueError:
-        status = {"status": "Failure", "message": str(raw)}
-    if status.get("status") == "Success":
-        return stdout
-    causes = (status.get("details") or {}).get("causes") or []
-    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
-    detail = stderr or str(status.get("message") or "no status from the exec")
-    raise FaultError(f"{where} failed" + (f" (exit {code})" if code else "") + f": {detail}")
+    return exec_sh(client, namespace, pod, container, DISK_SCRIPT, ["disk-pressure", *args],
+                   where, api=api, timeout=timeout)
 
 
 def free_balloons(client: KubeClient, namespace: str, undo: Mapping[str, Any],

@@ -435,33 +435,31 @@ def exec_api(client: KubeClient) -> Any:
     return k8s.CoreV1Api(k8s.ApiClient(client.configuration))
 
 
-def exec_signal(client: KubeClient, namespace: str, pod: str, container: str,
-                signal: str, api: Any = None) -> str:
-    """Send SIG``signal`` to the container's postgres processes through ``pods/exec``
-    (``0``: only find them).
+def exec_sh(client: KubeClient, namespace: str, pod: str, container: str, script: str,
+            argv: Sequence[str], where: str, *, api: Any = None,
+            timeout: float = EXEC_TIMEOUT) -> str:
+    """Run ``sh -c script argv...`` in the container through ``pods/exec``; its stdout.
 
-    Returns the script's report; :class:`FaultError` when the exec fails, the command exits
-    non-zero (with its stderr; also when no postgres process is found, except for ``CONT``)
-    or does not end within :data:`EXEC_TIMEOUT`. ``api``: an :func:`exec_api` to reuse.
+    :class:`FaultError` (beginning with ``where``) when the exec fails, the command exits
+    non-zero (with its stderr and exit code, from the status on channel 3) or does not end
+    within ``timeout``. ``api``: an :func:`exec_api` to reuse.
     """
     import json
 
     from kubernetes.stream import stream
 
     api = api if api is not None else exec_api(client)
-    where = f"pod-pause: SIG{signal} through exec into {namespace}/{pod} ({container})"
     try:
         response = stream(api.connect_get_namespaced_pod_exec, pod, namespace,
-                          container=container,
-                          command=["sh", "-c", SIGNAL_SCRIPT, "pod-pause", signal],
+                          container=container, command=["sh", "-c", script, *argv],
                           stderr=True, stdin=False, stdout=True, tty=False,
                           _preload_content=False)
     except Exception as exc:
         raise FaultError(f"{where} failed: {exc}") from exc
     try:
-        response.run_forever(timeout=EXEC_TIMEOUT)
+        response.run_forever(timeout=timeout)
         if response.is_open():
-            raise FaultError(f"{where} did not end within {EXEC_TIMEOUT:.0f} s")
+            raise FaultError(f"{where} did not end within {timeout:.0f} s")
         stdout = str(response.read_channel(1) or "").strip()
         stderr = str(response.read_channel(2) or "").strip()
         raw = response.read_channel(3) or ""
@@ -477,6 +475,20 @@ def exec_signal(client: KubeClient, namespace: str, pod: str, container: str,
     code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
     detail = stderr or str(status.get("message") or "no status from the exec")
     raise FaultError(f"{where} failed" + (f" (exit {code})" if code else "") + f": {detail}")
+
+
+def exec_signal(client: KubeClient, namespace: str, pod: str, container: str,
+                signal: str, api: Any = None) -> str:
+    """Send SIG``signal`` to the container's postgres processes through ``pods/exec``
+    (``0``: only find them).
+
+    Returns the script's report; :class:`FaultError` when the exec fails, the command exits
+    non-zero (with its stderr; also when no postgres process is found, except for ``CONT``)
+    or does not end within :data:`EXEC_TIMEOUT`. ``api``: an :func:`exec_api` to reuse.
+    """
+    where = f"pod-pause: SIG{signal} through exec into {namespace}/{pod} ({container})"
+    return exec_sh(client, namespace, pod, container, SIGNAL_SCRIPT, ["pod-pause", signal],
+                   where, api=api)
 
 
 def revert_intent(client: KubeClient, namespace: str, intent: Mapping[str, Any]) -> str:

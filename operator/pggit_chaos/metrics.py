@@ -87,17 +87,19 @@ def status_verdict_label(status: Mapping[str, Any]) -> str:
     return phase if isinstance(phase, str) and phase in terminal else Phase.Error.value
 
 
-def _seconds_between(start: object, end: object) -> float | None:
-    def parse(value: object) -> datetime | None:
-        if not isinstance(value, str) or not value:
-            return None
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def parse_time(value: object) -> datetime | None:
+    """An RFC 3339 timestamp of a status or annotation (naive = UTC); None if not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
-    first, last = parse(start), parse(end)
+
+def _seconds_between(start: object, end: object) -> float | None:
+    first, last = parse_time(start), parse_time(end)
     return None if first is None or last is None else (last - first).total_seconds()
 
 

@@ -36,7 +36,7 @@ from pggit_chaos.kube.client import (
     ApiError,
     KubeClient,
 )
-from pggit_chaos.metrics import ChaosMetrics, metrics_for
+from pggit_chaos.metrics import ChaosMetrics, metrics_for, parse_time
 from pggit_chaos.spec.loader import load_experiment_object
 from pggit_chaos.spec.model import GROUP, Experiment
 from pggit_chaos.spec.status import MESSAGE_LIMIT
@@ -131,16 +131,6 @@ def _now() -> datetime:
 
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _meta(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -376,7 +366,7 @@ class Handlers:
                     continue
                 meta = _meta(policy)
                 where = str(meta.get("namespace") or namespace or "")
-                expires = _parse_time(_annotations(policy).get(names.EXPIRES_AT_ANNOTATION))
+                expires = parse_time(_annotations(policy).get(names.EXPIRES_AT_ANNOTATION))
                 owner = labels.get(names.EXPERIMENT_LABEL, "")
                 expired = expires is not None and expires < now
                 if expired or (where, owner) not in holding:
@@ -687,7 +677,7 @@ class Handlers:
         if not _status(body).get("runnerJob") and not self._runner_jobs(body):
             self._finish(body, "Aborted", "aborted by annotation before it started")
             return
-        since = _parse_time(_annotations(body).get(STOPPING_ANNOTATION))
+        since = parse_time(_annotations(body).get(STOPPING_ANNOTATION))
         if since is None:
             since = self.clock()
             body = self.client.patch(EXPERIMENTS, namespace, name, {"metadata": {
@@ -713,7 +703,7 @@ class Handlers:
         intent = status.get("faultIntent")
         if not (isinstance(intent, dict) and intent):
             return body
-        expires = _parse_time(intent.get("expiresAt"))
+        expires = parse_time(intent.get("expiresAt"))
         if expires is None or expires >= self.clock():
             return body
         done = self._revert(body, intent, f"it expired at {intent.get('expiresAt')}")

@@ -24,8 +24,9 @@ real kube-apiserver does and kmock does not:
   ``pods/eviction``;
 * ``pods/{name}/exec`` as a websocket upgrade speaking the remote-command protocol
   (``v5.channel.k8s.io``/``v4.channel.k8s.io``: channels 0 stdin, 1 stdout, 2 stderr, 3 the
-  final Status, NonZeroExitCode with the exit code), recorded as verb ``create`` as RBAC
-  checks it, the command run by the kubelet attached for the pod's node
+  final Status, NonZeroExitCode with the exit code), recorded as the verbs RBAC checks: the
+  upgraded GET as ``get`` and ``create`` (1.35+ checks both), a POST as ``create``; the
+  command run by the kubelet attached for the pod's node
   (:meth:`KubeEmulator.attach_node`; the test kubelet runs it inside the target pod);
 * admission of experiments through ``kube_schema.admit`` (defaulting, pruning, schema, CEL;
   updates ratcheted against the stored object, as 1.33 does) when that module exists: 422
@@ -35,7 +36,8 @@ real kube-apiserver does and kmock does not:
   that sets ``blockOwnerDeletion: true`` on a new owner reference is also recorded as
   ``update`` on the owner's ``finalizers`` subresource.
 
-Not emulated (a real server differs): no RBAC enforcement (requests are only recorded), no
+Not emulated (a real server differs): RBAC is enforced only for the identities given
+``grants`` (flat (apiGroup, resource, verb) triples: no resourceNames, no aggregation), no
 admission for built-in kinds beyond a few checks (names, Job restartPolicy, pod updates),
 no controllers (nothing creates a Job's pods or a StatefulSet's pods: the test kubelet does),
 ``events`` and ``events.k8s.io`` Events are separate stores, server-side apply is a merge patch
@@ -714,6 +716,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: Events kept for watches from an older resourceVersion.
     history_size: int = 50000
     tokens: dict[str, str] = attrs.field(factory=dict)
+    #: identity -> the (apiGroup, resource[/subresource], verb) RBAC grants it; a request
+    #: outside them is answered 403 Forbidden with the real server's message. Identities not
+    #: listed are not restricted (the default: requests are only recorded).
+    grants: dict[str, set[tuple[str, str, str]]] = attrs.field(factory=dict)
     #: node name -> what runs an exec command in a pod on that node (the kubelet's exec
     #: endpoint): see :meth:`attach_node`.
     exec_backends: dict[str, ExecBackend] = attrs.field(factory=dict)
@@ -876,13 +882,20 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if isinstance(parsed, ApiFailure):
                 raise parsed
             identity = self._identify(request)
-            # pods/exec: RBAC checks ``create`` whether the client upgrades a GET (websocket:
-            # kubectl >= 1.30, the Python client) or a POST (SPDY).
             exec_call = parsed.subresource == "exec" and parsed.name is not None
-            verb = "create" if exec_call else self._verb(request, parsed)
+            verb = self._verb(request, parsed)
+            # pods/exec: the request's own verb is what RBAC authorizes: ``get`` for a websocket
+            # upgrade (a GET: kubectl >= 1.30, the Python client), ``create`` for SPDY (a
+            # POST). A websocket upgrade is also authorized as ``create`` (1.35+:
+            # AuthorizePodWebsocketUpgradeCreatePermission), so it needs both.
+            checks = [verb, "create"] if exec_call and verb == "get" else [verb]
             with self._state:
-                self._calls.append(Call(identity, verb, parsed.rtype.group, parsed.rtype.plural,
-                                        parsed.subresource, parsed.namespace, parsed.name))
+                for checked_verb in checks:
+                    self._calls.append(Call(identity, checked_verb, parsed.rtype.group,
+                                            parsed.rtype.plural, parsed.subresource,
+                                            parsed.namespace, parsed.name))
+                for checked_verb in checks:
+                    self._authorize(identity, checked_verb, parsed)
             if exec_call:
                 return await self._serve_exec(request, parsed)
             if verb == "watch":
@@ -1070,6 +1083,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 self._calls.append(Call(identity, "update", owner.group, owner.plural,
                                         "finalizers", namespace if owner.namespaced else None,
                                         name))
+
+    def _authorize(self, identity: str, verb: str, parsed: _Parsed) -> None:
+        """403 as RBAC answers it when ``identity`` has :attr:`grants` and none covers the
+        call (identities without an entry there are allowed everything)."""
+        granted = self.grants.get(identity)
+        if granted is None:
+            return
+        resource = (f"{parsed.rtype.plural}/{parsed.subresource}" if parsed.subresource
+                    else parsed.rtype.plural)
+        if (parsed.rtype.group, resource, verb) in granted:
+            return
+        what = f'{parsed.rtype.plural} "{parsed.name}"' if parsed.name else parsed.rtype.plural
+        where = (f'in the namespace "{parsed.namespace}"' if parsed.namespace
+                 else "at the cluster scope")
+        raise ApiFailure(403, f'{what} is forbidden: User "{identity}" cannot {verb} resource '
+                         f'"{resource}" in API group "{parsed.rtype.group}" {where}',
+                         details={"name": parsed.name or "", "group": parsed.rtype.group,
+                                  "kind": parsed.rtype.plural})
 
     def _identify(self, request: rendering.Request) -> str:
         raw = request._raw_request

@@ -22,7 +22,7 @@ import pytest
 
 from cluster.emulator import EmulatorServer, KubeEmulator, namespace
 from pggit_chaos.kube import disk_pressure, faults, names
-from pggit_chaos.kube.client import NETWORK_POLICIES, PODS, KubeClient
+from pggit_chaos.kube.client import NETWORK_POLICIES, PODS, ApiError, KubeClient
 from test_chart import RELEASE_NS, granted, render
 
 pytestmark = [pytest.mark.kube, pytest.mark.chart]
@@ -109,5 +109,7 @@ def test_the_grants_are_enforced(emulator_server: EmulatorServer, emulator: Kube
     emulator.grants["operator"] = {("", "pods", "get")}
     intent = {"type": "cpu-throttle",
               "undo": {"kind": names.UNDO_RESIZE, "namespace": NS, **UNDOS[names.UNDO_RESIZE]}}
-    with pytest.raises(Exception, match='403.*cannot patch resource "pods/resize"'):
+    with pytest.raises(ApiError) as caught:
         faults.revert_intent(client_for("operator"), NS, intent)
+    assert caught.value.status == 403, caught.value
+    assert 'cannot patch resource "pods/resize"' in str(caught.value), caught.value

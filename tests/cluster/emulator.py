@@ -19,6 +19,8 @@ real kube-apiserver does and kmock does not:
   ``ownerReferences`` (background, foreground, orphan), namespace termination;
 * label and field selectors for list, watch and deletecollection; watch from a
   ``resourceVersion`` replays only later events (410 once that version left the history);
+* the ServiceAccount admission of pods: a pod naming a ServiceAccount that does not exist is
+  refused (403 ``error looking up service account``; ``default`` always exists);
 * ``pods/{name}/resize`` (1.33 in-place resize: only container resources may change, the QoS
   class may not), the pod-update restrictions of the main pod resource, ``pods/binding``,
   ``pods/eviction``;
@@ -91,6 +93,7 @@ __all__ = [
     "ResourceType",
     "apply_manifest",
     "namespace",
+    "runner_namespace",
     "write_kubeconfig",
 ]
 
@@ -1373,6 +1376,20 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise ApiFailure(403, f"unable to create new content in namespace {ns} because it "
                              "is being terminated", "Forbidden")
 
+    def _admit_service_account(self, pod: JSON) -> None:
+        """The ServiceAccount admission plugin: a pod naming a ServiceAccount that does not
+        exist in its namespace is refused (403), as a Job controller then reports in a
+        ``FailedCreate`` Event. ``default`` counts as existing (the ServiceAccount controller,
+        not emulated, creates it in every namespace)."""
+        spec, meta = pod["spec"], pod["metadata"]
+        account = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+        ns = str(meta.get("namespace"))
+        if account == "default" or (("", "v1", "serviceaccounts"), ns, account) in self._store:
+            return
+        raise ApiFailure(403, f'pods "{meta.get("name")}" is forbidden: error looking up service '
+                         f'account {ns}/{account}: serviceaccount "{account}" not found',
+                         "Forbidden", {"name": str(meta.get("name")), "kind": "pods"})
+
     def _defaults_on_create(self, rtype: ResourceType, obj: JSON) -> None:
         if rtype.has_status and rtype.kind not in ("Namespace", "Node"):
             obj.pop("status", None)
@@ -1394,6 +1411,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 container.setdefault("terminationMessagePolicy", "File")
             if self.pods_need_kubelet and not spec.get("nodeName"):
                 spec["nodeName"] = self.node_name
+            self._admit_service_account(obj)
             obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
         elif rtype.kind == "Job":
             self._job_defaults(rtype, obj)
@@ -1955,6 +1973,16 @@ def namespace(client: Any, name: str, labels: dict[str, str] | None = None) -> J
     """Make (or relabel) a namespace."""
     return apply_manifest(client, {"apiVersion": "v1", "kind": "Namespace",
                                    "metadata": {"name": name, "labels": dict(labels or {})}})
+
+
+def runner_namespace(client: Any, name: str, labels: dict[str, str] | None = None,
+                     account: str = "pggit-chaos-runner") -> JSON:
+    """Make (or relabel) a namespace with the runner's ServiceAccount in it, as the chart
+    makes each namespace of its ``namespaces`` value."""
+    made = namespace(client, name, labels)
+    apply_manifest(client, {"apiVersion": "v1", "kind": "ServiceAccount",
+                            "metadata": {"name": account, "namespace": name}})
+    return made
 
 
 def iter_events(emulator: KubeEmulator, namespace_name: str | None = None) -> Iterator[JSON]:

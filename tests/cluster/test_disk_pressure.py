@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from cluster.emulator import KubeEmulator, namespace
+from cluster.emulator import KubeEmulator, runner_namespace
 from cluster.kubelet import Kubelet, connect
 from cluster.test_experiments import (
     TARGET_LABELS,
@@ -65,7 +65,7 @@ def volume() -> Iterator[Path]:
 def kubelet(admin_client: KubeClient, kubeconfigs: dict[str, Path], emulator: KubeEmulator,
             volume: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kubelet]:
     """pg-0 with pgGit whose data folder lives on ``volume``; pods/exec served."""
-    namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    runner_namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
     with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"},
                  restart_delay=0.5, api_server=emulator) as running:
         monkeypatch.setattr(tempfile, "tempdir", str(volume))  # the server's folder only

@@ -264,13 +264,16 @@ def test_rbac_equals_the_recorded_calls(name: str, rendered: dict[str, list[Doc]
 
 def test_the_recorded_calls_hold_what_the_chart_must_grant() -> None:
     """Calls the product makes that a real API server authorizes: kopf's scanning, the owner
-    references' finalizers check, pods/exec for pod-pause; and none the harness made."""
+    references' finalizers check, pods/exec for pod-pause (``get``: the websocket upgrade is a
+    GET; ``create``: 1.35+ checks it too), the operator's revert of a resize from the intent;
+    and none the harness made."""
     calls = api_calls.load()
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in calls["operator"]
     assert {("", "namespaces", "list"), ("", "namespaces", "watch")} <= calls["operator"]
     for identity in api_calls.IDENTITIES:
         assert ("chaos.pggit.io", "pggitchaosexperiments/finalizers", "update") in calls[identity]
-        assert ("", "pods/exec", "create") in calls[identity]
+        assert {("", "pods/exec", "get"), ("", "pods/exec", "create")} <= calls[identity]
+        assert ("", "pods/resize", "patch") in calls[identity]
     assert ("chaos.pggit.io", "pggitchaosexperiments", "create") not in calls["operator"]
     assert ("", "pods", "create") not in calls["runner"]
 

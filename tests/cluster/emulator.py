@@ -19,13 +19,16 @@ real kube-apiserver does and kmock does not:
   ``ownerReferences`` (background, foreground, orphan), namespace termination;
 * label and field selectors for list, watch and deletecollection; watch from a
   ``resourceVersion`` replays only later events (410 once that version left the history);
+* the ServiceAccount admission of pods: a pod naming a ServiceAccount that does not exist is
+  refused (403 ``error looking up service account``; ``default`` always exists);
 * ``pods/{name}/resize`` (1.33 in-place resize: only container resources may change, the QoS
   class may not), the pod-update restrictions of the main pod resource, ``pods/binding``,
   ``pods/eviction``;
 * ``pods/{name}/exec`` as a websocket upgrade speaking the remote-command protocol
   (``v5.channel.k8s.io``/``v4.channel.k8s.io``: channels 0 stdin, 1 stdout, 2 stderr, 3 the
-  final Status, NonZeroExitCode with the exit code), recorded as verb ``create`` as RBAC
-  checks it, the command run by the kubelet attached for the pod's node
+  final Status, NonZeroExitCode with the exit code), recorded as the verbs RBAC checks: the
+  upgraded GET as ``get`` and ``create`` (1.35+ checks both), a POST as ``create``; the
+  command run by the kubelet attached for the pod's node
   (:meth:`KubeEmulator.attach_node`; the test kubelet runs it inside the target pod);
 * admission of experiments through ``kube_schema.admit`` (defaulting, pruning, schema, CEL;
   updates ratcheted against the stored object, as 1.33 does) when that module exists: 422
@@ -35,7 +38,8 @@ real kube-apiserver does and kmock does not:
   that sets ``blockOwnerDeletion: true`` on a new owner reference is also recorded as
   ``update`` on the owner's ``finalizers`` subresource.
 
-Not emulated (a real server differs): no RBAC enforcement (requests are only recorded), no
+Not emulated (a real server differs): RBAC is enforced only for the identities given
+``grants`` (flat (apiGroup, resource, verb) triples: no resourceNames, no aggregation), no
 admission for built-in kinds beyond a few checks (names, Job restartPolicy, pod updates),
 no controllers (nothing creates a Job's pods or a StatefulSet's pods: the test kubelet does),
 ``events`` and ``events.k8s.io`` Events are separate stores, server-side apply is a merge patch
@@ -89,6 +93,7 @@ __all__ = [
     "ResourceType",
     "apply_manifest",
     "namespace",
+    "runner_namespace",
     "write_kubeconfig",
 ]
 
@@ -714,6 +719,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: Events kept for watches from an older resourceVersion.
     history_size: int = 50000
     tokens: dict[str, str] = attrs.field(factory=dict)
+    #: identity -> the (apiGroup, resource[/subresource], verb) RBAC grants it; a request
+    #: outside them is answered 403 Forbidden with the real server's message. Identities not
+    #: listed are not restricted (the default: requests are only recorded).
+    grants: dict[str, set[tuple[str, str, str]]] = attrs.field(factory=dict)
     #: node name -> what runs an exec command in a pod on that node (the kubelet's exec
     #: endpoint): see :meth:`attach_node`.
     exec_backends: dict[str, ExecBackend] = attrs.field(factory=dict)
@@ -876,13 +885,20 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if isinstance(parsed, ApiFailure):
                 raise parsed
             identity = self._identify(request)
-            # pods/exec: RBAC checks ``create`` whether the client upgrades a GET (websocket:
-            # kubectl >= 1.30, the Python client) or a POST (SPDY).
             exec_call = parsed.subresource == "exec" and parsed.name is not None
-            verb = "create" if exec_call else self._verb(request, parsed)
+            verb = self._verb(request, parsed)
+            # pods/exec: the request's own verb is what RBAC authorizes: ``get`` for a websocket
+            # upgrade (a GET: kubectl >= 1.30, the Python client), ``create`` for SPDY (a
+            # POST). A websocket upgrade is also authorized as ``create`` (1.35+:
+            # AuthorizePodWebsocketUpgradeCreatePermission), so it needs both.
+            checks = [verb, "create"] if exec_call and verb == "get" else [verb]
             with self._state:
-                self._calls.append(Call(identity, verb, parsed.rtype.group, parsed.rtype.plural,
-                                        parsed.subresource, parsed.namespace, parsed.name))
+                for checked_verb in checks:
+                    self._calls.append(Call(identity, checked_verb, parsed.rtype.group,
+                                            parsed.rtype.plural, parsed.subresource,
+                                            parsed.namespace, parsed.name))
+                for checked_verb in checks:
+                    self._authorize(identity, checked_verb, parsed)
             if exec_call:
                 return await self._serve_exec(request, parsed)
             if verb == "watch":
@@ -1070,6 +1086,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 self._calls.append(Call(identity, "update", owner.group, owner.plural,
                                         "finalizers", namespace if owner.namespaced else None,
                                         name))
+
+    def _authorize(self, identity: str, verb: str, parsed: _Parsed) -> None:
+        """403 as RBAC answers it when ``identity`` has :attr:`grants` and none covers the
+        call (identities without an entry there are allowed everything)."""
+        granted = self.grants.get(identity)
+        if granted is None:
+            return
+        resource = (f"{parsed.rtype.plural}/{parsed.subresource}" if parsed.subresource
+                    else parsed.rtype.plural)
+        if (parsed.rtype.group, resource, verb) in granted:
+            return
+        what = f'{parsed.rtype.plural} "{parsed.name}"' if parsed.name else parsed.rtype.plural
+        where = (f'in the namespace "{parsed.namespace}"' if parsed.namespace
+                 else "at the cluster scope")
+        raise ApiFailure(403, f'{what} is forbidden: User "{identity}" cannot {verb} resource '
+                         f'"{resource}" in API group "{parsed.rtype.group}" {where}',
+                         details={"name": parsed.name or "", "group": parsed.rtype.group,
+                                  "kind": parsed.rtype.plural})
 
     def _identify(self, request: rendering.Request) -> str:
         raw = request._raw_request
@@ -1342,6 +1376,20 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise ApiFailure(403, f"unable to create new content in namespace {ns} because it "
                              "is being terminated", "Forbidden")
 
+    def _admit_service_account(self, pod: JSON) -> None:
+        """The ServiceAccount admission plugin: a pod naming a ServiceAccount that does not
+        exist in its namespace is refused (403), as a Job controller then reports in a
+        ``FailedCreate`` Event. ``default`` counts as existing (the ServiceAccount controller,
+        not emulated, creates it in every namespace)."""
+        spec, meta = pod["spec"], pod["metadata"]
+        account = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+        ns = str(meta.get("namespace"))
+        if account == "default" or (("", "v1", "serviceaccounts"), ns, account) in self._store:
+            return
+        raise ApiFailure(403, f'pods "{meta.get("name")}" is forbidden: error looking up service '
+                         f'account {ns}/{account}: serviceaccount "{account}" not found',
+                         "Forbidden", {"name": str(meta.get("name")), "kind": "pods"})
+
     def _defaults_on_create(self, rtype: ResourceType, obj: JSON) -> None:
         if rtype.has_status and rtype.kind not in ("Namespace", "Node"):
             obj.pop("status", None)
@@ -1363,6 +1411,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 container.setdefault("terminationMessagePolicy", "File")
             if self.pods_need_kubelet and not spec.get("nodeName"):
                 spec["nodeName"] = self.node_name
+            self._admit_service_account(obj)
             obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
         elif rtype.kind == "Job":
             self._job_defaults(rtype, obj)
@@ -1924,6 +1973,16 @@ def namespace(client: Any, name: str, labels: dict[str, str] | None = None) -> J
     """Make (or relabel) a namespace."""
     return apply_manifest(client, {"apiVersion": "v1", "kind": "Namespace",
                                    "metadata": {"name": name, "labels": dict(labels or {})}})
+
+
+def runner_namespace(client: Any, name: str, labels: dict[str, str] | None = None,
+                     account: str = "pggit-chaos-runner") -> JSON:
+    """Make (or relabel) a namespace with the runner's ServiceAccount in it, as the chart
+    makes each namespace of its ``namespaces`` value."""
+    made = namespace(client, name, labels)
+    apply_manifest(client, {"apiVersion": "v1", "kind": "ServiceAccount",
+                            "metadata": {"name": account, "namespace": name}})
+    return made
 
 
 def iter_events(emulator: KubeEmulator, namespace_name: str | None = None) -> Iterator[JSON]:

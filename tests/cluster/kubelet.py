@@ -72,6 +72,7 @@ import psycopg
 from pggit_chaos.kube.builders import parse_quantity
 from pggit_chaos.kube.client import (
     CONFIG_MAPS,
+    EVENTS,
     JOBS,
     NAMESPACES,
     NETWORK_POLICIES,
@@ -611,6 +612,8 @@ class _Job:
     last_status: dict[str, Any] | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
     completion_time: str | None = None
+    #: Messages of the FailedCreate Events posted for this Job.
+    failed_creates: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -1341,7 +1344,15 @@ class Kubelet:
             },
             "spec": spec,
         }
-        created = self.client.create(PODS, job.namespace, body)
+        try:
+            created = self.client.create(PODS, job.namespace, body)
+        except ApiError as exc:
+            if exc.status not in (403, 422):
+                raise
+            # The Job controller: no pod, no condition; a FailedCreate Event on the Job (its
+            # recorder aggregates repeats: posted once per message here), tried again later.
+            self._failed_create(job, f"Error creating: {exc.api_message}")
+            return
         uid = _uid(created)
         folder = self.workdir / f"{job.namespace}_{name}"
         (folder / "home").mkdir(parents=True)
@@ -1352,6 +1363,22 @@ class Kubelet:
         job.pods.append(pod)
         self.job_pods[uid] = pod
         self._patch_job_pod_status(pod)
+
+    def _failed_create(self, job: _Job, message: str) -> None:
+        if message in job.failed_creates:
+            return
+        job.failed_creates.add(message)
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.client.create(EVENTS, job.namespace, {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{job.name}.{uuid.uuid4().hex[:16]}",
+                         "namespace": job.namespace},
+            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": job.name,
+                               "namespace": job.namespace, "uid": job.uid},
+            "reason": "FailedCreate", "message": message, "type": "Warning",
+            "source": {"component": "job-controller"}, "reportingComponent": "job-controller",
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1})
 
     # -- job pods --------------------------------------------------------------------------------
     def _job_pods_tick(self, by_uid: Mapping[str, dict[str, Any]]) -> None:

@@ -652,8 +652,55 @@ def test_exec_speaks_the_remote_command_protocol(admin_client: KubeClient, ns: s
                    "[sh -c echo hi; exit 3], exit code 3",
         "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}
 
-    # RBAC sees create on pods/exec (a GET upgrade, as kubectl and this client do)
-    assert emulator.rbac_rules("test-exec") == {("", "pods/exec", "create")}
+    # RBAC sees get on pods/exec (a GET upgrade, as kubectl and this client do), and create
+    # (what 1.35+ checks as well for a websocket upgrade)
+    assert emulator.rbac_rules("test-exec") == {("", "pods/exec", "get"),
+                                                ("", "pods/exec", "create")}
+
+
+@pytest.mark.parametrize("granted", ["create", "get"])
+def test_a_forbidden_exec_says_403_and_the_reason(admin_client: KubeClient, ns: str,
+                                                  emulator_server: EmulatorServer,
+                                                  tmp_path: Path, granted: str) -> None:
+    """An identity granted only one of get/create on pods/exec is refused, as a real server
+    does, and the runner's exec error says the status and the server's reason (it said
+    ``failed: (0)`` before: the client hides the handshake's 403 behind status 0)."""
+    from pggit_chaos.errors import FaultError
+    from pggit_chaos.kube.faults import exec_sh
+
+    emulator = emulator_server.emulator
+    emulator.attach_node("test-node", _local_backend([]))
+    _exec_pod(admin_client, ns)
+    emulator.grants["test-exec"] = {("", "pods", "get"), ("", "pods/exec", granted)}
+    execer = client_as(emulator_server, "test-exec", tmp_path)
+    missing = "create" if granted == "get" else "get"
+    with pytest.raises(FaultError) as caught:
+        exec_sh(execer, ns, "db-0", "postgres", "true", [], "plan through exec into db-0")
+    assert str(caught.value) == (
+        f'plan through exec into db-0 failed: 403 Forbidden: pods "db-0" is forbidden: User '
+        f'"test-exec" cannot {missing} resource "pods/exec" in API group "" in the namespace '
+        f'"{ns}"')
+    emulator.grants["test-exec"].add(("", "pods/exec", missing))
+    assert exec_sh(execer, ns, "db-0", "postgres", "echo ran", [], "exec") == "ran"
+    # other calls outside the grants are refused the same way
+    refused = status_of(lambda: execer.list(PODS, ns))
+    assert refused.status == 403 and refused.api_message == (
+        f'pods is forbidden: User "test-exec" cannot list resource "pods" in API group "" in '
+        f'the namespace "{ns}"')
+
+
+def test_an_exec_that_reaches_no_server_says_why_not_0(ns: str, tmp_path: Path) -> None:
+    """No HTTP status at all: the client's reason, not its "(0)"."""
+    from pggit_chaos.errors import FaultError
+    from pggit_chaos.kube.faults import exec_sh
+
+    kubeconfig = write_kubeconfig(tmp_path / "nowhere.yaml", "http://127.0.0.1:9", "t")
+    client = KubeClient.from_environment(kubeconfig=str(kubeconfig))
+    with pytest.raises(FaultError) as caught:
+        exec_sh(client, ns, "db-0", "postgres", "true", [], "SIG0 through exec")
+    message = str(caught.value)
+    assert message.startswith("SIG0 through exec failed: ") and "(0)" not in message
+    assert "refused" in message.lower(), message
 
 
 def test_exec_refusals_are_those_of_the_api_server(admin_client: KubeClient, ns: str,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.emulator import KubeEmulator, iter_events, namespace
+from cluster.emulator import KubeEmulator, iter_events, runner_namespace
 from cluster.kubelet import Kubelet, connect
 from cluster.test_operator import start_operator  # noqa: F401  (the fixture)
 from pggit_chaos.kube import builders, names
@@ -54,7 +54,7 @@ def kubelet(admin_client: KubeClient, kubeconfigs: dict[str, Path],
             emulator: KubeEmulator) -> Iterator[Kubelet]:
     """Namespace ``default`` opted in, one database pod (pg-0) with pgGit, Secret pggit-db;
     ``pods/exec`` into it served by the kubelet."""
-    namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    runner_namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
     with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"},
                  restart_delay=0.5, api_server=emulator) as running:
         running.add_targets("default", labels=TARGET_LABELS)
@@ -144,7 +144,7 @@ def test_memory_pressure_on_1_33_is_refused_before_injection(
 def test_broken_pggit_behind_the_pods_fails_naming_the_check(
         admin_client: KubeClient, kubeconfigs: dict[str, Path],
         start_operator: Any) -> None:  # noqa: F811
-    namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    runner_namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
     with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"}) as kubelet:
         kubelet.add_targets("default", labels=TARGET_LABELS, variant="tracking_off")
         start_operator(status_interval=0.5)

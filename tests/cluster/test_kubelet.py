@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from cluster.emulator import EmulatorServer, KubeEmulator
+from cluster.emulator import EmulatorServer, KubeEmulator, runner_namespace
 from cluster.kubelet import (
     CHAIN_IN,
     Kubelet,
@@ -52,7 +52,9 @@ def emulator_server(request: pytest.FixtureRequest) -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def kubelet(kubeconfigs: dict[str, Path], emulator_server: EmulatorServer) -> Iterator[Kubelet]:
+def kubelet(kubeconfigs: dict[str, Path], emulator_server: EmulatorServer,
+            admin_client: KubeClient) -> Iterator[Kubelet]:
+    runner_namespace(admin_client, NS)  # the Jobs' ServiceAccount, as the chart makes it
     yield from kubelet_fixture(kubeconfigs, restart_delay=0.3,
                                api_server=emulator_server.emulator)
 
@@ -539,6 +541,7 @@ def test_deleting_a_job_terminates_its_process_and_removes_the_pod(
 @pytest.mark.kube
 def test_nothing_is_left_behind_even_when_the_test_fails(kubeconfigs: dict[str, Path],
                                                          admin_client: KubeClient) -> None:
+    runner_namespace(admin_client, NS)
     kubelet = Kubelet(kubeconfigs)
     with pytest.raises(RuntimeError, match="the test failed"), kubelet:
         target = kubelet.add_targets(NS, variant="trinity_collide")

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from cluster.emulator import EmulatorServer, KubeEmulator, iter_events, namespace
+from cluster.emulator import EmulatorServer, KubeEmulator, iter_events, namespace, runner_namespace
 from pggit_chaos.config import Settings
 from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import EXPERIMENTS, JOBS, NETWORK_POLICIES, PODS, KubeClient
@@ -54,7 +54,7 @@ def _pod(client: KubeClient, ns: str, name: str, labels: dict[str, str], *,
 @pytest.fixture
 def cluster(admin_client: KubeClient) -> KubeClient:
     """Namespace ``db`` opted in, two Running+Ready database pods and one not Ready."""
-    namespace(admin_client, NS, {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    runner_namespace(admin_client, NS, {names.NAMESPACE_OPT_IN_LABEL: "true"})
     for index in range(2):
         _pod(admin_client, NS, f"pg-{index}", {"app": "pg"})
     _pod(admin_client, NS, "pg-starting", {"app": "pg"}, ready=False)
@@ -318,7 +318,7 @@ def test_each_gate_refuses_naming_itself_and_how_to_open_it(
         "nobody", target={"selector": {"matchLabels": {"app": "mysql"}}}))
     assert "no Running and Ready pod" in message and "app=mysql" in message
 
-    namespace(c, "pggit-chaos", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    runner_namespace(c, "pggit-chaos", {names.NAMESPACE_OPT_IN_LABEL: "true"})
     _pod(c, "pggit-chaos", "operator-0", {"app": "pg", "app.kubernetes.io/name": "pggit-chaos"})
     _pod(c, "pggit-chaos", "pg-x", {"app": "pg"})
     message = _refusal(c, o, e, experiment("self", ns="pggit-chaos"))
@@ -333,6 +333,62 @@ def test_gates_let_an_allowed_experiment_pass(cluster: KubeClient,
     status = status_of(cluster, "fine")
     assert status["phase"] == "Pending" and status["runnerJob"], status
     assert status["runId"] and len(status["runId"]) == 12
+
+
+def test_watching_all_namespaces_refuses_a_namespace_without_the_runners_account(
+        cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator) -> None:
+    """watchAllNamespaces with an opted-in namespace outside ``namespaces``: the chart made no
+    runner ServiceAccount there. Refused at admission, naming it and the value to set (before,
+    every gate passed, the Job's pod was refused and the experiment sat Pending)."""
+    namespace(cluster, "apps", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    _pod(cluster, "apps", "pg-a", {"app": "pg"})
+    message = _refusal(cluster, operator_client, emulator, experiment("lost", ns="apps"),
+                       namespaces="")
+    assert message == (
+        "refused by the runner identity gate: the runner's ServiceAccount pggit-chaos-runner "
+        "does not exist in namespace apps, so its Job could not start a pod: the chart creates "
+        "it (with the runner's Role) only in the namespaces of its `namespaces` value, also "
+        "with watchAllNamespaces: add apps there (helm upgrade --reuse-values --set "
+        "'namespaces={...,apps}')"), message
+    # once the chart covers the namespace, the same experiment is admitted
+    runner_namespace(cluster, "apps", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    create(cluster, experiment("found", ns="apps"))
+    handlers_for(operator_client, namespaces="").reconcile("apps", "found")
+    status = status_of(cluster, "found", "apps")
+    assert status["phase"] == "Pending" and status["runnerJob"], status
+
+
+def test_a_runner_job_that_cannot_create_its_pod_says_so_in_status_at_once(
+        cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator,
+        kubeconfigs: dict[str, Path]) -> None:
+    """The Job controller's FailedCreate (here: the runner's ServiceAccount deleted after
+    admission) shows in the experiment's message and a Warning Event on the next look, not
+    only when the Job's deadline ends the run (before: "runner Job ... created" until then)."""
+    from cluster.kubelet import Kubelet
+    from pggit_chaos.kube.client import SERVICE_ACCOUNTS
+
+    handlers = handlers_for(operator_client)
+    create(cluster, experiment("orphan"))
+    handlers.reconcile(NS, "orphan")
+    job = str(status_of(cluster, "orphan")["runnerJob"])
+    cluster.delete(SERVICE_ACCOUNTS, NS, "pggit-chaos-runner")
+    with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"}) as kubelet:
+        wait_until(lambda: any(e["reason"] == "FailedCreate" for e in events(emulator, job)),
+                   "the Job controller's FailedCreate Event", REACT)
+        assert not kubelet.job_pod_names(NS, job)
+    handlers.reconcile(NS, "orphan")
+    status = status_of(cluster, "orphan")
+    assert status["phase"] == "Pending", status
+    assert status["message"].startswith(
+        f'runner Job {job} cannot create its pod (FailedCreate): Error creating: pods "{job}-'
+    ), status
+    assert (f'is forbidden: error looking up service account {NS}/pggit-chaos-runner: '
+            'serviceaccount "pggit-chaos-runner" not found; the Job controller retries until '
+            "the Job's deadline") in status["message"], status
+    warned = [e for e in events(emulator, "orphan") if e["reason"] == "RunnerFailedCreate"]
+    assert len(warned) == 1 and warned[0]["type"] == "Warning", warned
+    handlers.reconcile(NS, "orphan")  # nothing new: no second Event
+    assert reasons(emulator, "orphan").count("RunnerFailedCreate") == 1
 
 
 # -- admission through kopf ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "NAMESPACES",
     "NETWORK_POLICIES",
     "PODS",
+    "SERVICE_ACCOUNTS",
     "Api",
     "ApiError",
     "KubeClient",
@@ -60,6 +61,7 @@ PODS = Api("", "v1", "pods")
 CONFIG_MAPS = Api("", "v1", "configmaps")
 EVENTS = Api("", "v1", "events")
 NAMESPACES = Api("", "v1", "namespaces", namespaced=False)
+SERVICE_ACCOUNTS = Api("", "v1", "serviceaccounts")
 JOBS = Api("batch", "v1", "jobs")
 NETWORK_POLICIES = Api("networking.k8s.io", "v1", "networkpolicies")
 EXPERIMENTS = Api(*names.EXPERIMENTS)

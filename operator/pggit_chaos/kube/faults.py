@@ -28,6 +28,7 @@ __all__ = [
     "PodPause",
     "Resize",
     "exec_api",
+    "exec_failure",
     "exec_signal",
     "postgres_container",
     "revert_intent",
@@ -435,6 +436,40 @@ def exec_api(client: KubeClient) -> Any:
     return k8s.CoreV1Api(k8s.ApiClient(client.configuration))
 
 
+def exec_failure(error: BaseException) -> str:
+    """One line saying why ``pods/exec`` could not start: the HTTP status, its reason and the
+    server's message (``403 Forbidden: pods "x" is forbidden: ... cannot get resource
+    "pods/exec" ...``).
+
+    The Python client turns a refused websocket handshake into ``ApiException(status=0,
+    reason=<the whole handshake text>)``, whose text starts "(0)"; the handshake error it came
+    from (websocket-client's ``WebSocketBadStatusException``) carries the status and body.
+    """
+    import json
+
+    seen: BaseException | None = error
+    while seen is not None:
+        code = getattr(seen, "status_code", None) or getattr(seen, "status", None)
+        if isinstance(code, int) and code > 0:
+            phrase = str(getattr(seen, "status_message", None) or getattr(seen, "reason", None)
+                         or "").strip()
+            raw = getattr(seen, "resp_body", None) or getattr(seen, "body", None) or b""
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = None
+            message = (str(body.get("message") or "") if isinstance(body, dict)
+                       else text.strip())
+            head = f"{code} {phrase}".strip()
+            return f"{head}: {message}" if message else head
+        seen = seen.__cause__ or seen.__context__
+    # No HTTP status (the server was not reached): the client's own reason, not "(0)".
+    text = str(getattr(error, "reason", None) or error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def exec_sh(client: KubeClient, namespace: str, pod: str, container: str, script: str,
             argv: Sequence[str], where: str, *, api: Any = None,
             timeout: float = EXEC_TIMEOUT) -> str:
@@ -455,7 +490,7 @@ def exec_sh(client: KubeClient, namespace: str, pod: str, container: str, script
                           stderr=True, stdin=False, stdout=True, tty=False,
                           _preload_content=False)
     except Exception as exc:
-        raise FaultError(f"{where} failed: {exc}") from exc
+        raise FaultError(f"{where} failed: {exec_failure(exc)}") from exc
     try:
         response.run_forever(timeout=timeout)
         if response.is_open():

@@ -33,6 +33,7 @@ from pggit_chaos.kube.client import (
     NAMESPACES,
     NETWORK_POLICIES,
     PODS,
+    SERVICE_ACCOUNTS,
     ApiError,
     KubeClient,
 )
@@ -565,6 +566,18 @@ class Handlers:
                            f"it would hit {len(targets)} pods, more than the cap of "
                            f"{settings.max_target_pods}: lower spec.target.mode/value or raise "
                            "PGGIT_CHAOS_MAX_TARGET_PODS (the chart's maxTargetPods)")
+        account = settings.runner_service_account
+        if self.client.find(SERVICE_ACCOUNTS, namespace, account) is None:
+            # Refused rather than made here: creating ServiceAccounts and RoleBindings in any
+            # namespace would need the operator to hold every permission of the runner's Role
+            # everywhere (RBAC's escalation check); the chart grants per listed namespace.
+            return Refusal("runner identity",
+                           f"the runner's ServiceAccount {account} does not exist in namespace "
+                           f"{namespace}, so its Job could not start a pod: the chart creates "
+                           "it (with the runner's Role) only in the namespaces of its "
+                           f"`namespaces` value, also with watchAllNamespaces: add {namespace} "
+                           "there (helm upgrade --reuse-values --set "
+                           f"'namespaces={{...,{namespace}}}')")
         return targets
 
     # -- the runner ----------------------------------------------------------------------------
@@ -589,6 +602,8 @@ class Handlers:
                     self._runner_died(body, f"runner pod {_meta(pod).get('name')} cannot start: "
                                             f"{reason}: {message}".rstrip(": "))
                     return
+            if not pods:
+                self._failed_create(body, job)
             return
         fresh = self._get(namespace, name)  # the runner may have written its verdict meanwhile
         if fresh is None or _status(fresh).get("phase") in TERMINAL:
@@ -603,6 +618,33 @@ class Handlers:
         else:
             why = f"runner Job {job_name} failed" + (f" ({detail})" if detail else "")
         self._runner_died(fresh, why)
+
+    def _failed_create(self, body: Body, job: Mapping[str, Any]) -> None:
+        """Say at once in status why the runner Job has no pod: the Job controller's
+        ``FailedCreate`` Events on it (a missing ServiceAccount, a quota, PodSecurity). A Job
+        controller sets no condition for these; it retries until the Job's deadline, and so
+        the experiment stays Pending, saying why."""
+        meta = _meta(job)
+        namespace, job_name = str(meta["namespace"]), str(meta["name"])
+        found = [event for event in self.client.list(EVENTS, namespace, field_selector=(
+                    f"involvedObject.kind=Job,involvedObject.name={job_name},"
+                    "reason=FailedCreate"))
+                 if event.get("reason") == "FailedCreate"
+                 and (event.get("involvedObject") or {}).get("name") == job_name
+                 and (event.get("involvedObject") or {}).get("uid") in (None, meta.get("uid"))]
+        if not found:
+            return
+        latest = max(found, key=lambda e: (str(e.get("lastTimestamp") or e.get("eventTime")
+                                                 or ""), int(e.get("count") or 1)))
+        message = _clip(f"runner Job {job_name} cannot create its pod (FailedCreate): "
+                        f"{latest.get('message') or 'no message'}; the Job controller retries "
+                        "until the Job's deadline")
+        if _status(body).get("message") == message:
+            return
+        self._patch_status(body, {"message": message})
+        run = str(_status(body).get("runId") or meta.get("uid") or "")
+        self._post(body, "RunnerFailedCreate", "Warning", message,
+                   key=f"{run[:8]}-failedcreate-{uuid.uuid5(uuid.NAMESPACE_OID, message).hex[:8]}")
 
     def _runner_died(self, body: Body, why: str) -> None:
         """The runner is gone without a verdict: revert its fault from the intent; Error."""

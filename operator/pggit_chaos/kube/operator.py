@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import kopf
+
+# kopf exports no name for the type of ``kopf.operator(identity=...)`` (a NewType of str).
+from kopf._core.engines.peering import Identity
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from pggit_chaos.config import Settings
@@ -33,7 +38,7 @@ from pggit_chaos.kube.handlers import (
 from pggit_chaos.metrics import start_metrics_server
 
 __all__ = ["DEFAULT_METRICS_PORT", "TIMER_INTERVAL", "build_registry", "kopf_settings",
-           "operate", "run_operator"]
+           "operate", "operator_identity", "run_operator"]
 
 #: Port of /metrics when PGGIT_CHAOS_METRICS_PORT is not set (0 in the settings).
 DEFAULT_METRICS_PORT = 8080
@@ -157,6 +162,19 @@ def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL
     return registry
 
 
+def operator_identity() -> str:
+    """This operator's identity for kopf: ``POD_ID`` if set, else host name and process id.
+
+    Passed to kopf explicitly because kopf's default asks ``getpass.getuser()``, which raises
+    ``KeyError: 'getpwuid(): uid not found'`` for a uid with no passwd entry and no
+    ``USER``/``LOGNAME`` -- the image's uid 65532, as any ``runAsUser`` without an entry.
+    """
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    return f"pggit-chaos@{socket.gethostname()}/{os.getpid()}"
+
+
 def _timer_wanted(body: kopf.Body, **_: Any) -> bool:
     return needs_timer(body)
 
@@ -172,6 +190,7 @@ async def operate(handlers: Handlers, *, namespaces: Collection[str] = (),
         registry=build_registry(handlers, timer_interval=timer_interval,
                                 sweep_interval=sweep_interval),
         settings=kopf_settings(scanning=scanning), standalone=True,
+        identity=Identity(operator_identity()),
         clusterwide=not watched, namespaces=watched, liveness_endpoint=liveness,
         stop_flag=stop_flag, ready_flag=ready_flag)
 

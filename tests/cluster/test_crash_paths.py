@@ -19,7 +19,7 @@ import pytest
 
 from cluster import api_calls
 from cluster.emulator import EmulatorServer, KubeEmulator
-from cluster.kubelet import Kubelet
+from cluster.kubelet import CFS_PERIOD_US, Kubelet
 from cluster.test_experiments import (  # noqa: F401  (kubelet: the fixture)
     _without_empty,
     explain,
@@ -36,6 +36,7 @@ from cluster.test_operator import (  # noqa: F401  (start_operator: the fixture)
     start_operator,
 )
 from pggit_chaos.kube import names
+from pggit_chaos.kube.builders import parse_quantity
 from pggit_chaos.kube.client import EXPERIMENTS, PODS, KubeClient
 from waits import wait_until
 
@@ -69,20 +70,30 @@ def fault_left(client: KubeClient, node: Kubelet) -> list[str]:
     rules = node.chain_rules(NS, "pg-0")
     if rules:
         left.append(f"iptables {rules}")
-    limits = node.cgroups(NS, "pg-0").limits()
-    if limits.get("cpu.cfs_quota_us", "-1") != "-1" or not limits.get(
-            "cpu.max", "max").startswith("max"):
-        left.append(f"cgroup {limits}")
+    if throttled(node):
+        left.append(f"cgroup {node.cgroups(NS, 'pg-0').limits()}")
     return left
 
 
+def cpu_quota(node: Kubelet) -> int:
+    """The CFS quota of pg-0's cgroup (microseconds per period; -1: none)."""
+    limits = node.cgroups(NS, "pg-0").limits()
+    value = limits.get("cpu.cfs_quota_us") or limits.get("cpu.max", "max").split()[0]
+    return -1 if value in ("max", "-1") else int(value)
+
+
+def throttled(node: Kubelet) -> bool:
+    """pg-0's CFS quota differs from the one its own cpu limit gives."""
+    limit = (node.targets[0].resources.get("limits") or {}).get("cpu")
+    own = -1 if limit is None else int(parse_quantity(limit) * CFS_PERIOD_US)
+    return cpu_quota(node) != own
+
+
 def fault_in_effect(client: KubeClient, node: Kubelet, number: str) -> bool:
-    """The fault has reached the kernel: iptables rules, or a CFS quota."""
+    """The fault has reached the kernel: iptables rules, or a CFS quota below the pod's."""
     if number == PARTITION:
         return bool(partition_left(client, NS)) and bool(node.chain_rules(NS, "pg-0"))
-    limits = node.cgroups(NS, "pg-0").limits()
-    return limits.get("cpu.cfs_quota_us", "-1") != "-1" or not limits.get(
-        "cpu.max", "max").startswith("max")
+    return throttled(node)
 
 
 def runner_processes(node: Kubelet) -> list[str]:

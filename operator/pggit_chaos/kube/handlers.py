@@ -418,9 +418,15 @@ class Handlers:
         targets = refusal
         if experiment.spec.dry_run:
             self._patch_status(body, {"targets": targets})
+            refused = substrate.resize_refusals(
+                [pod for pod in substrate.resolve_target_pods(self.client, experiment,
+                                                              self.settings)
+                 if str(_meta(pod).get("name")) in targets], experiment)
+            would = (f"; {experiment.spec.fault.type} would be refused: {refused[0]}"
+                     if refused else "")
             self._finish(body, "Aborted",
-                         f"dry run: would hit pods {', '.join(targets)}; nothing was injected",
-                         reason="DryRun", type_="Normal")
+                         f"dry run: would hit pods {', '.join(targets)}{would}; nothing was "
+                         "injected", reason="DryRun", type_="Normal")
             return
         holder = self._holder_of_target(body, experiment, targets)
         if holder is not None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cluster import api_calls
-from cluster.emulator import EmulatorServer, KubeEmulator
+from cluster.emulator import ApiFailure, Call, EmulatorServer, KubeEmulator
 from cluster.kubelet import CFS_PERIOD_US, Kubelet
 from cluster.test_experiments import (  # noqa: F401  (kubelet: the fixture)
     _without_empty,
@@ -178,6 +178,52 @@ def test_runner_killed_mid_fault_is_reverted_by_the_operator_from_the_intent(
                                       {"fault": "network-partition", "verdict": "Error"}) == 1,
                "the Error run is counted", 30)
     assert operator.value("pggit_chaos_active_faults", {"fault": "network-partition"}) == 0
+
+
+# -- the runner's revert fails: the intent stays, the operator reverts from it --------------------
+def test_a_failed_revert_keeps_the_intent_and_the_operator_reverts_from_it(
+        kubelet: Kubelet, admin_client: KubeClient, emulator: KubeEmulator,  # noqa: F811
+        start_operator: Any) -> None:  # noqa: F811
+    """Emulator-only: a real server cannot be made to fail the one resize that reverts (here
+    a 500 from etcd) on demand. Before the fix the runner cleared faultIntent on every path
+    out of the hold, so nothing reverted the throttle it could not revert itself."""
+    operator: Operator = start_operator(status_interval=0.5)
+    name, _ = start_and_inject(admin_client, kubelet, THROTTLE, duration="4s")
+    refused: list[Call] = []
+
+    def etcd_down(call: Call) -> ApiFailure | None:
+        if call.verb == "patch" and call.subresource == "resize":
+            refused.append(call)
+            return ApiFailure(500, "etcdserver: request timed out")
+        return None
+
+    emulator.interceptors.append(etcd_down)  # every revert fails, the runner's and the operator's
+    final = wait_terminal(admin_client, name, kubelet)
+    status = final["status"]
+    assert status["phase"] == "Error", explain(final, kubelet)
+    assert status["message"].startswith("the revert of cpu-throttle failed, so it may still be "
+                                        "active"), status
+    wait_until(lambda: {c.identity for c in refused} >= {"runner", "operator"},
+               f"the runner and then the operator tried to revert: {refused}", 30)
+    status = admin_client.get(EXPERIMENTS, NS, name)["status"]
+    assert status.get("faultIntent") and status["faultIntent"]["type"] == "cpu-throttle", status
+    assert status.get("revertedAt") is None
+    active = next(c for c in status["conditions"] if c["type"] == "FaultActive")
+    assert (active["status"], active["reason"]) == ("True", "RevertFailed"), active
+    assert throttled(kubelet)  # really still throttled: nothing claims otherwise
+    assert operator.value("pggit_chaos_active_faults", {"fault": "cpu-throttle"}) == 1
+
+    emulator.interceptors.remove(etcd_down)  # etcd is back: the operator's next try reverts
+    assert_reverted_and_clean(admin_client, kubelet)
+    wait_until(lambda: not admin_client.get(EXPERIMENTS, NS, name)["status"].get("faultIntent"),
+               "the operator cleared the intent once its revert was confirmed", 30)
+    status = admin_client.get(EXPERIMENTS, NS, name)["status"]
+    assert status["phase"] == "Error" and status.get("revertedAt"), status
+    active = next(c for c in status["conditions"] if c["type"] == "FaultActive")
+    assert (active["status"], active["reason"]) == ("False", "RevertedByOperator"), active
+    assert reasons_by_operator(admin_client, name) == ["FaultReverted"]
+    wait_until(lambda: operator.value("pggit_chaos_active_faults",
+                                      {"fault": "cpu-throttle"}) == 0, "the gauge follows", 30)
 
 
 # -- the experiment deleted: the finalizer stops the runner, which reverts ------------------------

@@ -742,9 +742,20 @@ class Handlers:
         meta = _meta(body)
         namespace = str(meta["namespace"])
         done = faults.revert_intent(self.client, namespace, intent)
+        now = _rfc3339(self.clock())
         patch: dict[str, Any] = {"faultIntent": None}
         if not _status(body).get("revertedAt"):
-            patch["revertedAt"] = _rfc3339(self.clock())
+            patch["revertedAt"] = now
+        conditions = _status(body).get("conditions")
+        if isinstance(conditions, list) and any(
+                isinstance(c, dict) and c.get("type") == "FaultActive" for c in conditions):
+            # The runner's last word may be FaultActive True (it died, or its revert failed).
+            message = f"{intent.get('type', 'fault')} reverted by the operator: {done}"
+            patch["conditions"] = [
+                {**c, "status": "False", "reason": "RevertedByOperator",
+                 "lastTransitionTime": now, "message": message[:1024]}
+                if isinstance(c, dict) and c.get("type") == "FaultActive" else c
+                for c in conditions]
         self._patch_status(body, patch)
         run = str(_status(body).get("runId") or meta.get("uid") or "")
         self._post(body, "FaultReverted", "Normal",

@@ -574,6 +574,23 @@ def test_the_demo_target_is_what_the_experiments_expect(rendered: dict[str, list
     assert template["spec"]["shareProcessNamespace"] is True  # pod-pause: postmaster not PID 1
     assert {p["resourceName"]: p["restartPolicy"] for p in postgres["resizePolicy"]} == {
         "cpu": "NotRequired", "memory": "RestartContainer"}
+    # cpu-throttle and memory-pressure lower limits it has (a limit they added could never be
+    # removed again by their revert): the runner's pre-injection check lets them run here
+    from pggit_chaos.kube.faults import resize_refusal
+    from pggit_chaos.kube.substrate import resize_limits
+    from pggit_chaos.spec import Experiment
+
+    assert set(postgres["resources"]["limits"]) == {"cpu", "memory"}
+    demo_pod = {"metadata": {"name": "pggit-postgres-0", "namespace": demo_ns},
+                "spec": template["spec"]}
+    resized = [e for e in experiments()
+               if e["spec"]["fault"]["type"] in ("cpu-throttle", "memory-pressure")]
+    assert len(resized) == 2
+    for manifest in resized:
+        limits = resize_limits(Experiment.model_validate(manifest))
+        assert limits is not None
+        assert resize_refusal(demo_pod, "postgres", manifest["spec"]["fault"]["type"],
+                              *limits) is None, manifest["metadata"]["name"]
     assert statefulset["spec"]["volumeClaimTemplates"]  # the data outlives a pod-kill
     secret = one(docs, "Secret", "pggit-db")
     dsn = urlparse(secret["stringData"]["dsn"])

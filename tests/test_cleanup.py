@@ -188,6 +188,64 @@ def test_cleanup_after_crash_with_trigger_disable(pggit_dsn: str, state_path: Pa
 
 
 @pytest.mark.faults
+def test_a_failed_revert_keeps_its_intent_for_cleanup(pggit_dsn: str, state_path: Path) -> None:
+    """The revert of trigger-disable cannot connect (the database stopped taking connections
+    mid-fault): the run ends Error saying so, the intent stays in the state file and the
+    journal says FaultActive RevertFailed; `pggit-chaos cleanup` reverts it afterwards."""
+    import asyncio
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from pggit_chaos.engine.lifecycle import Run
+    from pggit_chaos.local.substrate import LocalSubstrate
+
+    experiment = Experiment.new("revert-fails", {
+        "target": {"selector": {"matchLabels": {"app": "pg"}}},
+        "fault": {"type": "trigger-disable"}, "duration": "3s",
+        "workload": {"clients": 1, "rate": 20},
+        "verification": {"checks": []},
+    })
+    database = str(conninfo_to_dict(pggit_dsn)["dbname"])
+    maintenance = make_conninfo(pggit_dsn, dbname="postgres")
+    substrate = LocalSubstrate(StateFile(state_path), dsn=pggit_dsn)
+    run = Run(experiment, substrate, None, baseline=0.5)
+
+    async def refuse_connections_mid_fault() -> None:
+        task = asyncio.ensure_future(run.execute())
+        while run.journal.injected_at is None:
+            assert not task.done(), run.journal.reason
+            await asyncio.sleep(0.05)
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await task
+
+    try:
+        asyncio.run(refuse_connections_mid_fault())
+    finally:
+        substrate.close()
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    journal = run.journal
+    assert journal.current_phase.value == "Error", journal.reason
+    assert journal.reason.startswith("the revert of trigger-disable failed, so it may still be "
+                                     "active (cannot connect to the target database"), \
+        journal.reason
+    assert journal.reverted_at is None and journal.revert_error
+    active = next(c for c in journal.conditions() if c["type"] == "FaultActive")
+    assert (active["status"], active["reason"]) == ("True", "RevertFailed"), active
+    assert [i.type for i in StateFile(state_path).pending()] == ["trigger-disable"]
+    query = "SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname LIKE 'pggit%'"
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        assert {str(state) for _, state in conn.execute(query).fetchall()} == {"D"}
+    # force: the run's owner is this (still running) test process, not a finished runner
+    lines = cleanup(StateFile(state_path), force=True)
+    assert [line.split()[0] for line in lines] == ["reverted"], lines
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        assert {str(state) for _, state in conn.execute(query).fetchall()} == {"O"}
+    assert StateFile(state_path).pending() == []
+
+
+@pytest.mark.faults
 def test_cleanup_after_crash_with_lock_contention(pggit_dsn: str, state_path: Path) -> None:
     fault = {"type": "lock-contention", "lockContention": {"table": "pggit.commits"}}
     report = _run_and_kill(_experiment(fault), state_path, pggit_dsn)

@@ -781,6 +781,93 @@ def test_resize_lowers_a_request_above_the_new_limit() -> None:
     }
 
 
+def _set(values: Mapping[str, Any] | None) -> set[str]:
+    return {key for key, value in (values or {}).items() if value is not None}
+
+
+def server_refuses(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """What ValidatePodResize refuses of one resize of ``db-0``'s postgres container (its
+    sidecar has no resources: the pod is BestEffort or Burstable, never Guaranteed): a limit
+    or a request (defaulted from its limit) removed, or the QoS class changed."""
+    def effective_requests(resources: Mapping[str, Any]) -> set[str]:
+        return _set(resources.get("limits")) | _set(resources.get("requests"))
+
+    def pod_qos(resources: Mapping[str, Any]) -> str:
+        return "BestEffort" if not effective_requests(resources) else "Burstable"
+
+    return bool(_set(before.get("limits")) - _set(after.get("limits"))
+                or effective_requests(before) - effective_requests(after)
+                or pod_qos(before) != pod_qos(after))
+
+
+@FAST
+@given(original=container_resources(), cpu=st.none() | CPU, memory=st.none() | MEMORY)
+def test_a_resize_fault_is_refused_exactly_when_the_server_would_refuse_it_or_its_revert(
+    original: dict[str, Any], cpu: str | None, memory: str | None
+) -> None:
+    """The revert puts the recorded resources back: a limit the fault added would have to be
+    removed, which a real 1.33/1.34 server refuses ("resource limits cannot be removed"), and
+    the throttle would stay. So such a fault is refused before it is injected."""
+    from pggit_chaos.kube import faults
+
+    if cpu is None and memory is None:
+        return
+    before = pod(original)
+    after = strategic_resize(before, builders.resize_patch("postgres", cpu, memory, original))
+    restored = strategic_resize(after, builders.restore_resize_patch("postgres", original))
+    resources = [c.get("resources") or {} for c in (
+        before["spec"]["containers"][1], after["spec"]["containers"][1],
+        restored["spec"]["containers"][1])]
+    refused = server_refuses(resources[0], resources[1]) or server_refuses(resources[1],
+                                                                           resources[2])
+    reason = faults.resize_refusal(before, "postgres", "cpu-throttle", cpu, memory)
+    assert (reason is not None) == refused, (original, cpu, memory, reason)
+    missing = [resource for resource, value in (("cpu", cpu), ("memory", memory))
+               if value is not None and resource not in original.get("limits", {})]
+    if missing:  # the first one missing is named, with what to do
+        assert reason is not None
+        assert f"give container postgres a {missing[0]} limit" in reason
+
+
+def test_a_throttle_that_would_make_the_pod_guaranteed_is_refused() -> None:
+    from pggit_chaos.kube import faults
+
+    alone = pod({"requests": {"cpu": "100m", "memory": "1Gi"},
+                 "limits": {"cpu": "2", "memory": "1Gi"}})
+    alone["spec"]["containers"] = alone["spec"]["containers"][1:]
+    assert builders.qos_class(alone["spec"]) == "Burstable"
+    reason = faults.resize_refusal(alone, "postgres", "cpu-throttle", "100m", None)
+    assert reason is not None and "QoS class from Burstable to Guaranteed" in reason
+    assert faults.resize_refusal(alone, "postgres", "cpu-throttle", "200m", None) is None
+    # a Guaranteed pod stays Guaranteed: the requests follow the limits
+    guaranteed = copy.deepcopy(alone)
+    guaranteed["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "2"
+    assert builders.qos_class(guaranteed["spec"]) == "Guaranteed"
+    assert faults.resize_refusal(guaranteed, "postgres", "cpu-throttle", "100m", None) is None
+
+
+def test_pods_the_server_does_not_resize_are_refused_with_the_reason() -> None:
+    from pggit_chaos.kube import faults
+
+    limited = {"requests": {"cpu": "100m"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+    assert faults.resize_refusal(pod(limited), "postgres", "cpu-throttle", "50m", None) is None
+    none = faults.resize_refusal(pod({"requests": {"cpu": "100m"}}), "postgres",
+                                 "cpu-throttle", "50m", None)
+    assert none == (
+        "container postgres of pod db/db-0 has no cpu limit: cpu-throttle would add one, and "
+        'Kubernetes refuses to remove a limit by resize ("resource limits cannot be removed"), '
+        "so the fault could never be reverted; give container postgres a cpu limit "
+        "(resources.limits.cpu) to run cpu-throttle on it")
+    pod_level = pod(limited)
+    pod_level["spec"]["resources"] = {"limits": {"cpu": "2"}}
+    assert "pod-level resources" in str(
+        faults.resize_refusal(pod_level, "postgres", "cpu-throttle", "50m", None))
+    static = pod(limited)
+    static["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+    assert "static pod" in str(faults.resize_refusal(static, "postgres", "cpu-throttle", "50m",
+                                                     None))
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [

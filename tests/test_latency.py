@@ -206,6 +206,71 @@ def test_an_unreachable_server_closes_the_client_connection() -> None:
         assert proxy.stats().upstream_failures == 1
 
 
+class GreetingServer(EchoServer):
+    """An echo server that speaks first: it sends ``GREETING`` as soon as it accepts."""
+
+    GREETING = b"server speaks first\n"
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.sendall(GreetingServer.GREETING)
+        EchoServer._echo(conn)
+
+
+@pytest.mark.unit
+def test_bytes_either_side_sends_before_the_link_reach_the_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Debian 12's Python 3.11.2 starts reading a transport right after connection_made() even
+    when it was paused there, so a client that sends at once is read before the upstream is
+    connected; a server may speak before create_connection() returned. The upstream link is
+    held back here until both sides' first bytes were read (a slow upstream connect), so the
+    before-the-link path runs on every Python, whether pause_reading() holds or not."""
+    from pggit_chaos.faults import proxy as proxy_module
+
+    read_early = {"client": threading.Event(), "server": threading.Event()}
+    waited: list[float] = []
+    original_link = proxy_module._Connection.link
+    client_read = proxy_module._ClientSide.data_received
+    server_read = proxy_module._ServerSide.data_received
+
+    def client_data(self: Any, data: bytes) -> None:
+        read_early["client"].set()
+        client_read(self, data)
+
+    def server_data(self: Any, data: bytes) -> None:
+        read_early["server"].set()
+        server_read(self, data)
+
+    def slow_link(self: Any, server: Any, side: Any, started: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time() if started is None else started
+        both = all(event.is_set() for event in read_early.values())
+        if both or loop.time() - started > 5:
+            waited.append(loop.time() - started)
+            original_link(self, server, side)
+            return
+        loop.call_later(0.01, slow_link, self, server, side, started)
+
+    monkeypatch.setattr(proxy_module._ClientSide, "data_received", client_data)
+    monkeypatch.setattr(proxy_module._ServerSide, "data_received", server_data)
+    monkeypatch.setattr(proxy_module._Connection, "link", slow_link)
+    upstream = GreetingServer()
+    try:
+        with LatencyProxy("127.0.0.1", upstream.port) as proxy, connect(proxy.port) as sock:
+            sock.sendall(b"client speaks at once")  # before the proxy reached the server
+            expected = GreetingServer.GREETING + b"client speaks at once"
+            assert receive(sock, len(expected)) == expected
+            round_trip(sock, b"and then as usual")  # asserts the echo came back whole
+            stats = proxy.stats()
+    finally:
+        upstream.close()
+    assert all(event.is_set() for event in read_early.values())
+    assert waited and waited[0] < 5, "the link was not held back by early bytes"
+    assert stats.bytes_to_server == len(b"client speaks at once") + len(b"and then as usual")
+
+
 # --------------------------------------------------------------------------------- the fault
 
 

@@ -22,7 +22,8 @@ real kube-apiserver does and kmock does not:
 * the ServiceAccount admission of pods: a pod naming a ServiceAccount that does not exist is
   refused (403 ``error looking up service account``; ``default`` always exists);
 * ``pods/{name}/resize`` (1.33 in-place resize: only container resources may change, the QoS
-  class may not), the pod-update restrictions of the main pod resource, ``pods/binding``,
+  class may not, a limit or request may not be removed: 422 with the server's messages), the
+  pod-update restrictions of the main pod resource, ``pods/binding``,
   ``pods/eviction``;
 * ``pods/{name}/exec`` as a websocket upgrade speaking the remote-command protocol
   (``v5.channel.k8s.io``/``v4.channel.k8s.io``: channels 0 stdin, 1 stdout, 2 stderr, 3 the
@@ -613,6 +614,16 @@ def _qos_class(spec: JSON) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
+def _set_values(values: Any) -> dict[str, Any]:
+    """A ResourceList without the keys a strategic merge patch set to null."""
+    return {k: v for k, v in (values or {}).items() if v is not None}
+
+
+def _effective_requests(resources: JSON) -> dict[str, Any]:
+    """A container's requests as the server stores them: a missing one defaults to its limit."""
+    return {**_set_values(resources.get("limits")), **_set_values(resources.get("requests"))}
+
+
 _MEMORY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "K": 10**3,
                  "M": 10**6, "G": 10**9, "T": 10**12}
 
@@ -727,6 +738,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: endpoint): see :meth:`attach_node`.
     exec_backends: dict[str, ExecBackend] = attrs.field(factory=dict)
     allow_anonymous: bool = True
+    #: Answers a real server gives only when something outside the test fails (etcd timing
+    #: out, a webhook down), which no test can stage on demand for one request: each is
+    #: called with every recorded request; the first ApiFailure returned is the answer.
+    interceptors: list[Callable[[Call], ApiFailure | None]] = attrs.field(factory=list)
 
     _types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _store: dict[tuple[tuple[str, str, str], str | None, str], JSON] = attrs.field(
@@ -892,13 +907,18 @@ class KubeEmulator(kmock.KubernetesEmulator):
             # POST). A websocket upgrade is also authorized as ``create`` (1.35+:
             # AuthorizePodWebsocketUpgradeCreatePermission), so it needs both.
             checks = [verb, "create"] if exec_call and verb == "get" else [verb]
+            calls = [Call(identity, checked_verb, parsed.rtype.group, parsed.rtype.plural,
+                          parsed.subresource, parsed.namespace, parsed.name)
+                     for checked_verb in checks]
             with self._state:
-                for checked_verb in checks:
-                    self._calls.append(Call(identity, checked_verb, parsed.rtype.group,
-                                            parsed.rtype.plural, parsed.subresource,
-                                            parsed.namespace, parsed.name))
+                self._calls.extend(calls)
                 for checked_verb in checks:
                     self._authorize(identity, checked_verb, parsed)
+                interceptors = list(self.interceptors)
+            for intercept in interceptors:
+                failure = intercept(calls[-1])
+                if failure is not None:
+                    raise failure
             if exec_call:
                 return await self._serve_exec(request, parsed)
             if verb == "watch":
@@ -1550,14 +1570,27 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 "spec", "Forbidden: only cpu and memory resources are mutable")])
         if (old.get("status") or {}).get("phase") in _TERMINAL_PHASES:
             raise _invalid(rtype, name, [("spec", "Forbidden: pod is terminated")])
+        # ValidatePodResize (pkg/apis/core/validation): every error at once, in its order.
+        causes: list[tuple[str, str]] = []
         if _qos_class(spec) != _qos_class(old_spec):
-            raise _invalid(rtype, name, [(
-                "spec", f'Invalid value: "{_qos_class(spec)}": Pod QoS is immutable')])
+            causes.append(("spec", f'Invalid value: "{_qos_class(old_spec)}": Pod QOS Class '
+                                   "may not change as a result of resizing"))
+        olds = {c.get("name"): c for c in old_spec.get("containers") or []}
+        for index, container in enumerate(spec.get("containers") or []):
+            path = f"spec.containers[{index}].resources"
+            before = olds[container.get("name")].get("resources") or {}
+            after = container.get("resources") or {}
+            # The server defaults a request left out to its limit (SetDefaults_Pod), before and
+            # after the patch; a limit or request that was there may not go (1.33 and 1.34).
+            if set(_effective_requests(before)) - set(_effective_requests(after)):
+                causes.append((f"{path}.requests",
+                               "Forbidden: resource requests cannot be removed"))
+            if set(_set_values(before.get("limits"))) - set(_set_values(after.get("limits"))):
+                causes.append((f"{path}.limits", "Forbidden: resource limits cannot be removed"))
         allowed = self.memory_limit_decrease_allowed
         if allowed is None:
             allowed = int(self.kubernetes_version.split(".")[1]) >= 34
         if not allowed:
-            olds = {c.get("name"): c for c in old_spec.get("containers") or []}
             for index, container in enumerate(spec.get("containers") or []):
                 before = ((olds[container.get("name")].get("resources") or {}).get("limits")
                           or {}).get("memory")
@@ -1567,10 +1600,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
                               for p in container.get("resizePolicy") or [])
                 if before and after and not restart and _quantity_bytes(
                         after) < _quantity_bytes(before):
-                    raise _invalid(rtype, name, [(
+                    causes.append((
                         f"spec.containers[{index}].resources.limits.memory",
                         "Forbidden: memory limits cannot be decreased unless resizePolicy is "
-                        "RestartContainer")])
+                        "RestartContainer"))
+        if causes:
+            raise _invalid(rtype, name, causes)
         merged = copy.deepcopy(old)
         merged["spec"] = spec
         return merged

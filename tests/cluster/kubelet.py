@@ -1507,7 +1507,9 @@ class Kubelet:
             "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOSTNAME": pod.name,
             "HOME": str(pod.folder / "home"), "TMPDIR": str(pod.folder / "tmp"),
         }
-        for name in ("PGGIT_CHAOS_PG_BINDIR",):
+        # PYTHONPATH: the Job processes import the same pggit_chaos as the tests (a checkout
+        # other than the installed one, e.g. a worktree, put first on the path).
+        for name in ("PGGIT_CHAOS_PG_BINDIR", "PYTHONPATH"):
             if name in os.environ:
                 base[name] = os.environ[name]
         # Like a projected token: the pod's own copy (the original may sit under a /tmp

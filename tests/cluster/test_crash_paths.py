@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from cluster import api_calls
-from cluster.emulator import EmulatorServer, KubeEmulator
-from cluster.kubelet import Kubelet
+from cluster.emulator import ApiFailure, Call, EmulatorServer, KubeEmulator
+from cluster.kubelet import CFS_PERIOD_US, Kubelet
 from cluster.test_experiments import (  # noqa: F401  (kubelet: the fixture)
     _without_empty,
     explain,
@@ -36,6 +36,7 @@ from cluster.test_operator import (  # noqa: F401  (start_operator: the fixture)
     start_operator,
 )
 from pggit_chaos.kube import names
+from pggit_chaos.kube.builders import parse_quantity
 from pggit_chaos.kube.client import EXPERIMENTS, PODS, KubeClient
 from waits import wait_until
 
@@ -69,20 +70,30 @@ def fault_left(client: KubeClient, node: Kubelet) -> list[str]:
     rules = node.chain_rules(NS, "pg-0")
     if rules:
         left.append(f"iptables {rules}")
-    limits = node.cgroups(NS, "pg-0").limits()
-    if limits.get("cpu.cfs_quota_us", "-1") != "-1" or not limits.get(
-            "cpu.max", "max").startswith("max"):
-        left.append(f"cgroup {limits}")
+    if throttled(node):
+        left.append(f"cgroup {node.cgroups(NS, 'pg-0').limits()}")
     return left
 
 
+def cpu_quota(node: Kubelet) -> int:
+    """The CFS quota of pg-0's cgroup (microseconds per period; -1: none)."""
+    limits = node.cgroups(NS, "pg-0").limits()
+    value = limits.get("cpu.cfs_quota_us") or limits.get("cpu.max", "max").split()[0]
+    return -1 if value in ("max", "-1") else int(value)
+
+
+def throttled(node: Kubelet) -> bool:
+    """pg-0's CFS quota differs from the one its own cpu limit gives."""
+    limit = (node.targets[0].resources.get("limits") or {}).get("cpu")
+    own = -1 if limit is None else int(parse_quantity(limit) * CFS_PERIOD_US)
+    return cpu_quota(node) != own
+
+
 def fault_in_effect(client: KubeClient, node: Kubelet, number: str) -> bool:
-    """The fault has reached the kernel: iptables rules, or a CFS quota."""
+    """The fault has reached the kernel: iptables rules, or a CFS quota below the pod's."""
     if number == PARTITION:
         return bool(partition_left(client, NS)) and bool(node.chain_rules(NS, "pg-0"))
-    limits = node.cgroups(NS, "pg-0").limits()
-    return limits.get("cpu.cfs_quota_us", "-1") != "-1" or not limits.get(
-        "cpu.max", "max").startswith("max")
+    return throttled(node)
 
 
 def runner_processes(node: Kubelet) -> list[str]:
@@ -181,6 +192,52 @@ def test_runner_killed_mid_fault_is_reverted_by_the_operator_from_the_intent(
     assert operator.value("pggit_chaos_active_faults", {"fault": fault}) == 0
     if number == THROTTLE:
         assert ("", "pods/resize", "patch") in emulator.rbac_rules("operator")
+
+
+# -- the runner's revert fails: the intent stays, the operator reverts from it --------------------
+def test_a_failed_revert_keeps_the_intent_and_the_operator_reverts_from_it(
+        kubelet: Kubelet, admin_client: KubeClient, emulator: KubeEmulator,  # noqa: F811
+        start_operator: Any) -> None:  # noqa: F811
+    """Emulator-only: a real server cannot be made to fail the one resize that reverts (here
+    a 500 from etcd) on demand. Before the fix the runner cleared faultIntent on every path
+    out of the hold, so nothing reverted the throttle it could not revert itself."""
+    operator: Operator = start_operator(status_interval=0.5)
+    name, _ = start_and_inject(admin_client, kubelet, THROTTLE, duration="4s")
+    refused: list[Call] = []
+
+    def etcd_down(call: Call) -> ApiFailure | None:
+        if call.verb == "patch" and call.subresource == "resize":
+            refused.append(call)
+            return ApiFailure(500, "etcdserver: request timed out")
+        return None
+
+    emulator.interceptors.append(etcd_down)  # every revert fails, the runner's and the operator's
+    final = wait_terminal(admin_client, name, kubelet)
+    status = final["status"]
+    assert status["phase"] == "Error", explain(final, kubelet)
+    assert status["message"].startswith("the revert of cpu-throttle failed, so it may still be "
+                                        "active"), status
+    wait_until(lambda: {c.identity for c in refused} >= {"runner", "operator"},
+               f"the runner and then the operator tried to revert: {refused}", 30)
+    status = admin_client.get(EXPERIMENTS, NS, name)["status"]
+    assert status.get("faultIntent") and status["faultIntent"]["type"] == "cpu-throttle", status
+    assert status.get("revertedAt") is None
+    active = next(c for c in status["conditions"] if c["type"] == "FaultActive")
+    assert (active["status"], active["reason"]) == ("True", "RevertFailed"), active
+    assert throttled(kubelet)  # really still throttled: nothing claims otherwise
+    assert operator.value("pggit_chaos_active_faults", {"fault": "cpu-throttle"}) == 1
+
+    emulator.interceptors.remove(etcd_down)  # etcd is back: the operator's next try reverts
+    assert_reverted_and_clean(admin_client, kubelet)
+    wait_until(lambda: not admin_client.get(EXPERIMENTS, NS, name)["status"].get("faultIntent"),
+               "the operator cleared the intent once its revert was confirmed", 30)
+    status = admin_client.get(EXPERIMENTS, NS, name)["status"]
+    assert status["phase"] == "Error" and status.get("revertedAt"), status
+    active = next(c for c in status["conditions"] if c["type"] == "FaultActive")
+    assert (active["status"], active["reason"]) == ("False", "RevertedByOperator"), active
+    assert reasons_by_operator(admin_client, name) == ["FaultReverted"]
+    wait_until(lambda: operator.value("pggit_chaos_active_faults",
+                                      {"fault": "cpu-throttle"}) == 0, "the gauge follows", 30)
 
 
 # -- the experiment deleted: the finalizer stops the runner, which reverts ------------------------

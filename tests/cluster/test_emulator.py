@@ -543,12 +543,44 @@ def test_resize_keeps_the_qos_class_and_memory_rules_of_1_33(admin_client: KubeC
     qos = status_of(lambda: admin_client.patch(PODS, ns, "besteffort", {"spec": {"containers": [
         {"name": "postgres", "resources": {"limits": {"cpu": "200m"}}}]}},
         subresource="resize", patch_type="strategic"))
-    assert qos.status == 422 and "QoS" in qos.api_message
+    assert qos.status == 422
+    assert "Pod QOS Class may not change as a result of resizing" in qos.api_message
     admin_client.create(PODS, ns, pod("db-0"))
     memory = status_of(lambda: admin_client.patch(PODS, ns, "db-0", {"spec": {"containers": [
         {"name": "postgres", "resources": {"limits": {"memory": "200Mi"}}}]}},
         subresource="resize", patch_type="strategic"))
     assert memory.status == 422 and "memory limits cannot be decreased" in memory.api_message
+
+
+def test_resize_may_not_remove_a_limit_or_request_as_a_real_server_answers(
+        admin_client: KubeClient, ns: str) -> None:
+    """A real 1.33/1.34 API server refused the revert of a throttle that had added a limit:
+    ``spec.containers[0].resources.limits: Forbidden: resource limits cannot be removed``."""
+    from pggit_chaos.kube import builders
+
+    body = pod("db-0", cpu=None)
+    body["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m",
+                                                               "memory": "128Mi"}}
+    admin_client.create(PODS, ns, body)
+    original = body["spec"]["containers"][0]["resources"]
+    admin_client.patch(PODS, ns, "db-0", builders.resize_patch("postgres", "50m", None, original),
+                       subresource="resize", patch_type="strategic")  # adding a limit: allowed
+    removed = status_of(lambda: admin_client.patch(
+        PODS, ns, "db-0", builders.restore_resize_patch("postgres", original),
+        subresource="resize", patch_type="strategic"))
+    assert removed.status == 422
+    assert removed.api_message == ('Pod "db-0" is invalid: spec.containers[0].resources.limits: '
+                                   "Forbidden: resource limits cannot be removed")
+    request = status_of(lambda: admin_client.patch(PODS, ns, "db-0", {"spec": {"containers": [
+        {"name": "postgres", "resources": {"requests": {"memory": None}}}]}},
+        subresource="resize", patch_type="strategic"))
+    assert request.status == 422
+    assert "spec.containers[0].resources.requests: Forbidden: resource requests cannot be " \
+        "removed" in request.api_message
+    # a limit that was there may change, in both directions
+    admin_client.patch(PODS, ns, "db-0", {"spec": {"containers": [
+        {"name": "postgres", "resources": {"limits": {"cpu": "300m"}}}]}},
+        subresource="resize", patch_type="strategic")
 
 
 def test_resize_unsupported_server_answers_404(ns: str, admin_client: KubeClient,

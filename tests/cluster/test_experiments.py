@@ -34,6 +34,11 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 TARGET_LABELS = {"app.kubernetes.io/name": "pggit-postgres"}
 TERMINAL = ("Passed", "Failed", "Inconclusive", "Aborted", "Error")
 Body = dict[str, Any]
+#: The database pod's resources: limits for cpu and memory, so that cpu-throttle and
+#: memory-pressure (which lower a limit in place) can be reverted (a limit cannot be removed
+#: by resize); the test kubelet's default target has requests only (the refused shape).
+LIMITED = {"requests": {"cpu": "100m", "memory": "128Mi"},
+           "limits": {"cpu": "2", "memory": "1Gi"}}
 
 
 def manifest(number: str, **spec: Any) -> Body:
@@ -52,12 +57,12 @@ def manifest(number: str, **spec: Any) -> Body:
 @pytest.fixture
 def kubelet(admin_client: KubeClient, kubeconfigs: dict[str, Path],
             emulator: KubeEmulator) -> Iterator[Kubelet]:
-    """Namespace ``default`` opted in, one database pod (pg-0) with pgGit, Secret pggit-db;
-    ``pods/exec`` into it served by the kubelet."""
+    """Namespace ``default`` opted in, one database pod (pg-0, cpu and memory limited) with
+    pgGit, Secret pggit-db; ``pods/exec`` into it served by the kubelet."""
     runner_namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
     with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"},
                  restart_delay=0.5, api_server=emulator) as running:
-        running.add_targets("default", labels=TARGET_LABELS)
+        running.add_targets("default", labels=TARGET_LABELS, resources=LIMITED)
         yield running
         assert not running.errors, running.errors
 
@@ -136,6 +141,56 @@ def test_memory_pressure_on_1_33_is_refused_before_injection(
     assert status["phase"] == "Error", explain(final, kubelet)
     assert "resizePolicy for memory is RestartContainer" in status["message"]
     assert status.get("injectedAt") is None
+    pod = admin_client.get(PODS, "default", "pg-0")
+    assert _without_empty(pod["spec"]["containers"][0].get("resources")) == \
+        _without_empty(kubelet.targets[0].resources)
+
+
+@pytest.fixture
+def kubelet_without_limits(admin_client: KubeClient, kubeconfigs: dict[str, Path],
+                           emulator: KubeEmulator) -> Iterator[Kubelet]:
+    """As :func:`kubelet`, but the database pod has requests only (no cpu or memory limit)."""
+    runner_namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"},
+                 restart_delay=0.5, api_server=emulator) as running:
+        running.add_targets("default", labels=TARGET_LABELS)
+        assert "limits" not in running.targets[0].resources
+        yield running
+        assert not running.errors, running.errors
+
+
+@pytest.mark.parametrize(("number", "resource"), [("02", "cpu"), ("03", "memory")],
+                         ids=["cpu-throttle", "memory-pressure"])
+def test_a_resize_fault_on_a_container_without_that_limit_is_refused_before_injection(
+        number: str, resource: str, kubelet_without_limits: Kubelet, admin_client: KubeClient,
+        emulator: KubeEmulator, start_operator: Any) -> None:  # noqa: F811
+    """The revert of a limit the fault added would be refused by a real server ("resource
+    limits cannot be removed") and the pod would stay throttled: refused, nothing injected.
+    Before the fix the runner resized the pod, and (on a real server) could never undo it."""
+    kubelet = kubelet_without_limits
+    start_operator(status_interval=0.5)
+    dry = manifest(number, dryRun=True)
+    dry["metadata"]["name"] += "-plan"
+    admin_client.create(EXPERIMENTS, "default", dry)
+    planned = wait_terminal(admin_client, dry["metadata"]["name"], kubelet)["status"]
+    assert planned["phase"] == "Aborted", planned
+    assert f"would be refused: container postgres of pod default/pg-0 has no {resource} " \
+        "limit" in planned["message"], planned
+
+    body = manifest(number)
+    admin_client.create(EXPERIMENTS, "default", body)
+    final = wait_terminal(admin_client, body["metadata"]["name"], kubelet)
+    status = final["status"]
+    assert status["phase"] == "Error", explain(final, kubelet)
+    assert status["message"] == (
+        f"{body['spec']['fault']['type']}: container postgres of pod default/pg-0 has no "
+        f"{resource} limit: {body['spec']['fault']['type']} would add one, and Kubernetes "
+        'refuses to remove a limit by resize ("resource limits cannot be removed"), so the '
+        f"fault could never be reverted; give container postgres a {resource} limit "
+        f"(resources.limits.{resource}) to run {body['spec']['fault']['type']} on it; nothing "
+        "was injected"), status
+    assert status.get("injectedAt") is None and status.get("faultIntent") is None
+    assert not [c for c in emulator.calls() if c.subresource == "resize" and c.verb == "patch"]
     pod = admin_client.get(PODS, "default", "pg-0")
     assert _without_empty(pod["spec"]["containers"][0].get("resources")) == \
         _without_empty(kubelet.targets[0].resources)

@@ -268,8 +268,13 @@ def test_exec_runs_inside_the_target_pod_and_pod_pause_stops_only_its_server(
 @pytest.mark.postgres
 @pytest.mark.faults
 @pytest.mark.kube
-def test_resize_becomes_a_cgroup_limit_and_restoring_removes_it(
-        kubelet: Kubelet, targets: TargetSet, admin_client: KubeClient) -> None:
+def test_resize_becomes_a_cgroup_limit_and_restoring_puts_it_back(
+        kubelet: Kubelet, admin_client: KubeClient, emulator_server: EmulatorServer) -> None:
+    # Limits to lower and to restore (a resize may never remove one); memory lowered in place
+    # as 1.34 allows (1.33 only with resizePolicy RestartContainer).
+    emulator_server.emulator.kubernetes_version = "1.34.0"
+    targets = kubelet.add_targets(NS, resources={"requests": {"cpu": "100m", "memory": "128Mi"},
+                                                 "limits": {"cpu": "4", "memory": "1Gi"}})
     cgroups = kubelet.cgroups(NS, "pg-0")
     original = admin_client.get(PODS, NS, "pg-0")["spec"]["containers"][0]["resources"]
     query = "SELECT count(*) FROM generate_series(1, 3000000)"
@@ -306,13 +311,13 @@ def test_resize_becomes_a_cgroup_limit_and_restoring_removes_it(
 
     admin_client.patch(PODS, NS, "pg-0", builders.restore_resize_patch("postgres", original),
                        subresource="resize", patch_type="strategic")
-    wait_until(lambda: actuated({}), "the restore is actuated", 30)
+    wait_until(lambda: actuated({"cpu": "4", "memory": "1Gi"}), "the restore is actuated", 30)
     limits = cgroups.limits()
     if cgroups.version == 1:
-        assert limits["cpu.cfs_quota_us"] == "-1"
-        assert int(limits["memory.limit_in_bytes"]) > 2**60  # no limit
+        assert limits["cpu.cfs_quota_us"] == "400000"
+        assert limits["memory.limit_in_bytes"] == str(2**30)
     else:
-        assert limits["cpu.max"].startswith("max") and limits["memory.max"] == "max"
+        assert limits["cpu.max"] == "400000 100000" and limits["memory.max"] == str(2**30)
     restored = min(timed() for _ in range(2))
     assert restored < slowed / 3, (baseline, slowed, restored)
 

@@ -414,6 +414,8 @@ class Journal(_Model):
     finished_at: AwareDatetime | None = None
 
     fault_intent: dict[str, Any] | None = None
+    revert_error: str | None = None
+    """Why the revert failed (the fault may still be active; its intent stays recorded)."""
     fault_window: FaultWindow | None = None
     fault_evidence: FaultEvidenceSummary | None = None
     """Whether the fault took effect, read from the system after the revert."""
@@ -544,6 +546,10 @@ class Journal(_Model):
             self.fault_window.end_offset = self.offset()
             self.fault_window.ended_at = now
 
+    def mark_revert_failed(self, error: str) -> None:
+        """The revert raised: the fault may still be active (``reverted_at`` stays unset)."""
+        self.revert_error = error
+
     def mark_recovered(self, seconds: float, at: float | None = None,
                        since: Literal["revert", "injection"] = "revert") -> None:
         """The database is healthy again, ``seconds`` after the revert (or the injection).
@@ -673,6 +679,12 @@ class Journal(_Model):
         if self.reverted_at is not None:
             fault_active = condition("FaultActive", "False", "Reverted",
                                      f"{fault} reverted", self.reverted_at)
+        elif self.revert_error is not None:
+            fault_active = condition(
+                "FaultActive", "True", "RevertFailed",
+                f"{fault} may still be active: its revert failed ({self.revert_error}); its "
+                "intent stays recorded for the operator or `pggit-chaos cleanup` to revert",
+                self.finished_at or self.injected_at)
         elif self.injected_at is not None:
             fault_active = condition("FaultActive", "True", "Injected",
                                      f"{fault} is active", self.injected_at)

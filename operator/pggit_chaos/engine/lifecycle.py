@@ -28,7 +28,7 @@ from pggit_chaos.engine.journal import (
     phase_latencies,
 )
 from pggit_chaos.engine.workload import Workload, new_run_id
-from pggit_chaos.errors import ChaosError, NoTargets
+from pggit_chaos.errors import ChaosError, FaultError, NoTargets
 from pggit_chaos.faults.base import FaultEvidence, WorkloadWindow
 
 if TYPE_CHECKING:
@@ -220,8 +220,19 @@ class Run:
         finally:
             if watcher is not None and not watcher.done():
                 watcher.cancel()
-            # Revert in this thread, uncancellable: a second Ctrl-C must not skip it.
-            fault.revert()
+            # Revert in this thread, uncancellable: a second Ctrl-C must not skip it. Only a
+            # confirmed revert clears the intent: after a failed one it stays recorded (state
+            # file, experiment status) for `pggit-chaos cleanup` / the operator to revert.
+            try:
+                fault.revert()
+            except Exception as exc:
+                self.fault_window = (window_start, self.history.now())
+                error = (str(exc).splitlines() or [type(exc).__name__])[0]
+                self.journal.mark_revert_failed(error)
+                raise FaultError(
+                    f"the revert of {fault.type} failed, so it may still be active ({error}); "
+                    "its intent stays recorded: the operator reverts it in a cluster, "
+                    "`pggit-chaos cleanup` on one machine") from exc
             self.journal.mark_reverted()
             self.fault_window = (window_start, self.history.now())
             self.substrate.clear_intent(intent)

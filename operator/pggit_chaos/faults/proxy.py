@@ -9,7 +9,10 @@ delay); :meth:`LatencyProxy.shape` switches a :class:`Shape` on (the fault's inj
 ``shape(PASS_THROUGH)`` off again (its revert). Each connection is a pair of asyncio protocols,
 no task per chunk: while nothing is held, what one socket receives is written to the other at
 once (the overhead ``benchmarks/bench_latency_proxy.py`` measures); reading stops while the
-other side's buffer is full or too much is held (backpressure).
+other side's buffer is full or too much is held (backpressure). Whatever either socket sends
+before the other side is connected is kept and goes out, in order, once it is: the proxy does not
+rely on ``pause_reading()`` in ``connection_made()`` to hold it back (on CPython 3.11.2, Debian
+12's own Python, the transport starts reading right after ``connection_made()`` even when paused).
 
 What a shape does, per connection and direction, in order (bytes are never reordered, split
 differently on purpose, or altered):
@@ -260,6 +263,18 @@ class _Connection:
         self.to_server: _Direction | None = None
         self.to_client: _Direction | None = None
         self.closed = False
+        #: What each side sent before the other was connected, in order (flushed by link).
+        self.early: dict[str, list[bytes]] = {"to_server": [], "to_client": []}
+        self.early_bytes = 0
+        self.early_paused: list[asyncio.Transport] = []
+
+    def keep(self, name: str, data: bytes, src: asyncio.Transport) -> None:
+        """Hold ``data`` read before the link; stop reading ``src`` if too much is kept."""
+        self.early[name].append(data)
+        self.early_bytes += len(data)
+        if self.early_bytes > HELD_BYTES and src not in self.early_paused:
+            src.pause_reading()
+            self.early_paused.append(src)
 
     def link(self, server: asyncio.Transport, server_side: _ServerSide) -> None:
         self.server = server
@@ -267,6 +282,15 @@ class _Connection:
         self.to_client = _Direction(self.proxy, "to_client", server, self.client)
         server_side.direction = self.to_client
         server_side.reverse = self.to_server
+        early, self.early, self.early_bytes = self.early, {"to_server": [], "to_client": []}, 0
+        for src in self.early_paused:  # from here on the directions' own backpressure rules
+            if not src.is_closing():
+                src.resume_reading()
+        self.early_paused = []
+        for data in early["to_server"]:
+            self.to_server.feed(data)
+        for data in early["to_client"]:
+            self.to_client.feed(data)
 
     def lost(self, which: str) -> None:
         """One side's socket is gone: deliver what is held for the other, then close it."""
@@ -393,7 +417,6 @@ class _ClientSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # until the server's side is connected
         self.connection = _Connection(self.proxy, transport)
         self.proxy._stats.connections += 1
         self.proxy._stats.open_connections += 1
@@ -416,12 +439,15 @@ class _ClientSide(asyncio.Protocol):
             server.close()
             return
         connection.link(server, side)
-        connection.client.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         connection = self.connection
-        if connection is not None and connection.to_server is not None:
+        if connection is None:
+            return
+        if connection.to_server is not None:
             connection.to_server.feed(data)
+        else:  # the server's side is not connected yet: keep it for the link
+            connection.keep("to_server", data, connection.client)
 
     def pause_writing(self) -> None:
         if self.connection is not None and self.connection.to_client is not None:
@@ -441,12 +467,19 @@ class _ServerSide(asyncio.Protocol):
 
     def __init__(self, connection: _Connection) -> None:
         self.connection = connection
+        self.transport: asyncio.Transport | None = None
         self.direction: _Direction | None = None
         self.reverse: _Direction | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.direction is not None:
             self.direction.feed(data)
+        elif self.transport is not None:  # the server spoke before the link
+            self.connection.keep("to_client", data, self.transport)
 
     def pause_writing(self) -> None:
         if self.reverse is not None:

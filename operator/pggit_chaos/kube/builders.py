@@ -36,8 +36,10 @@ __all__ = [
     "owner_reference",
     "parse_quantity",
     "partition_label_patch",
+    "qos_class",
     "read_journal_config_map",
     "resize_patch",
+    "resized_resources",
     "restore_resize_patch",
     "runner_deadline_seconds",
     "runner_job",
@@ -498,6 +500,50 @@ def parse_quantity(quantity: object) -> Decimal:
 
 
 _RESIZED = ("cpu", "memory")
+
+
+def qos_class(spec: Mapping[str, Any],
+              resources: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The pod's QoS class as the API server computes it (``qos.ComputePodQOS``).
+
+    ``spec`` is the pod's spec; ``resources`` (container name -> resources) stand in for those
+    containers' own, to see the class a resize would give. A request left out defaults to its
+    limit (as the server defaults a pod); cpu and memory only; zero counts as unset.
+    Guaranteed: every container (init containers too) limits cpu and memory, and the pod's
+    summed requests equal its summed limits; BestEffort: no request or limit at all.
+    """
+    requests: dict[str, Decimal] = {}
+    limits: dict[str, Decimal] = {}
+    guaranteed = True
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    for container in containers:
+        own = (resources or {}).get(str(container.get("name")), container.get("resources"))
+        own = own or {}
+        own_limits = {k: v for k, v in (own.get("limits") or {}).items() if v is not None}
+        own_requests = {**own_limits, **{k: v for k, v in (own.get("requests") or {}).items()
+                                         if v is not None}}
+        for total, listed in ((requests, own_requests), (limits, own_limits)):
+            for name in _RESIZED:
+                if name in listed and parse_quantity(listed[name]) > 0:
+                    total[name] = total.get(name, Decimal(0)) + parse_quantity(listed[name])
+        if not all(name in own_limits and parse_quantity(own_limits[name]) > 0
+                   for name in _RESIZED):
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and requests == limits:
+        return "Guaranteed"
+    return "Burstable"
+
+
+def resized_resources(original: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's ``resources`` after a :func:`resize_patch` (its container's part)."""
+    part = ((patch.get("spec") or {}).get("containers") or [{}])[0].get("resources") or {}
+    merged: dict[str, Any] = {}
+    for kind in ("requests", "limits"):
+        values = {**(original.get(kind) or {}), **(part.get(kind) or {})}
+        merged[kind] = {k: v for k, v in values.items() if v is not None}
+    return merged
 
 
 def resize_patch(

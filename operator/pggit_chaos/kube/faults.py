@@ -31,6 +31,7 @@ __all__ = [
     "exec_failure",
     "exec_signal",
     "postgres_container",
+    "resize_refusal",
     "revert_intent",
 ]
 
@@ -101,6 +102,55 @@ class PodKill:
             "pods_deleted": len(self._deleted), "pods_replaced": len(replaced)})
 
 
+#: The annotation of a static pod's mirror (the API server does not resize those).
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+def resize_refusal(pod: Mapping[str, Any], container: str, fault_type: str,
+                   cpu_limit: str | None, memory_limit: str | None) -> str | None:
+    """Why the API server would refuse this fault's in-place resize of ``pod`` or the resize
+    that reverts it (Kubernetes' ``ValidatePodResize``), with what to do; None: it would not.
+
+    The revert puts the recorded resources back, so it must never remove what the fault
+    added: a limit the container did not have ("resource limits cannot be removed") — the
+    throttle would stay for good. And neither resize may change the pod's QoS class.
+    """
+    meta = pod.get("metadata") or {}
+    where = f"pod {meta.get('namespace', '')}/{meta.get('name', '')}".replace(" /", " ")
+    spec = pod.get("spec") or {}
+    pod_level = spec.get("resources") or {}
+    if pod_level.get("requests") or pod_level.get("limits"):
+        return (f"{where} sets pod-level resources (spec.resources), and Kubernetes does not "
+                "resize such pods in place: target a pod whose containers carry the resources")
+    if MIRROR_POD_ANNOTATION in (meta.get("annotations") or {}):
+        return f"{where} is a static pod, and Kubernetes does not resize static pods in place"
+    if str((spec.get("os") or {}).get("name", "")).lower() == "windows":
+        return f"{where} is a Windows pod, and Kubernetes does not resize Windows pods in place"
+    found = next((c for c in spec.get("containers") or [] if c.get("name") == container), None)
+    if found is None:
+        return f"{where} has no container {container}"
+    original = dict(found.get("resources") or {})
+    limits = original.get("limits") or {}
+    for resource, value in (("cpu", cpu_limit), ("memory", memory_limit)):
+        if value and limits.get(resource) is None:
+            return (f"container {container} of {where} has no {resource} limit: {fault_type} "
+                    f"would add one, and Kubernetes refuses to remove a limit by resize "
+                    f"(\"resource limits cannot be removed\"), so the fault could never be "
+                    f"reverted; give container {container} a {resource} limit "
+                    f"(resources.limits.{resource}) to run {fault_type} on it")
+    patch = builders.resize_patch(container, cpu_limit, memory_limit, original)
+    before = builders.qos_class(spec)
+    after = builders.qos_class(spec, {container: builders.resized_resources(original, patch)})
+    if before != after:
+        wanted = ", ".join(f"{kind} limit {value}" for kind, value in
+                           (("cpu", cpu_limit), ("memory", memory_limit)) if value)
+        return (f"resizing container {container} of {where} to {wanted} would change the pod's "
+                f"QoS class from {before} to {after}, which Kubernetes refuses (\"Pod QOS Class "
+                "may not change as a result of resizing\"); give the container requests below "
+                "its limits (Burstable) or equal to them for cpu and memory (Guaranteed)")
+    return None
+
+
 class Resize:
     """Lower the pods' CPU or memory limit in place (``pods/{name}/resize``, Kubernetes ≥ 1.33)."""
 
@@ -134,9 +184,25 @@ class Resize:
                   "containers": self.containers, "originals": self.originals},
             description=f"resize in place to {wanted}")
         self._applied: list[str] = []
+        self._pods = {str(pod["metadata"]["name"]): pod for pod in pods}
+
+    def refusals(self) -> list[str]:
+        """Why the API server would refuse the resize or its revert, for each pod it would."""
+        found = []
+        for name, container in self.containers.items():
+            reason = resize_refusal(self._pods[name], container, self.type, self.cpu_limit,
+                                    self.memory_limit)
+            if reason is not None:
+                found.append(reason)
+        return found
 
     def check(self) -> None:
-        """One clear error before anything is injected when the cluster lacks in-place resize."""
+        """One clear error before anything is injected when the cluster lacks in-place resize,
+        or when the server would refuse the resize or the one that reverts it (a limit the
+        container lacks could never be removed again: :func:`resize_refusal`)."""
+        refused = self.refusals()
+        if refused:
+            raise FaultError(f"{self.type}: {refused[0]}; nothing was injected")
         for pod in self.originals:
             try:
                 self.client.get(PODS, self.namespace, pod, subresource="resize")

@@ -419,9 +419,15 @@ class Handlers:
         targets = refusal
         if experiment.spec.dry_run:
             self._patch_status(body, {"targets": targets})
+            refused = substrate.resize_refusals(
+                [pod for pod in substrate.resolve_target_pods(self.client, experiment,
+                                                              self.settings)
+                 if str(_meta(pod).get("name")) in targets], experiment)
+            would = (f"; {experiment.spec.fault.type} would be refused: {refused[0]}"
+                     if refused else "")
             self._finish(body, "Aborted",
-                         f"dry run: would hit pods {', '.join(targets)}; nothing was injected",
-                         reason="DryRun", type_="Normal")
+                         f"dry run: would hit pods {', '.join(targets)}{would}; nothing was "
+                         "injected", reason="DryRun", type_="Normal")
             return
         holder = self._holder_of_target(body, experiment, targets)
         if holder is not None:
@@ -778,9 +784,20 @@ class Handlers:
         meta = _meta(body)
         namespace = str(meta["namespace"])
         done = faults.revert_intent(self.client, namespace, intent)
+        now = _rfc3339(self.clock())
         patch: dict[str, Any] = {"faultIntent": None}
         if not _status(body).get("revertedAt"):
-            patch["revertedAt"] = _rfc3339(self.clock())
+            patch["revertedAt"] = now
+        conditions = _status(body).get("conditions")
+        if isinstance(conditions, list) and any(
+                isinstance(c, dict) and c.get("type") == "FaultActive" for c in conditions):
+            # The runner's last word may be FaultActive True (it died, or its revert failed).
+            message = f"{intent.get('type', 'fault')} reverted by the operator: {done}"
+            patch["conditions"] = [
+                {**c, "status": "False", "reason": "RevertedByOperator",
+                 "lastTransitionTime": now, "message": message[:1024]}
+                if isinstance(c, dict) and c.get("type") == "FaultActive" else c
+                for c in conditions]
         self._patch_status(body, patch)
         run = str(_status(body).get("runId") or meta.get("uid") or "")
         self._post(body, "FaultReverted", "Normal",

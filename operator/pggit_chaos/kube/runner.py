@@ -280,7 +280,11 @@ def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
         journal.finish(Phase.Error, f"runner interrupted (SIGTERM): {done}")
     final = journal_status(journal)
     final["runId"] = run.run_id
-    final["faultIntent"] = None  # reverted on every path out of the hold
+    if journal.reverted_at is not None:
+        # The revert is confirmed (the engine cleared the intent then: this repeats it in case
+        # that patch failed). After a failed revert the intent stays in status, so that the
+        # operator reverts the fault from it; the conditions say FaultActive RevertFailed.
+        final["faultIntent"] = None
     problems = _store_journal(client, body, journal, run.history)
     try:
         writer.patch(final)

@@ -35,6 +35,9 @@ __all__ = [
     "label_selector_query",
     "matches_selector",
     "pod_ready",
+    "resize_limits",
+    "resize_refusals",
+    "resolve_target_pods",
     "resolve_targets",
     "select_pods",
 ]
@@ -130,13 +133,45 @@ def pick(pods: Sequence[dict[str, Any]], mode: str, value: int,
     return sorted(chosen, key=lambda p: str(p["metadata"]["name"]))
 
 
+def resolve_target_pods(client: KubeClient, experiment: Experiment, settings: Settings,
+                        seed: str = "") -> list[dict[str, Any]]:
+    """The pods the experiment would hit (empty: nothing matches)."""
+    spec = experiment.spec.target
+    return pick(select_pods(client, experiment, settings), spec.mode, spec.value,
+                seed or experiment.name)
+
+
 def resolve_targets(client: KubeClient, experiment: Experiment, settings: Settings,
                     seed: str = "") -> list[str]:
     """Names of the pods the experiment would hit (empty: nothing matches)."""
-    spec = experiment.spec.target
-    pods = pick(select_pods(client, experiment, settings), spec.mode, spec.value,
-                seed or experiment.name)
-    return [str(p["metadata"]["name"]) for p in pods]
+    return [str(p["metadata"]["name"])
+            for p in resolve_target_pods(client, experiment, settings, seed)]
+
+
+def resize_refusals(pods: Sequence[Mapping[str, Any]], experiment: Experiment) -> list[str]:
+    """For cpu-throttle and memory-pressure: why the API server would refuse the resize of
+    these pods or its revert (:func:`~pggit_chaos.kube.faults.resize_refusal`); else ``[]``."""
+    limits = resize_limits(experiment)
+    if limits is None:
+        return []
+    found = []
+    for pod in pods:
+        reason = faults.resize_refusal(pod, faults.postgres_container(pod),
+                                       str(experiment.spec.fault.type), *limits)
+        if reason is not None:
+            found.append(reason)
+    return found
+
+
+def resize_limits(experiment: Experiment) -> tuple[str | None, str | None] | None:
+    """(cpu limit, memory limit) an in-place resize fault sets; None for other faults."""
+    fault = experiment.spec.fault
+    settings: Any = fault.settings
+    if str(fault.type) == "cpu-throttle":
+        return f"{max(1, int(settings.cpu_percent * 10))}m", None
+    if str(fault.type) == "memory-pressure":
+        return None, str(settings.limit)
+    return None
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -208,14 +243,19 @@ class KubeSubstrate:
         return [str(p["metadata"]["name"]) for p in self.targets]
 
     def plan(self, experiment: Experiment) -> list[str]:
+        spec = experiment.spec
         try:
-            names_ = resolve_targets(self.client, experiment, self.settings, self.run_id)
+            pods = resolve_target_pods(self.client, experiment, self.settings, self.run_id)
         except Exception as exc:
             return [f"targets could not be resolved: {exc}"]
-        spec = experiment.spec
+        names_ = [str(p["metadata"]["name"]) for p in pods]
         lines = [f"target pods in {experiment.namespace}: {', '.join(names_) or 'none'}",
-                 f"database: {mask_dsn(self._dsn)}",
-                 f"inject {spec.fault.type}, hold {spec.duration}, then revert"]
+                 f"database: {mask_dsn(self._dsn)}"]
+        refused = resize_refusals(pods, experiment)
+        if refused:
+            return [*lines, *(f"refused: {reason}" for reason in refused),
+                    f"{spec.fault.type} would not be injected"]
+        lines.append(f"inject {spec.fault.type}, hold {spec.duration}, then revert")
         return lines
 
     def expires_at(self, experiment: Experiment) -> str:
@@ -239,13 +279,10 @@ class KubeSubstrate:
         elif fault_type == "pod-kill":
             built = faults.PodKill(self.client, self.namespace, self.target_names,
                                    settings.grace_period_seconds)
-        elif fault_type == "cpu-throttle":
-            millicores = max(1, int(settings.cpu_percent * 10))
+        elif fault_type in ("cpu-throttle", "memory-pressure"):
+            cpu_limit, memory_limit = resize_limits(experiment) or (None, None)
             built = faults.Resize(self.client, self.namespace, self.targets, fault_type,
-                                  cpu_limit=f"{millicores}m")
-        elif fault_type == "memory-pressure":
-            built = faults.Resize(self.client, self.namespace, self.targets, fault_type,
-                                  memory_limit=str(settings.limit))
+                                  cpu_limit=cpu_limit, memory_limit=memory_limit)
         elif fault_type == "network-partition":
             built = faults.NetworkPartition(self.client, experiment, self.uid, self.target_names,
                                             settings.direction, self.expires_at(experiment))

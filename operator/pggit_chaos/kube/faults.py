@@ -119,7 +119,8 @@ def resize_refusal(pod: Mapping[str, Any], container: str, fault_type: str,
     throttle would stay for good. And neither resize may change the pod's QoS class.
     """
     meta = pod.get("metadata") or {}
-    where = f"pod {meta.get('namespace', '')}/{meta.get('name', '')}".replace(" /", " ")
+    namespace, name = meta.get("namespace"), meta.get("name", "")
+    where = f"pod {namespace}/{name}" if namespace else f"pod {name}"
     spec = pod.get("spec") or {}
     pod_level = spec.get("resources") or {}
     if pod_level.get("requests") or pod_level.get("limits"):

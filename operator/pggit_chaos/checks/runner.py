@@ -227,17 +227,7 @@ class _Lease:
         from pggit_chaos.pggit import describe_target
 
         try:
-            self.conn = psycopg.connect(
-                self.dsn,
-                autocommit=True,
-                connect_timeout=10,
-                application_name=application_name(self.run_id),
-            )
-            self.conn.execute(  # a locked pgGit table makes the run fail, not hang
-                "SELECT set_config('lock_timeout', %s, false),"
-                " set_config('statement_timeout', %s, false)",
-                (str(LOCK_TIMEOUT_MS), str(10 * STATEMENT_TIMEOUT_MS)),
-            )
+            self.conn = self._connect()
             from pggit_chaos.target_cleanup import sweep_dead_runs
 
             self.swept = sweep_dead_runs(self.conn)
@@ -251,13 +241,52 @@ class _Lease:
             ) from None
         return self
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        conn = psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=application_name(self.run_id),
+        )
+        conn.execute(  # a locked pgGit table makes the run fail, not hang
+            "SELECT set_config('lock_timeout', %s, false),"
+            " set_config('statement_timeout', %s, false)",
+            (str(LOCK_TIMEOUT_MS), str(10 * STATEMENT_TIMEOUT_MS)),
+        )
+        return conn
+
+    def _reopen_if_lost(self) -> None:
+        """A new session when the server lost this one (a check crashed a backend and the
+        server restarted them all): wait up to a minute for it to accept connections."""
+        import psycopg
+
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                self.conn.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.conn = self._connect()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def close(self) -> str:
         """Clean up and audit; returns '' or what was left behind."""
         from pggit_chaos import sweep
 
-        conn = self.conn
-        if conn is None:
+        if self.conn is None:
             return ""
+        self._reopen_if_lost()
+        conn = self.conn
+        assert conn is not None
         try:
             _end_sessions(conn, self.run_id)
             sweep.purge(conn, run_prefix(self.run_id))
@@ -269,6 +298,8 @@ class _Lease:
             )
             parts = [f"pggit.{t}: {n} rows" for t, n in sorted(grown.items())]
             parts += [f"schema {name}" for name in new_schemas]
+            new_roles = sorted(set(after.roles) - set(self.before.roles if self.before else []))
+            parts += [f"role {name}" for name in new_roles]
             return ", ".join(parts)
         finally:
             conn.close()

@@ -116,6 +116,9 @@ class Run:
         self.fault_window: tuple[float, float] | None = None
         #: (step, seconds) of the Verifying phase: settle, invariant checker, checks suite.
         self._verify_steps: list[tuple[str, float]] = []
+        #: A defect of the installed pgGit the steady-state probe found (a failing
+        #: health_check()): the run goes on with the fallback steady state, and fails on it.
+        self.health_finding = ""
 
     # -- phases ---------------------------------------------------------------------------------
     def _enter(self, phase: Phase, detail: str = "") -> None:
@@ -165,6 +168,9 @@ class Run:
         probe = await asyncio.to_thread(self.substrate.probe, 5.0)
         if not (probe.reachable and probe.healthy):
             return self._finish(Phase.Aborted, f"steady state not reached: {probe.detail}")
+        self.health_finding = probe.finding
+        if probe.detail != "healthy":
+            self.journal.phases[-1].detail = f"steady state: {probe.detail}"
 
         self.workload = Workload(
             self.substrate.workload_dsn,
@@ -300,7 +306,7 @@ class Run:
         verification = self.experiment.spec.verification
         if self.journal.current_phase is not Phase.Verifying:
             self._enter(Phase.Verifying, "invariant checker, then the checks suite")
-        reasons: list[str] = []
+        reasons: list[str] = [self.health_finding] if self.health_finding else []
         #: Why the run cannot say Pass although nothing failed (the verdict is Inconclusive).
         unsure: list[str] = []
         evidence = self.journal.fault_evidence

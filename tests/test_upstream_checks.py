@@ -98,6 +98,12 @@ def test_sound_upstream_shape_passes_and_leaves_no_trace(upstream_dsn: str) -> N
     assert result.passed >= 25
     assert _snapshot(upstream_dsn) == before, "the checks changed the user's pgGit rows"
     assert _named_scratch(upstream_dsn) == "nothing"
+    # What cannot be undone is said: pgGit's timing metrics (they name no object) and the
+    # sequences the checks advanced, with how far.
+    assert any(r.startswith("pggit.monitoring_metrics: +") for r in result.residue), result.residue
+    assert any(r.startswith("sequence pggit.objects_id_seq: ") and "(+" in r
+               for r in result.residue), result.residue
+    assert not [r for r in result.residue if r.startswith(("pggit.history:", "pggit.objects:"))]
 
 
 @pytest.mark.parametrize("defect", sorted(DEFECTS))

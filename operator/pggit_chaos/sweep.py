@@ -313,3 +313,55 @@ def live_sessions(conn: psycopg.Connection[Any], prefix: str) -> set[str]:
             (len(prefix), prefix),
         )
     }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Row counts of pgGit's tables and positions of its sequences (schemas pggit, pggit_*)."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    #: ``schema.sequence`` -> the value nextval() last returned (0: never called).
+    sequences: dict[str, int] = field(default_factory=dict)
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
+    """Count the rows of every pgGit table and read every pgGit sequence (only reads)."""
+    relations = conn.execute(
+        "SELECT n.nspname, c.relname, c.relkind::text FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE (n.nspname = 'pggit' OR left(n.nspname, 6) = 'pggit_')"
+        " AND c.relkind IN ('r', 'p', 'S') AND NOT c.relispartition ORDER BY 1, 2"
+    ).fetchall()
+    rows: dict[str, int] = {}
+    sequences: dict[str, int] = {}
+    for schema, name, kind in relations:
+        ident = sql.Identifier(str(schema), str(name))
+        label = f"{schema}.{name}"
+        if kind == "S":
+            row = conn.execute(
+                sql.SQL("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {}").format(
+                    ident)
+            ).fetchone()
+            sequences[label] = int(row[0]) if row else 0
+        else:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
+            rows[label] = int(row[0]) if row else 0
+    return Snapshot(rows, sequences)
+
+
+def residue(before: Snapshot, after: Snapshot) -> list[str]:
+    """What a run left that no sweep can remove: rows that name no scratch area (pgGit's own
+    triggers wrote them about the run's objects, e.g. timing metrics with a command tag only)
+    and sequences the run advanced (a user's next ``create_branch`` gets a higher id)."""
+    found = [
+        f"{table}: +{count - before.rows[table]} rows naming no scratch area"
+        for table, count in sorted(after.rows.items())
+        if table in before.rows and count > before.rows[table]
+    ]
+    found += [
+        f"sequence {name}: {'never used' if not before.sequences[name] else before.sequences[name]}"
+        f" -> {value} (+{value - before.sequences[name]})"
+        for name, value in sorted(after.sequences.items())
+        if name in before.sequences and value > before.sequences[name]
+    ]
+    return found

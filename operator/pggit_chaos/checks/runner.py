@@ -44,7 +44,7 @@ from pggit_chaos.errors import ChaosError, ConfigurationError, TargetUnavailable
 if TYPE_CHECKING:
     import psycopg
 
-    from pggit_chaos.sweep import Footprint
+    from pggit_chaos.sweep import Footprint, Snapshot
 
 # psycopg, the sweep and pgGit's client are imported where used: `checks --help` and a bad
 # option answer before they load.
@@ -102,6 +102,8 @@ class ChecksResult:
     differs: int = 0
     #: The pgGit the checks found (shape, version, event triggers, what it lacks).
     target: str = ""
+    #: What the run changed in the target and could not undo (see :func:`sweep.residue`).
+    residue: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -219,6 +221,8 @@ class _Lease:
         self.conn: psycopg.Connection[Any] | None = None
         self.swept: list[str] = []
         self.before: Footprint | None = None
+        self.baseline: Snapshot | None = None
+        self.residue: list[str] = []
 
     def __enter__(self) -> _Lease:
         import psycopg
@@ -232,6 +236,7 @@ class _Lease:
 
             self.swept = sweep_dead_runs(self.conn)
             self.before = sweep.audit(self.conn, SCRATCH_PREFIX)
+            self.baseline = sweep.snapshot(self.conn)
         except psycopg.Error as exc:
             if self.conn is not None:
                 self.conn.close()
@@ -290,6 +295,8 @@ class _Lease:
         try:
             _end_sessions(conn, self.run_id)
             sweep.purge(conn, run_prefix(self.run_id))
+            if self.baseline is not None:
+                self.residue = sweep.residue(self.baseline, sweep.snapshot(conn))
             after = sweep.audit(conn, SCRATCH_PREFIX)
             before = self.before.rows if self.before else {}
             grown = {t: n - before.get(t, 0) for t, n in after.rows.items() if n > before.get(t, 0)}
@@ -403,6 +410,7 @@ def run_checks(
         )
         log_tail = log_path.read_text(errors="replace")[-2000:] if quiet else ""
     result = _result(report, returncode, seed, profile, selected, timed_out, timeout, log_tail)
+    result.residue = lease.residue
     if sweep_error:
         result.failures.append(CheckFailure("checks-cleanup", sweep_error, seed, outcome="error"))
         result.settle()
@@ -604,6 +612,12 @@ def print_verdict(result: ChecksResult, target: str) -> None:
         )
         if failure.example:
             console.print(failure.example, markup=False, highlight=False)
+    if result.residue:
+        console.print(
+            "[yellow]left in the target (no sweep can undo it):[/] "
+            + escape("; ".join(result.residue)),
+            highlight=False,
+        )
     verdict = {
         "Pass": "[bold green]PASS[/]",
         "Fail": "[bold red]FAIL[/]",

@@ -3,7 +3,8 @@
 Upstream pgGit cb54478 has no ``health_check()``, v0.2.1's always errors. The probe then judges
 pgGit by what every pgGit has (its tables readable, its event triggers enabled): a missing
 function is said in the steady state, a failing one is a finding that fails the run, named in
-one line without the failing query's text. Real PostgreSQL (the session's embedded server),
+one line without the failing query's text. So is a workload setup that meets a pgGit defect
+(upstream's first create_branch after an install fails once). Real PostgreSQL (the session's embedded server),
 the upstream-shaped pgGit of tests/pggit_upstream, the real console script for whole runs.
 """
 
@@ -81,3 +82,18 @@ def test_run_with_a_failing_health_check_fails_naming_it(tmp_path: Path, upstrea
     assert journal["verdict"] == "Fail"
     assert "pggit.health_check() fails: unrecognized format() type specifier" in journal["reason"]
     assert "LINE 1" not in journal["reason"] and "invalid input" not in done.stderr
+
+
+def test_run_whose_first_branch_fails_once_ends_with_a_fail(
+    tmp_path: Path, upstream_dsn: str
+) -> None:
+    """Upstream's first create_branch after an install collides with 'main' (23505), a second
+    call works: the run goes on and fails naming it, instead of 'workload setup failed'."""
+    apply_defect(upstream_dsn, "first_branch_fails")
+    runner = Runner(tmp_path)
+    done = runner.run("run", "--quiet", "--dsn", upstream_dsn, str(_short(tmp_path)))
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr
+    (journal,) = runner.journals()
+    assert journal["verdict"] == "Fail" and journal["injected_at"], journal["reason"]
+    assert "failed once and worked when called again: duplicate key value" in journal["reason"]
+    assert "LINE 1" not in journal["reason"]

@@ -28,7 +28,7 @@ from pggit_chaos.engine.journal import (
     phase_latencies,
 )
 from pggit_chaos.engine.workload import Workload, new_run_id
-from pggit_chaos.errors import ChaosError, NoTargets
+from pggit_chaos.errors import ChaosError, NoTargets, PgGitDefect
 from pggit_chaos.faults.base import FaultEvidence, WorkloadWindow
 
 if TYPE_CHECKING:
@@ -146,6 +146,9 @@ class Run:
             return await self._execute()
         except NoTargets as exc:  # nothing was injected: not an error of the run
             return self._finish(Phase.Aborted, str(exc).splitlines()[0])
+        except PgGitDefect as exc:  # pgGit cannot do what the run needs: a finding about it
+            self._summarise_workload()
+            return self._finish(Phase.Failed, str(exc).splitlines()[0])
         except ChaosError as exc:
             return self._finish(Phase.Error, str(exc).splitlines()[0], error=str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -307,6 +310,8 @@ class Run:
         if self.journal.current_phase is not Phase.Verifying:
             self._enter(Phase.Verifying, "invariant checker, then the checks suite")
         reasons: list[str] = [self.health_finding] if self.health_finding else []
+        if self.workload is not None and self.workload.setup_finding:
+            reasons.append(self.workload.setup_finding)
         #: Why the run cannot say Pass although nothing failed (the verdict is Inconclusive).
         unsure: list[str] = []
         evidence = self.journal.fault_evidence

@@ -4,8 +4,9 @@ Upstream pgGit cb54478 has no ``health_check()``, v0.2.1's always errors. The pr
 pgGit by what every pgGit has (its tables readable, its event triggers enabled): a missing
 function is said in the steady state, a failing one is a finding that fails the run, named in
 one line without the failing query's text. So is a workload setup that meets a pgGit defect
-(upstream's first create_branch after an install fails once). Real PostgreSQL (the session's embedded server),
-the upstream-shaped pgGit of tests/pggit_upstream, the real console script for whole runs.
+(upstream's first create_branch after an install fails once). Real PostgreSQL (the session's
+embedded server), the upstream-shaped pgGit of tests/pggit_upstream, the real console script
+for whole runs.
 """
 
 from __future__ import annotations

@@ -295,6 +295,20 @@ def check_lock_timeout_reaches_client_unchanged(conn: Conn) -> None:
     assert _locked_commit(conn).sqlstate == "55P03"
 
 
+def _drop_logs(conn: Conn) -> int:
+    """Errors pgGit logs while a table with a TOAST table is created and dropped."""
+    errors = "SELECT count(*) FROM pggit.system_events WHERE event_type ILIKE '%%error%%'"
+    before = one(conn, errors)
+    conn.execute("CREATE TABLE public.logged (id int PRIMARY KEY, body text)")
+    conn.execute("DROP TABLE public.logged")
+    after = one(conn, errors)
+    return int(after) - int(before)
+
+
+def check_ddl_tracking_logs_no_errors(conn: Conn) -> None:
+    assert _drop_logs(conn) == 0
+
+
 CHECKS: dict[str, Callable[[Conn], None]] = {
     "test_commit_chain_follows_branch_head": check_commit_chain_follows_branch_head,
     "test_increment_version_rejects_bad_input": check_increment_version_rejects_bad_input,
@@ -309,6 +323,7 @@ CHECKS: dict[str, Callable[[Conn], None]] = {
     "test_renamed_objects_leave_no_active_old_name":
         check_renamed_objects_leave_no_active_old_name,
     "test_lock_timeout_reaches_client_unchanged": check_lock_timeout_reaches_client_unchanged,
+    "test_ddl_tracking_logs_no_errors": check_ddl_tracking_logs_no_errors,
 }
 
 
@@ -355,6 +370,10 @@ def test_renamed_objects_leave_no_active_old_name(conn: Conn) -> None:
 
 def test_lock_timeout_reaches_client_unchanged(conn: Conn) -> None:
     check_lock_timeout_reaches_client_unchanged(conn)
+
+
+def test_ddl_tracking_logs_no_errors(conn: Conn) -> None:
+    check_ddl_tracking_logs_no_errors(conn)
 
 
 # -- install --------------------------------------------------------------------------------
@@ -934,6 +953,7 @@ def test_defect_catalogue() -> None:
         "ddl_needs_privileges": "test_ordinary_role_can_run_ddl",
         "rename_keeps_old": "test_renamed_objects_leave_no_active_old_name",
         "retryable_wrapped": "test_lock_timeout_reaches_client_unchanged",
+        "tracking_error_logged": "test_ddl_tracking_logs_no_errors",
     }
     for name, defect in DEFECTS.items():
         assert defect.name == name and defect.path.exists()
@@ -1027,6 +1047,13 @@ def _bad_retryable_wrapped(conn: Conn) -> None:
     assert "lock timeout" in str(error)
 
 
+def _bad_tracking_error_logged(conn: Conn) -> None:
+    assert _drop_logs(conn) >= 2  # the table, its TOAST table and index, its key...
+    assert "pggit.version_drop" in one(
+        conn, "SELECT details->>'error' FROM pggit.system_events"
+              " WHERE event_type = 'tracking_error' ORDER BY id DESC LIMIT 1")
+
+
 BAD_BEHAVIOUR: dict[str, Callable[[Conn], None]] = {
     "no_commit_chain": _bad_no_commit_chain,
     "negative_version": _bad_negative_version,
@@ -1039,6 +1066,7 @@ BAD_BEHAVIOUR: dict[str, Callable[[Conn], None]] = {
     "ddl_needs_privileges": _bad_ddl_needs_privileges,
     "rename_keeps_old": _bad_rename_keeps_old,
     "retryable_wrapped": _bad_retryable_wrapped,
+    "tracking_error_logged": _bad_tracking_error_logged,
 }
 
 

@@ -44,6 +44,7 @@ _EXPECTED_CHECKS: dict[str, str] = {
     "ddl_needs_privileges": "test_ordinary_role_can_run_ddl",
     "rename_keeps_old": "test_renamed_objects_leave_no_active_old_name",
     "retryable_wrapped": "test_lock_timeout_reaches_client_unchanged",
+    "tracking_error_logged": "test_ddl_tracking_logs_no_errors",
 }
 
 

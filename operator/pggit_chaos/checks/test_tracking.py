@@ -196,3 +196,48 @@ def test_commit_to_missing_branch_is_a_clear_error(
         )
     row = conn.execute("SELECT 1 FROM pggit.branches WHERE name = %s", (branch,)).fetchone()
     assert row is not None, f"commit to {branch!r} succeeded but no such branch exists"
+
+
+@pytest.mark.property
+@pytest.mark.requires("objects.is_active", "objects.schema_name", "objects.object_name")
+def test_ddl_tracking_logs_no_errors(
+    conn: Conn, scratch: Scratch, target: TargetInfo
+) -> None:
+    """Ordinary DDL (a table with a TOASTed column, an index, ALTER, DROP) is recorded, and
+    recording it makes pgGit log no error about itself (``pggit.system_events``, where a pgGit
+    keeps one).
+
+    A tracking function that catches its own failure and logs it (``tracking_error``) loses
+    the record silently: the DDL succeeds and nobody is told.
+    """
+    log = target.has("system_events.event_type")
+    count_errors = "SELECT count(*) FROM pggit.system_events WHERE event_type ILIKE '%error%'"
+    before = conn.execute(count_errors).fetchone() if log else (0,)
+    name = scratch.unique("logged")
+    table = scratch.table(name)
+    conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, body text)").format(table))
+    conn.execute(sql.SQL("CREATE INDEX ON {} (body)").format(table))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN extra int").format(table))
+    assert ("TABLE", name) in _active(conn, target, scratch.schema), (
+        f"CREATE TABLE {scratch.dotted(name)} is not recorded"
+    )
+    conn.execute(sql.SQL("DROP TABLE {}").format(table))
+    assert ("TABLE", name) not in _active(conn, target, scratch.schema), (
+        f"DROP TABLE {scratch.dotted(name)} is not recorded: the table stays active"
+    )
+    if not log:
+        return
+    after = conn.execute(count_errors).fetchone()
+    assert before is not None and after is not None
+    new = int(after[0]) - int(before[0])
+    if new > 0:
+        rows = conn.execute(
+            "SELECT event_type || ': ' || row_to_json(e)::text FROM pggit.system_events e"
+            " WHERE event_type ILIKE '%%error%%' ORDER BY e.created_at DESC LIMIT %s",
+            (min(new, 3),),
+        ).fetchall()
+        pytest.fail(
+            f"recording CREATE/ALTER/DROP of {scratch.dotted(name)} made pgGit log {new}"
+            f" error(s) about its own tracking in pggit.system_events: "
+            + "; ".join(str(r[0])[:240] for r in rows)
+        )

@@ -83,6 +83,7 @@ __all__ = [
     "check_crd",
     "rules_of",
     "schema_of_crd",
+    "stored_schema",
 ]
 
 #: Fields of ``metav1.ObjectMeta``: the rest of ``metadata`` is pruned by the server.
@@ -832,6 +833,66 @@ def check_crd(crd: dict[str, Any]) -> list[str]:
         problems.append(f"x-kubernetes-validations estimated rule cost total for entire "
                         f"OpenAPIv3 schema exceeds budget: {total_cost} > {STATIC_CRD_COST_LIMIT}")
     return problems
+
+
+#: ``apiextensions/v1.JSONSchemaProps`` as the server decodes and encodes a CRD's schema:
+#: field -> how it is kept. ``omitempty`` drops empty strings, lists and maps and, for the
+#: non-pointer booleans, ``false``; the pointer fields (``*bool``, ``*float64``, ``*int64``,
+#: ``*string``) keep whatever was given, zero included. Numbers are ``float64`` (``minimum``,
+#: ``maximum``, ``multipleOf``): written back as JSON they lose a ``.0``.
+_SCHEMA_FIELDS: dict[str, str] = {
+    "id": "string", "$schema": "string", "$ref": "string", "description": "string",
+    "type": "string", "format": "string", "title": "string", "default": "json",
+    "maximum": "float", "exclusiveMaximum": "bool", "minimum": "float",
+    "exclusiveMinimum": "bool", "maxLength": "int", "minLength": "int", "pattern": "string",
+    "maxItems": "int", "minItems": "int", "uniqueItems": "bool", "multipleOf": "float",
+    "enum": "list", "maxProperties": "int", "minProperties": "int", "required": "list",
+    "items": "schema", "allOf": "schemas", "oneOf": "schemas", "anyOf": "schemas",
+    "not": "schema", "properties": "schema-map", "additionalProperties": "schema-or-bool",
+    "patternProperties": "schema-map", "dependencies": "json", "additionalItems": "json",
+    "definitions": "schema-map", "externalDocs": "json", "example": "json",
+    "nullable": "bool", "x-kubernetes-preserve-unknown-fields": "*bool",
+    "x-kubernetes-embedded-resource": "bool", "x-kubernetes-int-or-string": "bool",
+    "x-kubernetes-list-map-keys": "list", "x-kubernetes-list-type": "*string",
+    "x-kubernetes-map-type": "*string", "x-kubernetes-validations": "rules",
+}
+_RULE_FIELDS = ("rule", "message", "messageExpression", "reason", "fieldPath",
+                "optionalOldSelf")
+
+
+def stored_schema(schema: Any) -> Any:
+    """The schema node as the server stores it: what a CRD read back shows.
+
+    Unknown keywords are dropped (with ``--validate=strict`` they are an error instead), empty
+    ``omitempty`` fields and ``false`` non-pointer booleans vanish, ``float64`` numbers with
+    an integral value come back as integers. A generated CRD must be a fixed point of this.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    stored: dict[str, Any] = {}
+    for key, value in schema.items():
+        kind = _SCHEMA_FIELDS.get(key)
+        if kind is None:
+            continue
+        if kind in ("string", "list", "schema-map", "schemas", "rules") and not value:
+            continue
+        if kind == "bool" and value is not True:
+            continue
+        if kind == "float" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if kind == "schema":
+            value = stored_schema(value)
+        elif kind == "schemas":
+            value = [stored_schema(item) for item in value]
+        elif kind == "schema-map":
+            value = {name: stored_schema(item) for name, item in value.items()}
+        elif kind == "schema-or-bool" and isinstance(value, dict):
+            value = stored_schema(value)
+        elif kind == "rules":
+            value = [{name: rule[name] for name in _RULE_FIELDS
+                      if name in rule and (rule[name] or name == "rule")} for rule in value]
+        stored[key] = value
+    return stored
 
 
 def _resolve_json_path(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:

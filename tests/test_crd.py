@@ -27,6 +27,7 @@ from kube_schema import (
     RuleOutcomes,
     admit,
     check_crd,
+    k8s_quantity,
     rules_of,
     schema_of_crd,
     stored_schema,
@@ -38,7 +39,7 @@ from pggit_chaos.spec import Experiment, build_crd
 from pggit_chaos.spec.loader import load_experiment_object
 from pggit_chaos.spec.model import DESTRUCTIVE_FAULTS, SECTIONS, FaultType
 from pggit_chaos.spec.status import ExperimentStatus
-from pggit_chaos.spec.units import parse_quantity
+from pggit_chaos.spec.units import QUANTITY_PATTERN, parse_quantity, quantity_value
 
 pytestmark = pytest.mark.unit
 
@@ -377,15 +378,15 @@ def test_nulls_count_as_not_given_on_both_sides() -> None:
 #: text as durations, padded quantities, free keys under local.postgresql, nulls in maps.
 #: (path, value, accepted): both must give the same verdict, and it must be ``accepted``.
 EDGES: list[tuple[str, Any, bool]] = [
-    *[(f"spec.fault.memoryPressure.limit", value, ok) for value, ok in [
+    *[("spec.fault.memoryPressure.limit", value, ok) for value, ok in [
         ("1Mi", False), (0, False), ("0", False), ("16M", False), (16777215, False),
         ("16777215", False), ("16777215.5", False), ("16Mi", True), (16777216, True),
         ("16384Ki", True), ("0.015625Gi", True), ("16777216.0", True), (16777216.0, True),
         (16777215.0, False), (1.5, False), (" 16Mi", False), ("16Mi ", False), ("1e9", False),
         ("16m", False), (True, False), (-16777216, False)]],
-    *[(f"spec.fault.memoryPressure.headroom", value, ok) for value, ok in [
+    *[("spec.fault.memoryPressure.headroom", value, ok) for value, ok in [
         (0, True), ("0", True), ("0.5", True), (-1, False), (0.0, True), (" 0", False)]],
-    *[(f"spec.fault.networkLatency.bandwidth", value, ok) for value, ok in [
+    *[("spec.fault.networkLatency.bandwidth", value, ok) for value, ok in [
         (0, False), ("0", False), (1023, False), ("1023", False), ("1k", False),
         ("1.023k", False), ("1023.9", False), ("1Ki", True), (1024, True), ("1024", True),
         ("1.024k", True), ("1M", True), (1024.0, True), ("1Ki ", False)]],
@@ -703,6 +704,25 @@ def _at(node: Any, path: tuple[str | int, ...]) -> Any:
     return node
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(QUANTITY_PATTERN.replace("$", r"\Z"), fullmatch=True))
+def test_the_model_values_a_quantity_as_kubernetes_does(text: str) -> None:
+    # The minimums compare the model's value with what the server's CEL quantity() makes of
+    # the same text (kube_schema.k8s_quantity: resource.ParseQuantity, ported).
+    assert quantity_value(text) == k8s_quantity(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("16Mi", 2**24), ("0.5Ki", 512), ("1.", 1), (".5", "0.5"), ("1k", 1000), ("0", 0),
+    ("16777215.9999999999", 2**24),  # rounded up to 1e-9, as resource.Quantity does
+    ("1e3", 1000), ("1m", "0.001"), ("+1", 1), ("-1Ki", -1024),
+])
+def test_the_server_quantity_port(text: str, value: Any) -> None:
+    from decimal import Decimal
+
+    assert k8s_quantity(text) == Decimal(value)
+
+
 # ------------------------------------------------------ (e) every CEL rule, both ways
 
 
@@ -717,6 +737,13 @@ def rule_documents() -> list[dict[str, Any]]:
         {"key": "a", "operator": "In", "values": ["b"]}, {"key": "c", "operator": "Exists"}]}))
     documents.append(put(put(minimal(), "spec.target.mode", "fixed-percent"),
                          "spec.target.value", 100))
+    # Each quantity minimum, met and missed; server parameter names, good and bad.
+    for section, name, low, high in [("memoryPressure", "limit", "16M", "16Mi"),
+                                     ("networkLatency", "bandwidth", "1k", "1Ki")]:
+        for value in (low, high):
+            documents.append(edge_document(f"spec.fault.{section}.{name}", value))
+    for parameters in ({"work_mem": "4MB"}, {"Work-Mem": "4MB"}):
+        documents.append(put(minimal(), "spec.local.postgresql", parameters))
     # Each duration just outside each of its bounds.
     for rule in rules_of(CRD):
         if "duration(self)" not in rule.rule:

@@ -31,6 +31,7 @@ from pggit_chaos.spec import (
     write_crd,
 )
 from pggit_chaos.spec.crd import crd_yaml
+from pggit_chaos.spec.kubeyaml import KubectlLoader, go_scalar
 from pggit_chaos.spec.loader import (
     DOCUMENT,
     experiment_files,
@@ -564,12 +565,13 @@ def test_error_message_is_one_line_per_problem() -> None:
 
 
 def test_multi_document_file(tmp_path: Path) -> None:
-    second = setting("metadata.name", "y")
+    # (Not "y": unquoted, kubectl reads that as true; see test_yaml_is_read_as_kubectl_does.)
+    second = setting("metadata.name", "z")
     text = "---\n" + yaml.safe_dump(minimal()) + "---\n---\n" + yaml.safe_dump(second)
     path = tmp_path / "two.yaml"
     path.write_text(text)
-    assert [experiment.name for experiment in load_experiments(path)] == ["x", "y"]
-    assert [experiment.name for experiment in load_experiments(str(path))] == ["x", "y"]
+    assert [experiment.name for experiment in load_experiments(path)] == ["x", "z"]
+    assert [experiment.name for experiment in load_experiments(str(path))] == ["x", "z"]
 
 
 def test_invalid_document_in_a_multi_document_file_is_numbered() -> None:
@@ -991,3 +993,98 @@ def test_crd_rejects_what_the_model_rejects(path: str, value: Any) -> None:
     assert not CRD_VALIDATOR.is_valid(document)
     problems(document)
 
+
+# ------------------------------------------------------------- YAML as kubectl reads it
+
+
+MINIMAL_YAML = """\
+apiVersion: chaos.pggit.io/v1alpha1
+kind: PgGitChaosExperiment
+metadata: {name: x}
+spec:
+  target: {selector: {matchLabels: {app: pg}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        # go-yaml v2 (kubectl) reads 1e9 as a number, PyYAML as text: the server took
+        # ``limit: 1e9`` (1 GB) while the model called it no quantity.
+        ("{type: memory-pressure, memoryPressure: {limit: 1e9}}", 10**9),
+        ("{type: memory-pressure, memoryPressure: {limit: 1.5e9}}", 1_500_000_000),
+        ("{type: memory-pressure, memoryPressure: {limit: 0x2000000}}", 2**25),
+        ("{type: memory-pressure, memoryPressure: {limit: 0100000000}}", 2**24),  # octal
+        ("{type: memory-pressure, memoryPressure: {limit: '1e9'}}", None),  # quoted: text
+        ("{type: memory-pressure, memoryPressure: {limit: 20_000_000}}", 20_000_000),
+    ],
+)
+def test_yaml_numbers_are_read_as_kubectl_reads_them(fault: str, expected: int | None) -> None:
+    text = MINIMAL_YAML + f"  fault: {fault}\n"
+    if expected is None:
+        with pytest.raises(InvalidExperiment):
+            load_experiments_text(text)
+        return
+    [experiment] = load_experiments_text(text)
+    assert experiment.spec.fault.memory_pressure is not None
+    assert experiment.spec.fault.memory_pressure.limit.bytes == expected
+
+
+def test_yaml_is_read_as_kubectl_does() -> None:
+    # y/n are booleans to kubectl (so not a string, not a label value), 1:30 is text (PyYAML:
+    # the integer 90, which the model took as 90 seconds), keys become strings.
+    text = MINIMAL_YAML.replace("app: pg", "app: pg, 1: one, y: yes-label") + (
+        "  fault: {type: pod-kill}\n  duration: 1:30\n")
+    found = problems_of_text(text)
+    assert ("spec.duration", "must be a duration like 30s, 2m or 250ms (got '1:30')") in found
+    text = MINIMAL_YAML.replace("app: pg", "app: pg, 1: one, y: yes-label") + (
+        "  fault: {type: pod-kill}\n")
+    [experiment] = load_experiments_text(text)
+    assert experiment.spec.target.selector.match_labels == {
+        "app": "pg", "1": "one", "true": "yes-label"}
+    found = problems_of_text(MINIMAL_YAML.replace("app: pg", "app: y") +
+                             "  fault: {type: pod-kill}\n")
+    assert found[0][0] == "spec.target.selector.matchLabels.app"
+    found = problems_of_text(MINIMAL_YAML + "  fault: {type: pod-kill}\n  local:\n"
+                             "    postgresql: {fsync: on}\n")
+    assert found[0][0] == "spec.local.postgresql"
+    assert "quote anything else" in found[0][1]
+    found = problems_of_text(MINIMAL_YAML + "  fault: {type: pod-kill}\n  ~: 1\n")
+    assert "unsupported map key" in found[0][1]
+
+
+def problems_of_text(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidExperiment) as caught:
+        load_experiments_text(text)
+    return caught.value.problems
+
+
+#: Plain scalars as kubectl v1.32 sent them to a kube-apiserver v1.34.4 (a CRD with a free
+#: spec, ``kubectl create --dry-run=server -o json``); whole floats arrive as integers.
+KUBECTL_SCALARS: dict[str, Any] = {
+    "y": True, "Y": True, "n": False, "N": False, "yes": True, "no": False, "on": True,
+    "off": False, "true": True, "True": True, "1e9": 1000000000, "1.0e9": 1000000000,
+    "1E3": 1000, "08": 8, "09": 9, "017": 15, "0o17": 15, "0x1F": 31, "1:30": "1:30",
+    ".5": 0.5, "1_000": 1000, "+5": 5, "-0": 0, "9223372036854775807": 9223372036854775807,
+    "2024-01-01": "2024-01-01", "1.5": 1.5, "abc": "abc", "~": None, "+": "+", "1.": 1,
+    "0b101": 5, "-0b101": -5, "16Mi": "16Mi", "30s": "30s", ".e5": ".e5", "1e999": "1e999",
+    "+.5": 0.5, "-.5e3": -500, "0.0": 0, "12e-3": 0.012, "1_0.5": 10.5, "0x_1F": 31,
+    "=": "=", "+0x10": 16, "-0x10": -16, "00": 0, "1__0": 10,
+}
+#: Map keys as kubectl sent them (the YAML key -> the JSON key).
+KUBECTL_KEYS = {"0.0001": "0.0001", "1": "1", "1.2345678": "1.2345678", "1.5": "1.5",
+                "16777216.0": "1.6777216e+07", "100000.0": "100000", "0x10": "16",
+                "1e6": "1e+06", "1e-5": "1e-05", "n": "false", "true": "true"}
+
+
+@pytest.mark.parametrize(("text", "sent"), KUBECTL_SCALARS.items())
+def test_plain_scalars_resolve_as_kubectl_sends_them(text: str, sent: Any) -> None:
+    value = go_scalar(text)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # Go's JSON encoder writes a whole float64 as an integer
+    assert (type(value), value) == (type(sent), sent)
+
+
+def test_map_keys_become_the_json_keys_kubectl_sends() -> None:
+    text = "".join(f"{key}: v\n" for key in KUBECTL_KEYS)
+    assert set(yaml.load(text, Loader=KubectlLoader)) == set(KUBECTL_KEYS.values())

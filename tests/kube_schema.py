@@ -43,8 +43,14 @@ What this approximates (and what it leaves out) — keep in mind when a test pas
   server's *type check* (e.g. comparing a string field to an int) only fails here when it runs;
   ``format: date-time`` strings are bound as strings (the server binds CEL timestamps); values
   of ``type: number`` are bound as doubles, as on the server. Transition rules (``oldSelf``)
-  are skipped (admit() knows no old object). Kubernetes' CEL libraries beyond the strings
-  extension (quantity, url, ip, regex ``find``, lists) are not available.
+  are skipped (admit() knows no old object). Of Kubernetes' CEL libraries beyond the strings
+  extension only the quantity library is here (:func:`k8s_quantity`, ported from
+  ``resource.ParseQuantity``; a quantity is carried as text, so only the library's functions
+  apply to it); url, ip, regex ``find``, lists are not.
+* Numbers: a float with a whole value (``1.0``) in an ``integer`` or int-or-string field is
+  taken and stored as the integer: kubectl's YAML-to-JSON conversion writes it as ``1``, which
+  is what the server then sees. (A JSON request carrying ``1.0`` passes the server's type
+  check too, but a CEL rule reading that field then fails with "expected int, got float64".)
 * The cost check does not run cel-go's estimator: it scans each rule's tokens for iterating
   operations (the macros ``all``/``exists``/``exists_one``/``map``/``filter``, ``size()``,
   ``in``, string functions, ``duration()``/``timestamp()``/... parsing a value) and requires
@@ -69,6 +75,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import ROUND_UP, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
@@ -80,9 +87,12 @@ __all__ = [
     "Rule",
     "RuleOutcomes",
     "admit",
+    "as_kubectl_sends",
     "check_crd",
+    "k8s_quantity",
     "rules_of",
     "schema_of_crd",
+    "stored_schema",
 ]
 
 #: Fields of ``metav1.ObjectMeta``: the rest of ``metadata`` is pruned by the server.
@@ -223,14 +233,14 @@ def admit(
         raise Invalid([("kind", f'Invalid value: "{obj.get("kind")}": must be '
                                 f'{crd["spec"]["names"]["kind"]}')], name)
     schema = schema_of_crd(crd, obj_version)
-    result = copy.deepcopy(obj)
+    result = as_kubectl_sends(obj)
     body = {key: value for key, value in result.items() if key != "metadata"}
     _prune_nulls(body, schema)
     _default(body, schema)
     _prune(body, schema, "", run, root=True)
     if isinstance(old, dict):
         # Read from storage, the old object is defaulted (and pruned) as well.
-        old_body = {key: value for key, value in copy.deepcopy(old).items()
+        old_body = {key: value for key, value in as_kubectl_sends(old).items()
                     if key != "metadata"}
         _prune_nulls(old_body, schema)
         _default(old_body, schema)
@@ -253,6 +263,19 @@ def admit(
     if run.causes:
         raise Invalid([(cause.path, cause.message) for cause in run.causes], name)
     return result
+
+
+def as_kubectl_sends(value: Any) -> Any:
+    """A deep copy of a document (read from YAML) as kubectl sends it: a float with a whole
+    value becomes an integer (sigs.k8s.io/yaml decodes ``1.0`` as float64 1 and Go's JSON
+    encoder writes it as ``1``)."""
+    if isinstance(value, dict):
+        return {key: as_kubectl_sends(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_kubectl_sends(item) for item in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)  # (from 1e21 on Go writes an exponent: the server sees a float)
+    return value
 
 
 # ---------------------------------------------------------------------- 1. defaulting
@@ -446,10 +469,12 @@ def _type_ok(value: Any, expected: str) -> bool:
     if expected == "boolean":
         return isinstance(value, bool)
     if expected == "integer":
-        # JSON numbers with an integral value are integers to the server (go-openapi).
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer()
-        )
+        # The server decodes a JSON number that fits int64 as an integer, anything else as a
+        # float64, which go-openapi still takes for an integer when it is whole and within
+        # +-2^53 (swag.IsFloat64AJSONInteger).
+        if isinstance(value, int) and not isinstance(value, bool):
+            return -(2**63) <= value < 2**63 or abs(value) <= 2**53
+        return isinstance(value, float) and value.is_integer() and abs(value) <= 2**53
     if expected == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
     return True
@@ -615,11 +640,103 @@ def _validate_object(value: dict[str, Any], schema: dict[str, Any], path: str, r
 # -------------------------------------------------------------------------- 4. CEL
 
 
+# Kubernetes' CEL quantity library (k8s.io/apiserver/pkg/cel/library/quantity.go, in every
+# server since 1.28) on cel-cpp. A quantity is carried as the text of its exact value (cel-cpp
+# cannot return an opaque type from Python), so only the library's own functions may be
+# applied to it; the rules of the CRD do nothing else.
+
+_QUANTITY_BINARY = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_QUANTITY_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12,
+                     "P": 15, "E": 18}
+_QUANTITY_ERROR = "quantities must match the regular expression " \
+    "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+#: The largest quantity (int64 max): bigger binary-SI values are capped, as resource.Quantity.
+_QUANTITY_MAX = Decimal(2**63 - 1)
+
+
+def k8s_quantity(text: str) -> Decimal:
+    """``resource.ParseQuantity``: the exact value, rounded up to 1e-9 (``ValueError``)."""
+    if not text:
+        raise ValueError(_QUANTITY_ERROR)
+    if text == "0":
+        return Decimal(0)
+    match = re.fullmatch(r"([+-]?)([0-9]*)(?:\.([0-9]*))?([eEinumkKMGTP]*[-+]?[0-9]*)", text)
+    if match is None:  # (Go takes "+", "." and "k" for 0: so does this)
+        raise ValueError(_QUANTITY_ERROR)
+    sign, whole, fraction, suffix = match.groups()
+    if suffix in _QUANTITY_BINARY:
+        base, exponent = 2, _QUANTITY_BINARY[suffix]
+    elif suffix in _QUANTITY_DECIMAL:
+        base, exponent = 10, _QUANTITY_DECIMAL[suffix]
+    elif len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[-+]?[0-9]+", suffix[1:]):
+        base, exponent = 10, int(suffix[1:])
+    else:
+        raise ValueError("unable to parse quantity's suffix")
+    digits = f"{whole or '0'}.{fraction or '0'}"
+    with localcontext(prec=400):  # inf.Dec is exact
+        amount = Decimal(digits) * (Decimal(base) ** exponent)
+        if int(amount.as_tuple().exponent) < -9:  # finer than 1e-9
+            amount = amount.quantize(Decimal("1e-9"), rounding=ROUND_UP)
+    if base == 2 and amount > _QUANTITY_MAX:
+        amount = _QUANTITY_MAX
+    return -amount if sign == "-" else amount
+
+
+def _quantity(text: str) -> str:
+    return str(k8s_quantity(text))
+
+
+def _is_quantity(text: str) -> bool:
+    try:
+        k8s_quantity(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _compare(first: str, second: str) -> int:
+    a, b = Decimal(first), Decimal(second)
+    return (a > b) - (a < b)
+
+
+def _as_integer(value: str) -> int:
+    amount = Decimal(value)
+    if amount != amount.to_integral_value() or abs(amount) > 2**63 - 1:
+        raise ValueError("cannot convert value to integer")
+    return int(amount)
+
+
+_QUANTITY_FUNCTIONS: list[tuple[str, str, Any, list[Any], bool, Callable[..., Any]]] = [
+    # (name, overload id, return type, parameters, member, implementation)
+    ("quantity", "string_to_quantity", cel.Type.STRING, [cel.Type.STRING], False, _quantity),
+    ("isQuantity", "is_quantity_string", cel.Type.BOOL, [cel.Type.STRING], False,
+     _is_quantity),
+    ("compareTo", "quantity_compare_to", cel.Type.INT, [cel.Type.STRING, cel.Type.STRING],
+     True, _compare),
+    ("isGreaterThan", "quantity_is_greater_than", cel.Type.BOOL,
+     [cel.Type.STRING, cel.Type.STRING], True, lambda a, b: _compare(a, b) > 0),
+    ("isLessThan", "quantity_is_less_than", cel.Type.BOOL, [cel.Type.STRING, cel.Type.STRING],
+     True, lambda a, b: _compare(a, b) < 0),
+    ("sign", "quantity_sign", cel.Type.INT, [cel.Type.STRING], True,
+     lambda a: _compare(a, "0")),
+    ("asInteger", "quantity_get_int", cel.Type.INT, [cel.Type.STRING], True, _as_integer),
+    ("isInteger", "quantity_is_integer", cel.Type.BOOL, [cel.Type.STRING], True,
+     lambda a: Decimal(a) == Decimal(a).to_integral_value() and abs(Decimal(a)) < 2**63),
+    ("asApproximateFloat", "quantity_get_float", cel.Type.DOUBLE, [cel.Type.STRING], True,
+     lambda a: float(Decimal(a))),
+]
+
+
 @lru_cache(maxsize=1)
 def _env() -> Any:
     return cel.NewEnv(
         variables={"self": cel.Type.DYN, "oldSelf": cel.Type.DYN},
         extensions=[ext_strings.ExtStrings()],
+        functions=[
+            cel.FunctionDecl(name, [cel.Overload(overload, result, parameters,
+                                                 is_member=member, impl=impl)])
+            for name, overload, result, parameters, member, impl in _QUANTITY_FUNCTIONS
+        ],
     )
 
 
@@ -832,6 +949,72 @@ def check_crd(crd: dict[str, Any]) -> list[str]:
         problems.append(f"x-kubernetes-validations estimated rule cost total for entire "
                         f"OpenAPIv3 schema exceeds budget: {total_cost} > {STATIC_CRD_COST_LIMIT}")
     return problems
+
+
+#: ``apiextensions/v1.JSONSchemaProps`` as the server decodes and encodes a CRD's schema:
+#: field -> how it is kept. ``omitempty`` drops empty strings, lists and maps and, for the
+#: non-pointer booleans, ``false``; the pointer fields (``*bool``, ``*float64``, ``*int64``,
+#: ``*string``) keep whatever was given, zero included. Numbers are ``float64`` (``minimum``,
+#: ``maximum``, ``multipleOf``): written back as JSON they lose a ``.0``.
+_SCHEMA_FIELDS: dict[str, str] = {
+    "id": "string", "$schema": "string", "$ref": "string", "description": "string",
+    "type": "string", "format": "string", "title": "string", "default": "json",
+    "maximum": "float", "exclusiveMaximum": "bool", "minimum": "float",
+    "exclusiveMinimum": "bool", "maxLength": "int", "minLength": "int", "pattern": "string",
+    "maxItems": "int", "minItems": "int", "uniqueItems": "bool", "multipleOf": "float",
+    "enum": "list", "maxProperties": "int", "minProperties": "int", "required": "list",
+    "items": "schema", "allOf": "schemas", "oneOf": "schemas", "anyOf": "schemas",
+    "not": "schema", "properties": "schema-map", "additionalProperties": "schema-or-bool",
+    "patternProperties": "schema-map", "dependencies": "json", "additionalItems": "json",
+    "definitions": "schema-map", "externalDocs": "json", "example": "json",
+    "nullable": "bool", "x-kubernetes-preserve-unknown-fields": "*bool",
+    "x-kubernetes-embedded-resource": "bool", "x-kubernetes-int-or-string": "bool",
+    "x-kubernetes-list-map-keys": "list", "x-kubernetes-list-type": "*string",
+    "x-kubernetes-map-type": "*string", "x-kubernetes-validations": "rules",
+}
+_RULE_FIELDS = ("rule", "message", "messageExpression", "reason", "fieldPath",
+                "optionalOldSelf")
+
+
+def stored_schema(schema: Any) -> Any:
+    """The schema node as the server stores it: what a CRD read back shows.
+
+    Unknown keywords are dropped (with ``--validate=strict`` they are an error instead), empty
+    ``omitempty`` fields and ``false`` non-pointer booleans vanish, numbers with an integral
+    value come back as integers (kubectl's YAML-to-JSON already writes ``50.0`` as ``50``,
+    defaults included; ``float64`` keywords do the same). A generated CRD must be a fixed
+    point of this.
+    """
+    return _stored(as_kubectl_sends(schema))
+
+
+def _stored(schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return schema
+    stored: dict[str, Any] = {}
+    for key, value in schema.items():
+        kind = _SCHEMA_FIELDS.get(key)
+        if kind is None:
+            continue
+        if kind in ("string", "list", "schema-map", "schemas", "rules") and not value:
+            continue
+        if kind == "bool" and value is not True:
+            continue
+        if kind == "float" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if kind == "schema":
+            value = _stored(value)
+        elif kind == "schemas":
+            value = [_stored(item) for item in value]
+        elif kind == "schema-map":
+            value = {name: _stored(item) for name, item in value.items()}
+        elif kind == "schema-or-bool" and isinstance(value, dict):
+            value = _stored(value)
+        elif kind == "rules":
+            value = [{name: rule[name] for name in _RULE_FIELDS
+                      if name in rule and (rule[name] or name == "rule")} for rule in value]
+        stored[key] = value
+    return stored
 
 
 def _resolve_json_path(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
@@ -1058,16 +1241,28 @@ def rule_cost(rule: str, schema: dict[str, Any]) -> tuple[int, list[str]]:
         else:
             bounds.append(bound)
 
+    # Macro variables that range over a map's keys: the server's size estimator gives a key
+    # the size of its declared type, apiservercel.StringType, whose MaxElements is 0.
+    map_keys: set[str] = set()
     for index, (kind, text) in enumerate(tokens):
         following = tokens[index + 1] if index + 1 < len(tokens) else ("", "")
         previous = tokens[index - 1] if index >= 1 else ("", "")
         if kind == "ident" and following == ("op", "(") and previous == ("op", "."):
             if text in _ITERATING_MEMBERS:
                 receiver = _self_path_before(tokens, index - 2)
+                if (receiver is None and index >= 2 and tokens[index - 2][1] in map_keys
+                        and (index < 3 or tokens[index - 3] != ("op", "."))):
+                    bounds.append(0)
+                    continue
                 before = len(bounds)
                 operand(receiver, f"{text}()")
                 if text in _MACROS:
                     iterations.append(bounds[before])
+                    node = _node_at(schema, receiver) if receiver is not None else None
+                    if (node is not None and node.get("type") == "object"
+                            and "additionalProperties" in node and index + 2 < len(tokens)
+                            and tokens[index + 2][0] == "ident"):
+                        map_keys.add(tokens[index + 2][1])
         elif kind == "ident" and following == ("op", "(") and text in _ITERATING_GLOBALS:
             found = _self_path_after(tokens, index + 2)
             if found is not None and found[1] < len(tokens) and tokens[found[1]] in (

@@ -31,6 +31,7 @@ from pggit_chaos.spec import (
     write_crd,
 )
 from pggit_chaos.spec.crd import crd_yaml
+from pggit_chaos.spec.kubeyaml import KubectlLoader, go_scalar
 from pggit_chaos.spec.loader import (
     DOCUMENT,
     experiment_files,
@@ -101,8 +102,12 @@ def as_jsonschema(node: Any) -> Any:
             result["enum"] = [*result["enum"], None]
     if result.pop("x-kubernetes-list-type", None) == "set":
         result["uniqueItems"] = True
-    if "properties" in result and not result.get("x-kubernetes-preserve-unknown-fields"):
-        result["additionalProperties"] = False
+    if (result.get("type") == "object" and "additionalProperties" not in result
+            and not result.get("x-kubernetes-preserve-unknown-fields")
+            and result != {"type": "object"}):  # (metadata: the server's own, ObjectMeta)
+        result["additionalProperties"] = False  # also an object without properties: podPause
+    if result.get("x-kubernetes-int-or-string"):
+        result.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
     for key in ("exclusiveMinimum", "exclusiveMaximum"):
         if result.get(key) is True:
             result[key] = result.pop("minimum" if key == "exclusiveMinimum" else "maximum")
@@ -302,14 +307,29 @@ def test_local_postgresql_parameters() -> None:
     parameters = {
         "synchronous_commit": "off",
         "wal_writer_delay": "10s",
-        "fsync": True,
+        "fsync": "on",
         "max_connections": 50,
-        "checkpoint_completion_target": 0.9,
+        "checkpoint_completion_target": "0.9",
         "auto_explain.log_min_duration": 0,
+        "work_mem": None,  # null: not given, as the API server prunes it
+        "shared_buffers": 16384.0,  # kubectl sends 16384
     }
     experiment = load_experiment_object(setting("spec.local", {"postgresql": parameters}))
-    assert experiment.spec.local.postgresql == parameters
+    assert experiment.spec.local.postgresql == {
+        **{name: value for name, value in parameters.items() if value is not None},
+        "shared_buffers": 16384,
+    }
+    assert isinstance(experiment.spec.local.postgresql["shared_buffers"], int)
     CRD_VALIDATOR.validate(experiment.to_manifest())
+
+
+@pytest.mark.parametrize("value", [True, 0.9, {"value": "on"}, ["on"]])
+def test_local_postgresql_values_are_strings_or_integers(value: Any) -> None:
+    # The CRD keeps the values as int-or-string (a free value would take anything); a
+    # boolean or a fraction must be quoted. Failed before the fix (the model took both).
+    found = problems(setting("spec.local", {"postgresql": {"fsync": value}}))
+    assert found[0][0] == "spec.local.postgresql"
+    assert "values must be a string or an integer" in found[0][1]
 
 
 # ------------------------------------------------------------------------------ limits
@@ -545,12 +565,13 @@ def test_error_message_is_one_line_per_problem() -> None:
 
 
 def test_multi_document_file(tmp_path: Path) -> None:
-    second = setting("metadata.name", "y")
+    # (Not "y": unquoted, kubectl reads that as true; see test_yaml_is_read_as_kubectl_does.)
+    second = setting("metadata.name", "z")
     text = "---\n" + yaml.safe_dump(minimal()) + "---\n---\n" + yaml.safe_dump(second)
     path = tmp_path / "two.yaml"
     path.write_text(text)
-    assert [experiment.name for experiment in load_experiments(path)] == ["x", "y"]
-    assert [experiment.name for experiment in load_experiments(str(path))] == ["x", "y"]
+    assert [experiment.name for experiment in load_experiments(path)] == ["x", "z"]
+    assert [experiment.name for experiment in load_experiments(str(path))] == ["x", "z"]
 
 
 def test_invalid_document_in_a_multi_document_file_is_numbered() -> None:
@@ -737,10 +758,19 @@ def test_invalid_duration(text: Any) -> None:
 
 
 def test_numbers_get_canonical_text() -> None:
+    # In code a Duration may be made from seconds; in a spec a duration is text only.
     assert str(Duration(90)) == "1m30s"
     assert str(Duration(0.25)) == "250ms"
-    experiment = load_experiment_object(setting("spec.duration", 90))
-    assert experiment.to_manifest()["spec"]["duration"] == "1m30s"
+
+
+@pytest.mark.parametrize("value", [90, 90.0, 0, " 90s", "90s ", "\t1m", "1m\n", True])
+def test_a_spec_duration_is_text_without_blanks(value: Any) -> None:
+    # The CRD types durations as patterned strings: the API server refuses a number (``5``
+    # was valid to ``pggit-chaos validate``) and blank space around the text, so does the
+    # model. Failed before the fix for the numbers and the padded text.
+    found = problems(setting("spec.duration", value))
+    assert [field for field, _ in found] == ["spec.duration"]
+    assert "must be a duration like 30s" in found[0][1]
 
 
 def test_duration_survives_copy_and_pickle() -> None:
@@ -858,7 +888,7 @@ def test_only_the_free_maps_keep_unknown_fields() -> None:
         for path, node in _nodes(root)
         if node.get("x-kubernetes-preserve-unknown-fields")
     }
-    assert free == {".status.faultIntent.undo", ".spec.local.postgresql{}"}
+    assert free == {".status.faultIntent.undo"}
 
 
 def test_fault_sections_have_no_default_but_always_filled_sections_do() -> None:
@@ -933,7 +963,8 @@ def test_crd_carries_limits_defaults_and_maps() -> None:
     labels = spec["properties"]["target"]["properties"]["selector"]["properties"]["matchLabels"]
     assert labels["additionalProperties"] == {"type": "string"}
     postgresql = spec["properties"]["local"]["properties"]["postgresql"]
-    assert postgresql["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
+    assert postgresql["additionalProperties"] == {"x-kubernetes-int-or-string": True}
+    assert postgresql["maxProperties"] == 64
     limit = fault["memoryPressure"]["properties"]["limit"]
     assert limit["x-kubernetes-int-or-string"] is True
 
@@ -960,5 +991,100 @@ def test_crd_carries_limits_defaults_and_maps() -> None:
 def test_crd_rejects_what_the_model_rejects(path: str, value: Any) -> None:
     document = setting(path, value)
     assert not CRD_VALIDATOR.is_valid(document)
-    if path != "spec.duration" or value != 30:  # the model also takes plain seconds
-        problems(document)
+    problems(document)
+
+
+# ------------------------------------------------------------- YAML as kubectl reads it
+
+
+MINIMAL_YAML = """\
+apiVersion: chaos.pggit.io/v1alpha1
+kind: PgGitChaosExperiment
+metadata: {name: x}
+spec:
+  target: {selector: {matchLabels: {app: pg}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        # go-yaml v2 (kubectl) reads 1e9 as a number, PyYAML as text: the server took
+        # ``limit: 1e9`` (1 GB) while the model called it no quantity.
+        ("{type: memory-pressure, memoryPressure: {limit: 1e9}}", 10**9),
+        ("{type: memory-pressure, memoryPressure: {limit: 1.5e9}}", 1_500_000_000),
+        ("{type: memory-pressure, memoryPressure: {limit: 0x2000000}}", 2**25),
+        ("{type: memory-pressure, memoryPressure: {limit: 0100000000}}", 2**24),  # octal
+        ("{type: memory-pressure, memoryPressure: {limit: '1e9'}}", None),  # quoted: text
+        ("{type: memory-pressure, memoryPressure: {limit: 20_000_000}}", 20_000_000),
+    ],
+)
+def test_yaml_numbers_are_read_as_kubectl_reads_them(fault: str, expected: int | None) -> None:
+    text = MINIMAL_YAML + f"  fault: {fault}\n"
+    if expected is None:
+        with pytest.raises(InvalidExperiment):
+            load_experiments_text(text)
+        return
+    [experiment] = load_experiments_text(text)
+    assert experiment.spec.fault.memory_pressure is not None
+    assert experiment.spec.fault.memory_pressure.limit.bytes == expected
+
+
+def test_yaml_is_read_as_kubectl_does() -> None:
+    # y/n are booleans to kubectl (so not a string, not a label value), 1:30 is text (PyYAML:
+    # the integer 90, which the model took as 90 seconds), keys become strings.
+    text = MINIMAL_YAML.replace("app: pg", "app: pg, 1: one, y: yes-label") + (
+        "  fault: {type: pod-kill}\n  duration: 1:30\n")
+    found = problems_of_text(text)
+    assert ("spec.duration", "must be a duration like 30s, 2m or 250ms (got '1:30')") in found
+    text = MINIMAL_YAML.replace("app: pg", "app: pg, 1: one, y: yes-label") + (
+        "  fault: {type: pod-kill}\n")
+    [experiment] = load_experiments_text(text)
+    assert experiment.spec.target.selector.match_labels == {
+        "app": "pg", "1": "one", "true": "yes-label"}
+    found = problems_of_text(MINIMAL_YAML.replace("app: pg", "app: y") +
+                             "  fault: {type: pod-kill}\n")
+    assert found[0][0] == "spec.target.selector.matchLabels.app"
+    found = problems_of_text(MINIMAL_YAML + "  fault: {type: pod-kill}\n  local:\n"
+                             "    postgresql: {fsync: on}\n")
+    assert found[0][0] == "spec.local.postgresql"
+    assert "quote anything else" in found[0][1]
+    found = problems_of_text(MINIMAL_YAML + "  fault: {type: pod-kill}\n  ~: 1\n")
+    assert "unsupported map key" in found[0][1]
+
+
+def problems_of_text(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidExperiment) as caught:
+        load_experiments_text(text)
+    return caught.value.problems
+
+
+#: Plain scalars as kubectl v1.32 sent them to a kube-apiserver v1.34.4 (a CRD with a free
+#: spec, ``kubectl create --dry-run=server -o json``); whole floats arrive as integers.
+KUBECTL_SCALARS: dict[str, Any] = {
+    "y": True, "Y": True, "n": False, "N": False, "yes": True, "no": False, "on": True,
+    "off": False, "true": True, "True": True, "1e9": 1000000000, "1.0e9": 1000000000,
+    "1E3": 1000, "08": 8, "09": 9, "017": 15, "0o17": 15, "0x1F": 31, "1:30": "1:30",
+    ".5": 0.5, "1_000": 1000, "+5": 5, "-0": 0, "9223372036854775807": 9223372036854775807,
+    "2024-01-01": "2024-01-01", "1.5": 1.5, "abc": "abc", "~": None, "+": "+", "1.": 1,
+    "0b101": 5, "-0b101": -5, "16Mi": "16Mi", "30s": "30s", ".e5": ".e5", "1e999": "1e999",
+    "+.5": 0.5, "-.5e3": -500, "0.0": 0, "12e-3": 0.012, "1_0.5": 10.5, "0x_1F": 31,
+    "=": "=", "+0x10": 16, "-0x10": -16, "00": 0, "1__0": 10,
+}
+#: Map keys as kubectl sent them (the YAML key -> the JSON key).
+KUBECTL_KEYS = {"0.0001": "0.0001", "1": "1", "1.2345678": "1.2345678", "1.5": "1.5",
+                "16777216.0": "1.6777216e+07", "100000.0": "100000", "0x10": "16",
+                "1e6": "1e+06", "1e-5": "1e-05", "n": "false", "true": "true"}
+
+
+@pytest.mark.parametrize(("text", "sent"), KUBECTL_SCALARS.items())
+def test_plain_scalars_resolve_as_kubectl_sends_them(text: str, sent: Any) -> None:
+    value = go_scalar(text)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # Go's JSON encoder writes a whole float64 as an integer
+    assert (type(value), value) == (type(sent), sent)
+
+
+def test_map_keys_become_the_json_keys_kubectl_sends() -> None:
+    text = "".join(f"{key}: v\n" for key in KUBECTL_KEYS)
+    assert set(yaml.load(text, Loader=KubectlLoader)) == set(KUBECTL_KEYS.values())

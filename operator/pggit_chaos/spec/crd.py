@@ -6,10 +6,11 @@ the committed file is stale) and by the operator's tests. The openAPIV3Schema is
 JSON schema turned into a Kubernetes *structural* schema: ``$ref`` inlined, no titles, no
 ``additionalProperties: false`` (the API server prunes, and ``kubectl`` rejects unknown fields
 with strict field validation), durations as patterned strings with CEL bounds, cross-field
-rules as CEL ``x-kubernetes-validations``. ``spec`` comes from
+rules as CEL ``x-kubernetes-validations``, nothing the server would drop on the way in (an
+empty ``properties``: the stored CRD equals the file). ``spec`` comes from
 :class:`~pggit_chaos.spec.model.ExperimentSpec`, ``status`` from
 :class:`~pggit_chaos.spec.status.ExperimentStatus`; the only free-form nodes are the maps that
-are meant to be free (``status.faultIntent.undo``, ``spec.local.postgresql`` values).
+are meant to be free (``status.faultIntent.undo``).
 
 Optional fields (``X | None = None``) become plain optional properties, deliberately *not*
 ``nullable: true``: the API server prunes a null given for a non-nullable field, which is what
@@ -37,7 +38,6 @@ from pydantic import BaseModel
 
 from pggit_chaos.spec.model import GROUP, KIND, VERSION, Experiment, ExperimentSpec
 from pggit_chaos.spec.status import ExperimentStatus
-from pggit_chaos.spec.units import QUANTITY_PATTERN
 
 __all__ = [
     "CATEGORIES",
@@ -95,7 +95,20 @@ def _schema(model: type[BaseModel], *, section_defaults: bool) -> dict[str, Any]
     definitions: dict[str, Any] = raw.pop("$defs", {})
     schema = _structural(raw, definitions, section_defaults)
     schema.pop("default", None)
-    return schema
+    whole: dict[str, Any] = _whole_numbers(schema)
+    return whole
+
+
+def _whole_numbers(value: Any) -> Any:
+    """``50.0`` written as ``50``: kubectl and the server store it so (the CRD read back must
+    equal the file, also in a default)."""
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _resolve(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +155,8 @@ def _structural(
             result[key] = True
             continue
         if key == "properties":
+            if not value:
+                continue  # the server drops an empty map: the stored CRD would differ
             result[key] = {
                 name: _structural(child, definitions, section_defaults)
                 for name, child in value.items()
@@ -184,9 +199,6 @@ def _structural(
             child["default"] = {}
     if result.get("type") == "object" and "properties" in result:
         result.pop("additionalProperties", None)
-    if result.get("x-kubernetes-int-or-string") and result.get("pattern") == QUANTITY_PATTERN:
-        # The pattern only binds strings; a quantity given as an integer is never negative.
-        result.setdefault("minimum", 0)
     return result
 
 

@@ -5,7 +5,9 @@ Whatever goes wrong — a missing file, YAML syntax, a non-mapping document, a b
 up as one :class:`~pggit_chaos.errors.InvalidExperiment` listing ``(field path, reason)``
 pairs, e.g. ``("spec.fault.cpuThrottle.cpuPercent", "must be at least 1")``; never a
 traceback. A folder stands for its ``*.yaml``/``*.yml`` files in name order, as with
-``kubectl apply -f``. Imports only pydantic and PyYAML, so a bad file is reported fast.
+``kubectl apply -f``. YAML is read as kubectl reads it (:mod:`pggit_chaos.spec.kubeyaml`:
+``y`` is true, ``1e9`` a number), so a file means to the model what it means to the CRD.
+Imports only pydantic and PyYAML, so a bad file is reported fast.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from pggit_chaos.errors import DOCUMENT, InvalidExperiment, problem_where
+from pggit_chaos.spec.kubeyaml import KubectlLoader
 from pggit_chaos.spec.model import DNS1123_LABEL, DNS1123_SUBDOMAIN, Experiment
 
 __all__ = [
@@ -151,7 +154,8 @@ def load_experiments_text(text: str, source: str = "<text>") -> list[Experiment]
     document number (``#2 spec.duration``).
     """
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in yaml.load_all(text, Loader=KubectlLoader)
+                     if doc is not None]
     except yaml.YAMLError as error:
         raise InvalidExperiment([(DOCUMENT, _yaml_reason(error, text))], source) from None
     if not documents:

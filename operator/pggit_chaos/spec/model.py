@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -71,7 +72,31 @@ KIND = "PgGitChaosExperiment"
 
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-PG_PARAMETER = re.compile(r"^[a-z_][a-z0-9_.]*$")
+PG_PARAMETER_PATTERN = r"^[a-z_][a-z0-9_.]*$"
+PG_PARAMETER = re.compile(PG_PARAMETER_PATTERN)
+#: At most this many server parameters in ``local.postgresql`` (bounds the CEL rule's cost).
+MAX_PARAMETERS = 64
+
+
+def _whole(value: Any) -> Any:
+    """A float with a whole value is that integer: kubectl's YAML-to-JSON conversion writes
+    ``1.0`` as ``1``, so the API server sees (and stores) ``1``; the model does the same."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+#: Metadata of every integer field, after its bounds (``Annotated[StrictInt, Field(ge=1),
+#: WHOLE]``; before them pydantic could not write the bounds into the JSON schema): ``1`` or
+#: ``1.0``, never ``1.5``, ``True`` or ``"1"``.
+WHOLE = BeforeValidator(_whole)
+
+
+def _without_nulls(value: Any) -> Any:
+    """A map's null values count as not given: the API server prunes them before anything."""
+    if isinstance(value, dict):
+        return {key: item for key, item in value.items() if item is not None}
+    return value
 
 
 class _Model(BaseModel):
@@ -195,6 +220,11 @@ class LabelSelector(_Model):
         list[LabelSelectorRequirement], Field(max_length=MAX_MATCH_EXPRESSIONS)
     ] = Field(default_factory=list)
 
+    @field_validator("match_labels", mode="before")
+    @classmethod
+    def _drop_nulls(cls, labels: Any) -> Any:
+        return _without_nulls(labels)
+
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
         if not self.match_labels and not self.match_expressions:
@@ -236,6 +266,7 @@ class Target(_Model):
     value: Annotated[
         StrictInt,
         Field(ge=1, description="Pod count or percentage for modes fixed / fixed-percent."),
+        WHOLE,
     ] = 1
     database_secret_ref: DatabaseSecretRef | None = Field(
         default=None, description="Secret with the connection string (credentials never inline)."
@@ -306,7 +337,7 @@ _LEVELS: dict[FaultType, FaultLevel] = {
 class PodKill(_Model):
     """Kill the server (SIGKILL with grace 0) and let it be restarted."""
 
-    grace_period_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] = 0
+    grace_period_seconds: Annotated[StrictInt, Field(ge=0, le=3600), WHOLE] = 0
     restart_delay: Annotated[Duration, DurationRange(max="10m")] = Field(
         default=Duration("1s"),
         description="How long the server stays down before it is restarted (the 'kubelet').",
@@ -316,7 +347,7 @@ class PodKill(_Model):
 class CpuThrottle(_Model):
     """Cap the server's CPU to a share of one core."""
 
-    cpu_percent: Annotated[StrictInt, Field(ge=1, le=100)] = Field(
+    cpu_percent: Annotated[StrictInt, Field(ge=1, le=100), WHOLE] = Field(
         default=10, description="CPU quota as a percentage of one core."
     )
 
@@ -525,12 +556,12 @@ class DiskPressure(_Model):
         description="How full: a percentage of the filesystem (1% to 99%, e.g. 95%) or "
         "enospc (to the last byte: writes fail with No space left on device).",
     )
-    local_size_mi: Annotated[StrictInt, Field(ge=32, le=4096)] = Field(
+    local_size_mi: Annotated[StrictInt, Field(ge=32, le=4096), WHOLE] = Field(
         default=128,
         description="Size in MiB of the filesystem the local run creates for the folder "
         "(ignored in a cluster).",
     )
-    max_balloon_mi: Annotated[StrictInt, Field(ge=1, le=1048576)] = Field(
+    max_balloon_mi: Annotated[StrictInt, Field(ge=1, le=1048576), WHOLE] = Field(
         default=1024,
         description="Refuse before injection if the balloon would be larger than this many "
         "MiB (a guard against filling a volume that shares a node's disk).",
@@ -662,10 +693,10 @@ class WorkloadMix(_Model):
         }
     )
 
-    commit: Annotated[StrictInt, Field(ge=0, le=1000)] = Field(
+    commit: Annotated[StrictInt, Field(ge=0, le=1000), WHOLE] = Field(
         default=3, description="Weight of pggit.commit_changes calls."
     )
-    ddl: Annotated[StrictInt, Field(ge=0, le=1000)] = Field(
+    ddl: Annotated[StrictInt, Field(ge=0, le=1000), WHOLE] = Field(
         default=1, description="Weight of DDL statements (recorded by the event triggers)."
     )
 
@@ -679,7 +710,7 @@ class WorkloadMix(_Model):
 class Workload(_Model):
     """The recorded workload that runs before, during and after the fault."""
 
-    clients: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
+    clients: Annotated[StrictInt, Field(ge=1, le=64), WHOLE] = Field(
         default=4, description="Concurrent client connections."
     )
     rate: Annotated[StrictFloat, Field(ge=0, le=100000)] = Field(
@@ -755,36 +786,55 @@ class Verification(_Model):
         return self
 
 
-ParameterValue = StrictStr | StrictBool | StrictInt | StrictFloat
+ParameterValue = StrictStr | int
+PARAMETER_NAMES_REASON = "server parameter names are lower case letters, digits, _ and ."
+PARAMETER_VALUES_REASON = (
+    "values must be a string or an integer (quote anything else: 'on', '0.9')"
+)
 
 
 class Local(_Model):
     """Settings for the embedded (one machine) run; ignored in a cluster."""
 
-    postgresql: dict[StrictStr, Any] = Field(
+    postgresql: Annotated[dict[StrictStr, Any], Field(max_length=MAX_PARAMETERS)] = Field(
         default_factory=dict,
         description="Server parameters of the embedded cluster, e.g. synchronous_commit: 'off'. "
-        "Values are strings, numbers or booleans.",
-        json_schema_extra={"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
+        "Values are strings or integers (quote the rest: fsync: 'on', "
+        "checkpoint_completion_target: '0.9').",
+        json_schema_extra={
+            "additionalProperties": {"x-kubernetes-int-or-string": True},
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.all(name, name.matches('{PG_PARAMETER_PATTERN}'))",
+                    "message": PARAMETER_NAMES_REASON,
+                }
+            ],
+        },
     )
+
+    @field_validator("postgresql", mode="before")
+    @classmethod
+    def _drop_nulls(cls, parameters: Any) -> Any:
+        return _without_nulls(parameters)
 
     @field_validator("postgresql")
     @classmethod
     def _parameters(cls, parameters: dict[str, Any]) -> dict[str, ParameterValue]:
-        bad_names = [name for name in parameters if not PG_PARAMETER.match(name)]
+        bad_names = [name for name in parameters if not PG_PARAMETER.fullmatch(name)]
         if bad_names:
             raise _problem(
                 f"not a server parameter name: {', '.join(map(repr, bad_names))} "
-                "(lower case letters, digits, _ and .)"
+                f"({PARAMETER_NAMES_REASON})"
             )
+        values = {name: _whole(value) for name, value in parameters.items()}
         bad_values = [
             name
-            for name, value in parameters.items()
-            if not isinstance(value, str | bool | int | float)
+            for name, value in values.items()
+            if isinstance(value, bool) or not isinstance(value, str | int)
         ]
         if bad_values:
-            raise _problem(f"values must be a string, number or boolean: {', '.join(bad_values)}")
-        return parameters
+            raise _problem(f"{PARAMETER_VALUES_REASON}: {', '.join(bad_values)}")
+        return values
 
 
 # ----------------------------------------------------------------------------- the resource

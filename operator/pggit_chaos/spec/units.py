@@ -4,13 +4,18 @@ Used by :mod:`pggit_chaos.spec.model` for field types and by the CRD generator f
 schema. :class:`Duration` is a ``float`` (seconds) that remembers how it was written;
 :class:`Quantity` is an ``int`` (bytes) that does the same. Bounds live on the field:
 ``Annotated[Duration, DurationRange(min="1s", max="1h")]``.
+
+In a spec they accept exactly what the CRD's schema lets the API server accept: a duration
+is text only (a number is refused, as is surrounding blank space); a quantity is patterned
+text or a whole number (``1.0`` counts as ``1``: kubectl's YAML-to-JSON writes it so), and a
+minimum is compared as Kubernetes' CEL ``quantity()`` does (exactly, rounded up to 1e-9).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, ClassVar
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -26,6 +31,8 @@ __all__ = [
     "QuantityRange",
     "format_duration",
     "parse_duration",
+    "parse_quantity",
+    "quantity_value",
 ]
 
 _NS_PER_UNIT: dict[str, int] = {
@@ -47,10 +54,10 @@ DURATION_REASON = "must be a duration like 30s, 2m or 250ms"
 
 
 def parse_duration(value: object) -> int:
-    """Return nanoseconds for ``"1m30s"``-style text or a number of seconds.
+    """Return nanoseconds for ``"1m30s"``-style text or (in code) a number of seconds.
 
     Raises ``ValueError`` with :data:`DURATION_REASON` for anything else (negative values,
-    booleans, unknown units, empty text).
+    booleans, unknown units, empty text, blank space around the text).
     """
     if isinstance(value, bool):
         raise ValueError(DURATION_REASON)
@@ -66,7 +73,7 @@ def parse_duration(value: object) -> int:
         return int(ns.to_integral_value())
     if not isinstance(value, str):
         raise ValueError(DURATION_REASON)
-    text = value.strip()
+    text = value
     if text == "0":
         return 0
     position, total = 0, Decimal(0)
@@ -161,12 +168,22 @@ class Duration(_KeepsText, float):
         self = super().__new__(cls, nanoseconds / 1_000_000_000)
         self._nanoseconds = nanoseconds
         if isinstance(value, str):
-            self._text = value.strip()
+            self._text = value
         elif isinstance(value, Duration):
             self._text = value.text
         else:
             self._text = format_duration(nanoseconds)
         return self
+
+    @classmethod
+    def _validate(cls, value: object) -> Any:
+        # In a spec a duration is text, as the CRD's schema says (type: string): a number
+        # would be refused by the API server, so it is refused here too.
+        if not isinstance(value, str | Duration):
+            raise PydanticCustomError(
+                cls._error, cls._reason + " (got {value})", {"value": repr(value)}
+            )
+        return super()._validate(value)
 
     @property
     def seconds(self) -> float:
@@ -264,24 +281,44 @@ _QUANTITY_FACTOR: dict[str, int] = {
 }
 #: What a memory quantity string looks like (a subset of Kubernetes resource.Quantity).
 QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+#: The longest quantity text (the CRD's maxLength: it bounds the CEL cost of quantity()).
+QUANTITY_MAX_LENGTH = 64
 QUANTITY_REASON = "must be a memory quantity like 128Mi, 1Gi or 500M"
+_NANO = Decimal("1e-9")
+
+
+def quantity_value(value: object) -> Decimal:
+    """The exact value of a quantity (text or whole number), as Kubernetes parses it.
+
+    ``resource.ParseQuantity`` keeps the exact decimal, rounded up to a multiple of 1e-9:
+    ``"16777215.9999999999"`` is 16Mi to the API server's CEL ``quantity()``, so also here.
+    Raises ``ValueError`` with :data:`QUANTITY_REASON` for anything the CRD refuses.
+    """
+    if isinstance(value, bool):
+        raise ValueError(QUANTITY_REASON)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        value = int(value)  # kubectl's YAML-to-JSON writes 1.0 as 1: the server sees 1
+    if isinstance(value, int):
+        if not 0 <= value < 2**63:  # beyond int64 the server sees a float, not an integer
+            raise ValueError(QUANTITY_REASON)
+        return Decimal(value)
+    if not isinstance(value, str) or len(value) > QUANTITY_MAX_LENGTH:
+        raise ValueError(QUANTITY_REASON)
+    match = _QUANTITY.match(value)
+    if match is None or value.endswith("\n"):  # ``$`` is the end of the text in RE2
+        raise ValueError(QUANTITY_REASON)
+    with localcontext(prec=200):  # 64 digits times 2^60, to 1e-9: exact
+        exact = Decimal(match.group(1)) * _QUANTITY_FACTOR[match.group(2) or ""]
+        if int(exact.as_tuple().exponent) < -9:  # finer than 1e-9
+            exact = exact.quantize(_NANO, rounding="ROUND_CEILING")
+    if (match.group(2) or "").endswith("i") and exact > 2**63 - 1:
+        exact = Decimal(2**63 - 1)  # resource.Quantity caps binary-SI values at int64
+    return exact
 
 
 def parse_quantity(value: object) -> int:
     """Return bytes (rounded up) for ``"256Mi"``-style text or a whole number of bytes."""
-    if isinstance(value, bool):
-        raise ValueError(QUANTITY_REASON)
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(QUANTITY_REASON)
-        return value
-    if not isinstance(value, str):
-        raise ValueError(QUANTITY_REASON)
-    match = _QUANTITY.match(value.strip())
-    if match is None:
-        raise ValueError(QUANTITY_REASON)
-    exact = Decimal(match.group(1)) * _QUANTITY_FACTOR[match.group(2) or ""]
-    return int(exact.to_integral_value(rounding="ROUND_CEILING"))
+    return int(quantity_value(value).to_integral_value(rounding="ROUND_CEILING"))
 
 
 class Quantity(_KeepsText, int):
@@ -292,8 +329,13 @@ class Quantity(_KeepsText, int):
 
     def __new__(cls, value: object) -> Quantity:
         self = super().__new__(cls, parse_quantity(value))
-        self._text = value.strip() if isinstance(value, str) else str(int(self))
+        self._text = value if isinstance(value, str) else str(int(self))
         return self
+
+    @property
+    def exact(self) -> Decimal:
+        """The exact value (bytes, possibly fractional) as Kubernetes compares it."""
+        return quantity_value(self._text)
 
     @property
     def bytes(self) -> int:
@@ -304,22 +346,29 @@ class Quantity(_KeepsText, int):
     def __get_pydantic_json_schema__(
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        # Kubernetes writes quantities as int-or-string (controller-gen does the same).
+        # Kubernetes writes quantities as int-or-string (controller-gen does the same); the
+        # pattern and maxLength bind strings only, the minimum integers only.
         return {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
+            "maxLength": QUANTITY_MAX_LENGTH,
+            "minimum": 0,
             "x-kubernetes-int-or-string": True,
         }
 
 
 @dataclass(frozen=True)
 class QuantityRange:
-    """Field metadata bounding a :class:`Quantity`: ``QuantityRange(min="16Mi")``."""
+    """Field metadata bounding a :class:`Quantity`: ``QuantityRange(min="16Mi")``.
+
+    In the CRD: ``minimum`` (in bytes) for a quantity given as an integer and a CEL rule with
+    Kubernetes' quantity library (API servers since 1.28) for one given as text.
+    """
 
     min: str | None = None
 
     def _check(self, value: Quantity) -> Quantity:
-        if self.min is not None and value.bytes < parse_quantity(self.min):
+        if self.min is not None and value.exact < quantity_value(self.min):
             raise PydanticCustomError(
                 "quantity_range",
                 "must be at least {min} (got {value})",
@@ -331,3 +380,22 @@ class QuantityRange:
         self, source: type[Any], handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
         return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = dict(handler(schema))
+        if self.min is None or quantity_value(self.min) == 0:
+            return json_schema
+        smallest = quantity_value(self.min)
+        if smallest != smallest.to_integral_value():
+            raise ValueError(f"a quantity minimum must be whole bytes: {self.min}")
+        json_schema["minimum"] = int(smallest)
+        json_schema["x-kubernetes-validations"] = [
+            {
+                "rule": "type(self) != string || !isQuantity(self) || "
+                f"quantity(self).compareTo(quantity('{self.min}')) >= 0",
+                "message": f"must be at least {self.min}",
+            }
+        ]
+        return json_schema

@@ -23,7 +23,7 @@ from psycopg import sql
 from pggit_chaos import sweep
 from pggit_chaos.checks import runner
 from pggit_chaos.checks.amcheck import NOT_INSTALLED, create_amcheck
-from pggit_chaos.checks.names import CATEGORIES, SCRATCH_PREFIX
+from pggit_chaos.checks.names import CATEGORIES, SCRATCH_PREFIX, run_prefix
 from pggit_chaos.checks.runner import run_checks
 from pggit_chaos.errors import ConfigurationError, TargetUnavailable
 from pggit_chaos.local import free_port
@@ -257,6 +257,29 @@ def test_killed_run_is_swept(pggit_dsn: str) -> None:
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
         left = sweep.audit(conn, SCRATCH_PREFIX)
     assert left.total == 0 and left.schemas == [], left.describe()
+
+
+def test_leftover_throwaway_role_is_swept(pggit_dsn: str) -> None:
+    """A security check killed mid-way leaves its ordinary role owning a scratch table: the
+    sweep drops the table, the role and the pgGit rows its DDL caused; audits name the role."""
+    prefix = run_prefix("0badc0de")
+    schema, role = f"{prefix}x", f"{prefix}x_role"
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(
+            sql.Identifier(schema), sql.Identifier(role)))
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("CREATE TABLE {} (id serial)").format(sql.Identifier(schema, "t")))
+        conn.execute("RESET ROLE")
+        assert sweep.audit(conn, prefix).roles == [role]
+        gone = sweep.purge(conn, prefix)
+        assert gone.roles == [role] and gone.schemas == [schema], gone.describe()
+        assert f"role {role}" in gone.describe()
+        assert sweep.audit(conn, prefix).describe() == "nothing"
+        assert conn.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,)
+        ).fetchone() == (0,)
 
 
 def test_main_without_dsn_uses_embedded_pggit(capsys: pytest.CaptureFixture[str]) -> None:

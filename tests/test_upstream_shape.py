@@ -223,6 +223,92 @@ def check_new_branch_head_points_at_a_commit(conn: Conn) -> None:
     assert one(conn, "SELECT count(*) FROM pggit.commits WHERE hash = %s", (new_head,)) == 1
 
 
+def check_security_definer_functions_pin_search_path(conn: Conn) -> None:
+    hijackable = rows(
+        conn,
+        "SELECT p.oid::regprocedure::text FROM pg_proc p"
+        " WHERE p.pronamespace = 'pggit'::regnamespace AND p.prosecdef"
+        " AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%%')"
+        " AND has_function_privilege('public', p.oid, 'EXECUTE')",
+    )
+    assert hijackable == []
+
+
+def check_no_pggit_object_writable_by_public(conn: Conn) -> None:
+    tables = rows(
+        conn,
+        "SELECT c.relname, a.privilege_type FROM pg_class c,"
+        " aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a"
+        " WHERE c.relnamespace = 'pggit'::regnamespace AND c.relkind = 'r' AND a.grantee = 0"
+        " AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')",
+    )
+    schemas = rows(
+        conn,
+        "SELECT n.nspname FROM pg_namespace n,"
+        " aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a"
+        " WHERE left(n.nspname, 5) = 'pggit' AND a.grantee = 0 AND a.privilege_type = 'CREATE'",
+    )
+    assert tables == [] and schemas == []
+
+
+def _as_ordinary_role(conn: Conn, statement: str) -> None:
+    """Run ``statement`` (``{s}`` = a schema it owns) as a fresh non-superuser role; all of it
+    rolled back (also the role), whatever happens."""
+    role = f"r_{uuid.uuid4().hex[:10]}"
+    with conn.transaction():
+        conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        conn.execute(f"CREATE SCHEMA {role}_s AUTHORIZATION {role}")
+        conn.execute(f"SET LOCAL ROLE {role}")
+        conn.execute(statement.format(s=f"{role}_s"))
+        conn.execute("RESET ROLE")
+        assert obj(conn, "TABLE", f"{role}_s", "t")["is_active"] is True
+        raise psycopg.Rollback
+
+
+def check_ordinary_role_can_run_ddl(conn: Conn) -> None:
+    _as_ordinary_role(conn, "CREATE TABLE {s}.t (id serial PRIMARY KEY)")
+
+
+def check_renamed_objects_leave_no_active_old_name(conn: Conn) -> None:
+    conn.execute("CREATE SCHEMA rn")
+    conn.execute("CREATE TABLE rn.a (id int PRIMARY KEY, x int)")
+    conn.execute("ALTER TABLE rn.a RENAME COLUMN x TO y")
+    conn.execute("ALTER TABLE rn.a RENAME TO b")
+    active = rows(conn, "SELECT object_type::text, object_name FROM pggit.objects"
+                        " WHERE schema_name = 'rn' AND is_active ORDER BY 1, 2")
+    assert ("TABLE", "b") in active
+    assert [r for r in active if r[1] in ("a", "a.id", "a.x", "b.x")] == []
+
+
+def _locked_commit(conn: Conn) -> psycopg.Error:
+    """The error of commit_changes while another session holds pggit.commits locked."""
+    with psycopg.connect(conn.info.dsn) as holder:
+        holder.execute("LOCK TABLE pggit.commits IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(psycopg.Error) as info, conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '200ms'")
+            commit(conn, "main", "meets the lock")
+        holder.rollback()
+    return info.value
+
+
+def check_lock_timeout_reaches_client_unchanged(conn: Conn) -> None:
+    assert _locked_commit(conn).sqlstate == "55P03"
+
+
+def _drop_logs(conn: Conn) -> int:
+    """Errors pgGit logs while a table with a TOAST table is created and dropped."""
+    errors = "SELECT count(*) FROM pggit.system_events WHERE event_type ILIKE '%%error%%'"
+    before = one(conn, errors)
+    conn.execute("CREATE TABLE public.logged (id int PRIMARY KEY, body text)")
+    conn.execute("DROP TABLE public.logged")
+    after = one(conn, errors)
+    return int(after) - int(before)
+
+
+def check_ddl_tracking_logs_no_errors(conn: Conn) -> None:
+    assert _drop_logs(conn) == 0
+
+
 CHECKS: dict[str, Callable[[Conn], None]] = {
     "test_commit_chain_follows_branch_head": check_commit_chain_follows_branch_head,
     "test_increment_version_rejects_bad_input": check_increment_version_rejects_bad_input,
@@ -230,6 +316,14 @@ CHECKS: dict[str, Callable[[Conn], None]] = {
     "test_first_branch_can_be_created": check_first_branch_can_be_created,
     "test_dropped_objects_stop_being_active": check_dropped_objects_stop_being_active,
     "test_new_branch_head_points_at_a_commit": check_new_branch_head_points_at_a_commit,
+    "test_security_definer_functions_pin_search_path":
+        check_security_definer_functions_pin_search_path,
+    "test_no_pggit_object_writable_by_public": check_no_pggit_object_writable_by_public,
+    "test_ordinary_role_can_run_ddl": check_ordinary_role_can_run_ddl,
+    "test_renamed_objects_leave_no_active_old_name":
+        check_renamed_objects_leave_no_active_old_name,
+    "test_lock_timeout_reaches_client_unchanged": check_lock_timeout_reaches_client_unchanged,
+    "test_ddl_tracking_logs_no_errors": check_ddl_tracking_logs_no_errors,
 }
 
 
@@ -256,6 +350,30 @@ def test_dropped_objects_stop_being_active(conn: Conn) -> None:
 
 def test_new_branch_head_points_at_a_commit(conn: Conn) -> None:
     check_new_branch_head_points_at_a_commit(conn)
+
+
+def test_security_definer_functions_pin_search_path(conn: Conn) -> None:
+    check_security_definer_functions_pin_search_path(conn)
+
+
+def test_no_pggit_object_writable_by_public(conn: Conn) -> None:
+    check_no_pggit_object_writable_by_public(conn)
+
+
+def test_ordinary_role_can_run_ddl(conn: Conn) -> None:
+    check_ordinary_role_can_run_ddl(conn)
+
+
+def test_renamed_objects_leave_no_active_old_name(conn: Conn) -> None:
+    check_renamed_objects_leave_no_active_old_name(conn)
+
+
+def test_lock_timeout_reaches_client_unchanged(conn: Conn) -> None:
+    check_lock_timeout_reaches_client_unchanged(conn)
+
+
+def test_ddl_tracking_logs_no_errors(conn: Conn) -> None:
+    check_ddl_tracking_logs_no_errors(conn)
 
 
 # -- install --------------------------------------------------------------------------------
@@ -830,6 +948,12 @@ def test_defect_catalogue() -> None:
         "first_branch_fails": "test_first_branch_can_be_created",
         "columns_stay_active": "test_dropped_objects_stop_being_active",
         "dangling_branch_head": "test_new_branch_head_points_at_a_commit",
+        "definer_search_path": "test_security_definer_functions_pin_search_path",
+        "public_writable": "test_no_pggit_object_writable_by_public",
+        "ddl_needs_privileges": "test_ordinary_role_can_run_ddl",
+        "rename_keeps_old": "test_renamed_objects_leave_no_active_old_name",
+        "retryable_wrapped": "test_lock_timeout_reaches_client_unchanged",
+        "tracking_error_logged": "test_ddl_tracking_logs_no_errors",
     }
     for name, defect in DEFECTS.items():
         assert defect.name == name and defect.path.exists()
@@ -891,6 +1015,45 @@ def _bad_dangling_branch_head(conn: Conn) -> None:
     assert one(conn, "SELECT count(*) FROM pggit.commits WHERE hash = %s", (new_head,)) == 0
 
 
+def _bad_definer_search_path(conn: Conn) -> None:
+    assert rows(conn, "SELECT prosecdef, proconfig FROM pg_proc"
+                      " WHERE oid = 'pggit.generate_trinity_id()'::regprocedure") == [(True, None)]
+    assert one(conn, "SELECT has_function_privilege('public',"
+                     " 'pggit.generate_trinity_id()', 'EXECUTE')") is True
+
+
+def _bad_public_writable(conn: Conn) -> None:
+    assert one(conn, "SELECT has_table_privilege('public', 'pggit.history', 'INSERT')") is True
+    assert one(conn, "SELECT has_schema_privilege('public', 'pggit_branches', 'CREATE')") is True
+
+
+def _bad_ddl_needs_privileges(conn: Conn) -> None:
+    with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
+        _as_ordinary_role(conn, "CREATE TABLE {s}.t (id serial PRIMARY KEY)")
+
+
+def _bad_rename_keeps_old(conn: Conn) -> None:
+    conn.execute("CREATE TABLE public.a (id int PRIMARY KEY)")
+    conn.execute("ALTER TABLE public.a RENAME TO b")
+    assert obj(conn, "TABLE", "public", "a")["is_active"] is True
+    assert obj(conn, "TABLE", "public", "b")["is_active"] is True
+    conn.execute("DROP TABLE public.b")
+    assert obj(conn, "TABLE", "public", "a")["is_active"] is True
+
+
+def _bad_retryable_wrapped(conn: Conn) -> None:
+    error = _locked_commit(conn)
+    assert error.sqlstate == "P0001" and "Failed to create commit" in str(error)
+    assert "lock timeout" in str(error)
+
+
+def _bad_tracking_error_logged(conn: Conn) -> None:
+    assert _drop_logs(conn) >= 2  # the table, its TOAST table and index, its key...
+    assert "pggit.version_drop" in one(
+        conn, "SELECT details->>'error' FROM pggit.system_events"
+              " WHERE event_type = 'tracking_error' ORDER BY id DESC LIMIT 1")
+
+
 BAD_BEHAVIOUR: dict[str, Callable[[Conn], None]] = {
     "no_commit_chain": _bad_no_commit_chain,
     "negative_version": _bad_negative_version,
@@ -898,6 +1061,12 @@ BAD_BEHAVIOUR: dict[str, Callable[[Conn], None]] = {
     "first_branch_fails": _bad_first_branch_fails,
     "columns_stay_active": _bad_columns_stay_active,
     "dangling_branch_head": _bad_dangling_branch_head,
+    "definer_search_path": _bad_definer_search_path,
+    "public_writable": _bad_public_writable,
+    "ddl_needs_privileges": _bad_ddl_needs_privileges,
+    "rename_keeps_old": _bad_rename_keeps_old,
+    "retryable_wrapped": _bad_retryable_wrapped,
+    "tracking_error_logged": _bad_tracking_error_logged,
 }
 
 

@@ -32,6 +32,7 @@ from pggit_variants import (
     VARIANTS,
     apply_storage_variant,
     apply_variant,
+    crash_index,
     describe,
 )
 
@@ -144,3 +145,25 @@ def test_storage_variant_is_caught(variant: str, shape: str) -> None:
         for message in failed.values():
             assert f"{damaged}: item order invariant violated" in message, message
         assert result.passed == sound.passed - len(EXPECTED_STORAGE[variant])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the embedded server runs as postgres: root only")
+def test_index_that_crashes_amcheck_is_a_fail_naming_it() -> None:
+    """48 zeroed bytes in the leaf tuples of a text-keyed pgGit index make bt_index_check crash
+    the backend: the check fails naming that index (not Inconclusive), the server recovers,
+    the other indexes are still checked, and the run's cleanup still works (no error)."""
+    with EmbeddedPostgres() as server:
+        dsn = server.create_database("pggit")
+        install(dsn)
+        assert create_amcheck(dsn)
+        _user_history(dsn)
+        crashed = crash_index(server, "pggit")
+        result = run_checks(dsn, categories=["corruption"], quiet=True)
+        failed = {f.name: f.message for f in result.failures}
+        assert result.verdict == "Fail" and result.exit_code == 1, failed
+        assert result.errors == 0, failed
+        message = failed["test_pggit_btree_indexes_pass_amcheck"]
+        assert f"{crashed}: the server process crashed while bt_index_check checked it" in (
+            message), message
+        assert {c.name for c in result.checks if c.outcome == "passed"} >= {
+            "test_pggit_tables_pass_verify_heapam"}

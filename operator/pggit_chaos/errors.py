@@ -48,6 +48,11 @@ class TargetUnavailable(ChaosError):
     """The database cannot be reached or lacks pgGit."""
 
 
+class PgGitDefect(ChaosError):
+    """The installed pgGit cannot do what every run needs (its call fails with an SQL error
+    while the database answers): a finding about pgGit, so the run fails, naming it."""
+
+
 class NoTargets(ChaosError):
     """Nothing to hit (a selector that matches no Running and Ready pod): the run is Aborted."""
 

@@ -220,6 +220,7 @@ def checks_summary(result: object, profile: str) -> ChecksSummary:
         hypothesis_examples=getattr(result, "hypothesis_examples", None),
         failures=failures,
         results=results,
+        residue=list(getattr(result, "residue", []) or []),
     )
 
 

@@ -61,6 +61,8 @@ class Footprint:
     prefix: str
     rows: dict[str, int] = field(default_factory=dict)
     schemas: list[str] = field(default_factory=list)
+    #: Throwaway roles (the security checks' ordinary role) dropped with what they owned.
+    roles: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -72,6 +74,7 @@ class Footprint:
     def describe(self) -> str:
         parts = [f"pggit.{t}: {n}" for t, n in self.nonzero().items()]
         parts += [f"schema {s}" for s in self.schemas]
+        parts += [f"role {r}" for r in self.roles]
         return ", ".join(parts) or "nothing"
 
 
@@ -210,7 +213,8 @@ def audit(conn: psycopg.Connection[Any], prefix: str) -> Footprint:
         tables = pggit_tables(conn) if has_pggit == (True,) else []
         rows = {t: len(_seed(conn, t, prefix)) for t in tables}
         schemas = _schemas(conn, prefix)
-    return Footprint(prefix, rows, schemas)
+        roles = _roles(conn, prefix)
+    return Footprint(prefix, rows, schemas, roles)
 
 
 def purge(conn: psycopg.Connection[Any], prefix: str) -> Footprint:
@@ -223,6 +227,7 @@ def purge(conn: psycopg.Connection[Any], prefix: str) -> Footprint:
     if not conn.autocommit:
         conn.rollback()
     with conn.transaction():
+        roles = _drop_roles(conn, prefix)
         schemas = _schemas(conn, prefix)
         for schema in schemas:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
@@ -239,7 +244,37 @@ def purge(conn: psycopg.Connection[Any], prefix: str) -> Footprint:
             conn.execute(statement, [sorted(ids) for _, ids in targets])
         if schemas or targets:
             _fold_derived(conn)
-    return Footprint(prefix, {t: len(ids) for t, ids in rows.items()}, schemas)
+    return Footprint(prefix, {t: len(ids) for t, ids in rows.items()}, schemas, roles)
+
+
+def _roles(conn: psycopg.Connection[Any], prefix: str) -> list[str]:
+    return [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE left(rolname, %s) = %s ORDER BY 1",
+            (len(prefix), prefix),
+        )
+    ]
+
+
+def _drop_roles(conn: psycopg.Connection[Any], prefix: str) -> list[str]:
+    """Drop the roles named ``prefix...`` and what they own here; returns the ones dropped.
+
+    A run killed in the middle of a security check leaves its throwaway role (it owns objects in
+    the scratch schema only). Each role goes in a savepoint: one that cannot go (we may not
+    drop roles, or it still owns objects in another database) stays, and the sweep goes on.
+    """
+    dropped: list[str] = []
+    for name in _roles(conn, prefix):
+        role = sql.Identifier(name)
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(role))
+                conn.execute(sql.SQL("DROP ROLE {}").format(role))
+        except psycopg.Error:
+            continue
+        dropped.append(name)
+    return dropped
 
 
 def _fold_derived(conn: psycopg.Connection[Any]) -> None:
@@ -278,3 +313,55 @@ def live_sessions(conn: psycopg.Connection[Any], prefix: str) -> set[str]:
             (len(prefix), prefix),
         )
     }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Row counts of pgGit's tables and positions of its sequences (schemas pggit, pggit_*)."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    #: ``schema.sequence`` -> the value nextval() last returned (0: never called).
+    sequences: dict[str, int] = field(default_factory=dict)
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
+    """Count the rows of every pgGit table and read every pgGit sequence (only reads)."""
+    relations = conn.execute(
+        "SELECT n.nspname, c.relname, c.relkind::text FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE (n.nspname = 'pggit' OR left(n.nspname, 6) = 'pggit_')"
+        " AND c.relkind IN ('r', 'p', 'S') AND NOT c.relispartition ORDER BY 1, 2"
+    ).fetchall()
+    rows: dict[str, int] = {}
+    sequences: dict[str, int] = {}
+    for schema, name, kind in relations:
+        ident = sql.Identifier(str(schema), str(name))
+        label = f"{schema}.{name}"
+        if kind == "S":
+            row = conn.execute(
+                sql.SQL("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {}").format(
+                    ident)
+            ).fetchone()
+            sequences[label] = int(row[0]) if row else 0
+        else:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
+            rows[label] = int(row[0]) if row else 0
+    return Snapshot(rows, sequences)
+
+
+def residue(before: Snapshot, after: Snapshot) -> list[str]:
+    """What a run left that no sweep can remove: rows that name no scratch area (pgGit's own
+    triggers wrote them about the run's objects, e.g. timing metrics with a command tag only)
+    and sequences the run advanced (a user's next ``create_branch`` gets a higher id)."""
+    found = [
+        f"{table}: +{count - before.rows[table]} rows naming no scratch area"
+        for table, count in sorted(after.rows.items())
+        if table in before.rows and count > before.rows[table]
+    ]
+    found += [
+        f"sequence {name}: {'never used' if not before.sequences[name] else before.sequences[name]}"
+        f" -> {value} (+{value - before.sequences[name]})"
+        for name, value in sorted(after.sequences.items())
+        if name in before.sequences and value > before.sequences[name]
+    ]
+    return found

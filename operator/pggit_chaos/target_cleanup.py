@@ -106,6 +106,6 @@ def sweep_dead_runs(conn: psycopg.Connection[Any]) -> list[str]:
             prefixes.add(token)
     for prefix in sorted(prefixes):
         gone = sweep.purge(conn, prefix)
-        if gone.total or gone.schemas:
+        if gone.total or gone.schemas or gone.roles:
             removed.append(f"{prefix}: {gone.describe()}")
     return removed

@@ -39,6 +39,12 @@ _EXPECTED_CHECKS: dict[str, str] = {
     "first_branch_fails": "test_first_branch_can_be_created",
     "columns_stay_active": "test_dropped_objects_stop_being_active",
     "dangling_branch_head": "test_new_branch_head_points_at_a_commit",
+    "definer_search_path": "test_security_definer_functions_pin_search_path",
+    "public_writable": "test_no_pggit_object_writable_by_public",
+    "ddl_needs_privileges": "test_ordinary_role_can_run_ddl",
+    "rename_keeps_old": "test_renamed_objects_leave_no_active_old_name",
+    "retryable_wrapped": "test_lock_timeout_reaches_client_unchanged",
+    "tracking_error_logged": "test_ddl_tracking_logs_no_errors",
 }
 
 

@@ -3,9 +3,13 @@
 -- enums, functions, event triggers) — not from its source. Upstream's real defects are FIXED here:
 -- commit_changes chains commits and moves the branch head, increment_version rejects negative
 -- parts, health_check() works, the 'main' row advances the branches id sequence, DROP TABLE /
--- DROP COLUMN retire the COLUMN rows, and create_branch starts the new branch at the parent's head.
+-- DROP COLUMN retire the COLUMN rows, create_branch starts the new branch at the parent's head,
+-- the event trigger functions are SECURITY DEFINER (DDL by ordinary roles works), PUBLIC may
+-- write none of pgGit's tables or schemas, and no SECURITY DEFINER function lacks a pinned
+-- search_path, ALTER TABLE ... RENAME retires the old name, and commit_changes lets retryable
+-- errors (40001, 40P01, 55P03, 57014) reach the client unchanged.
 -- Kept upstream-like on purpose (documented differences from the embedded core, not defects):
--- commit messages are trimmed, every commit_changes error is SQLSTATE P0001, custom ids need 10+
+-- commit messages are trimmed, every other commit_changes error is SQLSTATE P0001, custom ids need 10+
 -- characters and a used one is P0001, create_branch is not idempotent (23505 on a second call),
 -- branch names must match a regex CHECK, the objects key includes branch_name,
 -- generate_trinity_id() takes no argument, there is no detect_drift() nor install_info table,
@@ -193,6 +197,29 @@ BEGIN
 END
 $$;
 
+-- ALTER TABLE ... RENAME: the table is known under a name that no longer exists. Retire the
+-- active TABLE rows of the schema whose relation is gone, with their columns (only when the
+-- statement renames: a table dropped while the event triggers were off stays drift).
+CREATE FUNCTION pggit._retire_renamed(p_schema text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+DECLARE
+    v_old text;
+BEGIN
+    IF current_query() !~* '\mrename\M' THEN
+        RETURN;
+    END IF;
+    FOR v_old IN
+        UPDATE pggit.objects o SET is_active = false, updated_at = now()
+         WHERE o.object_type = 'TABLE' AND o.branch_name = 'main' AND o.is_active
+           AND o.schema_name = p_schema
+           AND to_regclass(quote_ident(o.schema_name) || '.' || quote_ident(o.object_name)) IS NULL
+        RETURNING o.object_name
+    LOOP
+        PERFORM pggit._retire_columns(p_schema, v_old);
+    END LOOP;
+END
+$$;
+
 -- Record the columns of a table as COLUMN rows (branch main, 1.0.0, no history), reactivate the
 -- rows of columns that came back, and retire the rows of columns that are gone.
 CREATE FUNCTION pggit._sync_columns(p_rel oid, p_table_id int, p_schema text, p_table text) RETURNS void
@@ -308,7 +335,7 @@ BEGIN
                                sql_executed, created_by)
     VALUES (p_object_id, p_change_type, p_change_severity, v_obj.branch_id, v_obj.version,
             v_obj.version + 1, v_obj.metadata, p_new_metadata, p_description,
-            coalesce(p_sql_executed, current_query()), current_user);
+            coalesce(p_sql_executed, current_query()), pggit._caller());
     RETURN v_obj.version + 1;
 END
 $$;
@@ -365,8 +392,12 @@ BEGIN
 
     UPDATE pggit.branches SET head_commit_hash = v_id WHERE id = v_branch_id;
     RETURN v_id;
-EXCEPTION WHEN OTHERS THEN
-    RAISE EXCEPTION 'Failed to create commit on branch %: %', p_branch_name, SQLERRM;
+EXCEPTION
+    -- What a client retries on (and a cancel) reaches it unchanged.
+    WHEN serialization_failure OR deadlock_detected OR lock_not_available OR query_canceled THEN
+        RAISE;
+    WHEN OTHERS THEN
+        RAISE EXCEPTION 'Failed to create commit on branch %: %', p_branch_name, SQLERRM;
 END
 $$;
 
@@ -535,8 +566,16 @@ $$;
 -- ---------------------------------------------------------------------------------------
 -- Event triggers.
 -- ---------------------------------------------------------------------------------------
+-- SECURITY DEFINER (run as the installing superuser): a role without rights on pgGit's tables
+-- can still run DDL, and it is recorded under its own name (pggit._caller()).
+CREATE FUNCTION pggit._caller() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text
+                ELSE current_setting('role') END
+$$;
+
 CREATE FUNCTION pggit.handle_ddl_command() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pggit, pg_temp AS $$
 DECLARE
     r record;
     v_seen oid[] := '{}';
@@ -599,6 +638,9 @@ BEGIN
            FOR UPDATE;
         v_description := format('%s %s %s', r.command_tag, r.object_type, r.object_identity);
 
+        IF v_type = 'TABLE' AND r.command_tag = 'ALTER TABLE' AND NOT coalesce(v_active, false) THEN
+            PERFORM pggit._retire_renamed(v_schema);
+        END IF;
         IF r.command_tag LIKE 'CREATE%' AND NOT coalesce(v_active, false) THEN
             v_id := pggit._start_tracking(v_type, v_schema, v_name, v_parent);
             PERFORM pggit.increment_version(v_id, 'CREATE', 'MINOR', v_description, NULL, current_query());
@@ -643,7 +685,7 @@ END
 $$;
 
 CREATE FUNCTION pggit.handle_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pggit, pg_temp AS $$
 DECLARE
     r record;
     v_type pggit.object_type;
@@ -687,7 +729,7 @@ BEGIN
                                        created_by)
             VALUES (v_row.id, 'DROP', 'MAJOR', v_row.branch_id, v_row.version, NULL, v_row.metadata,
                     format('%s %s %s', TG_TAG, r.object_type, r.object_identity), current_query(),
-                    current_user);
+                    pggit._caller());
         END IF;
         IF v_type = 'TABLE' THEN
             PERFORM pggit._retire_columns(r.schema_name, r.object_name);
@@ -701,6 +743,9 @@ BEGIN
     END IF;
 END
 $$;
+
+REVOKE EXECUTE ON FUNCTION pggit.handle_ddl_command() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pggit.handle_sql_drop() FROM PUBLIC;
 
 CREATE EVENT TRIGGER pggit_ddl_trigger ON ddl_command_end
     EXECUTE FUNCTION pggit.handle_ddl_command();

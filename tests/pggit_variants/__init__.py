@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from pggit_chaos.local.index_corruption import corrupt_index
+from pggit_chaos.local.index_corruption import choose_target, corrupt_index, pggit_btree_indexes
 from pggit_chaos.local.server import EmbeddedPostgres
 
 _HERE = Path(__file__).resolve().parent
@@ -59,3 +59,31 @@ def apply_storage_variant(server: EmbeddedPostgres, dbname: str, name: str) -> s
         known = ", ".join(sorted(STORAGE_VARIANTS))
         raise KeyError(f"unknown storage variant {name!r}; known: {known}")
     return corrupt_index(server, dbname).index
+
+
+#: The index whose leaf tuples :func:`crash_index` zeroes: text keys (Trinity IDs), so that
+#: amcheck reads a zeroed varlena header and the backend dies instead of reporting an error.
+CRASH_INDEX = "pggit.commits_hash_key"
+#: How many bytes :func:`crash_index` zeroes, starting at a leaf entry in the page's middle.
+CRASH_BYTES = 48
+
+
+def crash_index(server: EmbeddedPostgres, dbname: str, index: str = CRASH_INDEX) -> str:
+    """Zero :data:`CRASH_BYTES` bytes of the tuples of a leaf page of ``index`` (server stopped
+    cleanly, then started): ``bt_index_check`` on it crashes the backend. Returns the index."""
+    with psycopg.connect(server.socket_dsn(dbname), autocommit=True, connect_timeout=10) as conn:
+        indexes = pggit_btree_indexes(conn)
+        conn.execute("CHECKPOINT")
+    process = server.process
+    server.stop()
+    try:
+        assert process is not None and process.returncode == 0, "unclean shutdown"
+        target, block, items = choose_target(server.data_dir, indexes, 8192, index)
+        middle = sorted(items, key=lambda item: item.start)[len(items) // 2]
+        with open(server.data_dir / target.path, "r+b") as handle:
+            handle.seek(block * 8192 + middle.start)
+            handle.write(bytes(CRASH_BYTES))
+            handle.flush()
+    finally:
+        server.start()
+    return target.name

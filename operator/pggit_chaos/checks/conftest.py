@@ -46,6 +46,7 @@ _MARKERS = {
     "transaction": "rollback, savepoint and constraint-violation semantics",
     "resource": "large inputs and exhausted resources (wide tables, connection pools)",
     "corruption": "read-only integrity checks over everything pgGit recorded",
+    "security": "pgGit's privileges: search_path hijacks, PUBLIC writes, DDL by ordinary roles",
     "slow": "long-running checks",
     "destructive": "needs superuser or disturbs other sessions; runs only with --destructive",
     "requires(*names)": "skip unless the installed pgGit has these functions/tables",

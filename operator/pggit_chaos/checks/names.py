@@ -18,7 +18,7 @@ ENV_PROFILE = "HYPOTHESIS_PROFILE"
 #: Every schema, table and branch a check creates starts with this.
 SCRATCH_PREFIX = "chaos_check_"
 #: Check categories (pytest markers) a user can select.
-CATEGORIES = ("property", "concurrent", "transaction", "resource", "corruption")
+CATEGORIES = ("property", "concurrent", "transaction", "resource", "corruption", "security")
 #: Further markers: long checks, and checks that need superuser or disturb other sessions.
 EXTRA_MARKERS = ("slow", "destructive")
 PROFILES = ("ci", "dev", "thorough")

@@ -44,7 +44,7 @@ from pggit_chaos.errors import ChaosError, ConfigurationError, TargetUnavailable
 if TYPE_CHECKING:
     import psycopg
 
-    from pggit_chaos.sweep import Footprint
+    from pggit_chaos.sweep import Footprint, Snapshot
 
 # psycopg, the sweep and pgGit's client are imported where used: `checks --help` and a bad
 # option answer before they load.
@@ -102,6 +102,8 @@ class ChecksResult:
     differs: int = 0
     #: The pgGit the checks found (shape, version, event triggers, what it lacks).
     target: str = ""
+    #: What the run changed in the target and could not undo (see :func:`sweep.residue`).
+    residue: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -219,6 +221,8 @@ class _Lease:
         self.conn: psycopg.Connection[Any] | None = None
         self.swept: list[str] = []
         self.before: Footprint | None = None
+        self.baseline: Snapshot | None = None
+        self.residue: list[str] = []
 
     def __enter__(self) -> _Lease:
         import psycopg
@@ -227,21 +231,12 @@ class _Lease:
         from pggit_chaos.pggit import describe_target
 
         try:
-            self.conn = psycopg.connect(
-                self.dsn,
-                autocommit=True,
-                connect_timeout=10,
-                application_name=application_name(self.run_id),
-            )
-            self.conn.execute(  # a locked pgGit table makes the run fail, not hang
-                "SELECT set_config('lock_timeout', %s, false),"
-                " set_config('statement_timeout', %s, false)",
-                (str(LOCK_TIMEOUT_MS), str(10 * STATEMENT_TIMEOUT_MS)),
-            )
+            self.conn = self._connect()
             from pggit_chaos.target_cleanup import sweep_dead_runs
 
             self.swept = sweep_dead_runs(self.conn)
             self.before = sweep.audit(self.conn, SCRATCH_PREFIX)
+            self.baseline = sweep.snapshot(self.conn)
         except psycopg.Error as exc:
             if self.conn is not None:
                 self.conn.close()
@@ -251,16 +246,57 @@ class _Lease:
             ) from None
         return self
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        conn = psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=application_name(self.run_id),
+        )
+        conn.execute(  # a locked pgGit table makes the run fail, not hang
+            "SELECT set_config('lock_timeout', %s, false),"
+            " set_config('statement_timeout', %s, false)",
+            (str(LOCK_TIMEOUT_MS), str(10 * STATEMENT_TIMEOUT_MS)),
+        )
+        return conn
+
+    def _reopen_if_lost(self) -> None:
+        """A new session when the server lost this one (a check crashed a backend and the
+        server restarted them all): wait up to a minute for it to accept connections."""
+        import psycopg
+
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                self.conn.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.conn = self._connect()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def close(self) -> str:
         """Clean up and audit; returns '' or what was left behind."""
         from pggit_chaos import sweep
 
-        conn = self.conn
-        if conn is None:
+        if self.conn is None:
             return ""
+        self._reopen_if_lost()
+        conn = self.conn
+        assert conn is not None
         try:
             _end_sessions(conn, self.run_id)
             sweep.purge(conn, run_prefix(self.run_id))
+            if self.baseline is not None:
+                self.residue = sweep.residue(self.baseline, sweep.snapshot(conn))
             after = sweep.audit(conn, SCRATCH_PREFIX)
             before = self.before.rows if self.before else {}
             grown = {t: n - before.get(t, 0) for t, n in after.rows.items() if n > before.get(t, 0)}
@@ -269,6 +305,8 @@ class _Lease:
             )
             parts = [f"pggit.{t}: {n} rows" for t, n in sorted(grown.items())]
             parts += [f"schema {name}" for name in new_schemas]
+            new_roles = sorted(set(after.roles) - set(self.before.roles if self.before else []))
+            parts += [f"role {name}" for name in new_roles]
             return ", ".join(parts)
         finally:
             conn.close()
@@ -372,6 +410,7 @@ def run_checks(
         )
         log_tail = log_path.read_text(errors="replace")[-2000:] if quiet else ""
     result = _result(report, returncode, seed, profile, selected, timed_out, timeout, log_tail)
+    result.residue = lease.residue
     if sweep_error:
         result.failures.append(CheckFailure("checks-cleanup", sweep_error, seed, outcome="error"))
         result.settle()
@@ -573,6 +612,12 @@ def print_verdict(result: ChecksResult, target: str) -> None:
         )
         if failure.example:
             console.print(failure.example, markup=False, highlight=False)
+    if result.residue:
+        console.print(
+            "[yellow]left in the target (no sweep can undo it):[/] "
+            + escape("; ".join(result.residue)),
+            highlight=False,
+        )
     verdict = {
         "Pass": "[bold green]PASS[/]",
         "Fail": "[bold red]FAIL[/]",

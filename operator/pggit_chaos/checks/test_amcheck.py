@@ -17,11 +17,15 @@ PostgreSQL's amcheck extension, used where it is installed (see
 
 A page that cannot even be read (a data checksum failure, a broken page header) makes amcheck
 raise an error of class XX (data/index corrupted): that is a fail naming the relation, not a
-check that could not run. Connections are read-only, as for the other corruption checks.
+check that could not run. So is a backend that crashes while amcheck reads one relation (bytes
+it cannot even parse): the check names that relation, waits for the server to recover and
+checks the rest on a new connection. Connections are read-only, as for the other corruption checks.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -29,7 +33,7 @@ import pytest
 from psycopg import sql
 
 from pggit_chaos.checks.amcheck import Amcheck, inspect_amcheck
-from pggit_chaos.checks.support import TargetInfo
+from pggit_chaos.checks.support import TargetInfo, connect
 
 pytestmark = pytest.mark.corruption
 
@@ -82,35 +86,104 @@ def _require(amcheck: Amcheck, function: str) -> None:
         pytest.skip(reason)
 
 
-def _verify_btrees(conn: Conn, amcheck: Amcheck, function: str) -> list[str]:
-    """Run ``function(index, heapallindexed => true)`` on each pgGit btree; the failures."""
-    indexes = _relations(conn, "i", "btree")
-    assert indexes, "schema pggit has no btree index: pgGit's tables lost their keys"
-    failures = []
-    query = sql.SQL("SELECT {}(%s::regclass, heapallindexed => true)").format(
-        amcheck.call(function)
-    )
-    for index in indexes:
+#: How long a check waits for the server to accept connections again after amcheck crashed it.
+CRASH_RECOVERY_WAIT = 60.0
+
+
+def _crashed(conn: Conn, error: psycopg.Error) -> bool:
+    """The backend running our query died (the server closed the connection unexpectedly).
+
+    An administrator's pg_terminate_backend (57P01) or a crash of ANOTHER backend (57P02)
+    come with a SQLSTATE; our own backend dying mid-query comes without one.
+    """
+    return isinstance(error, psycopg.OperationalError) and not error.sqlstate and conn.closed
+
+
+def _reconnect(dsn: str) -> Conn | None:
+    """A new read-only connection once the server has recovered; None if it does not."""
+    deadline = time.monotonic() + CRASH_RECOVERY_WAIT
+    while True:
         try:
-            conn.execute(query, (index,))
-        except psycopg.Error as exc:
-            if not _corruption(exc):
-                raise  # could not run (a timeout, a lock): an error, not a verdict
-            failures.append(f"{index}: {_describe(exc)}")
+            conn = connect(dsn)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
+            continue
+        conn.execute("SET default_transaction_read_only = on")
+        return conn
+
+
+def _crash_failure(relation: str, what: str, error: psycopg.Error) -> str:
+    first = (str(error).strip().splitlines() or ["connection lost"])[0]
+    return (f"{relation}: the server process crashed while {what} checked it ({first}):"
+            " its pages hold bytes amcheck cannot even parse")
+
+
+def _verify_each(conn: Conn, dsn: str, relations: list[str], what: str,
+                 check: Callable[[Conn, str], list[str]]) -> list[str]:
+    """``check(conn, relation)`` for each relation; corruption errors and crashes are failures.
+
+    A crash of the backend while one relation is checked is evidence about that relation: it
+    is a failure naming it, and the remaining relations are checked on a new connection once
+    the server has recovered (those that cannot be are named as unchecked).
+    """
+    failures: list[str] = []
+    opened: list[Conn] = []
+    try:
+        for position, relation in enumerate(relations):
+            try:
+                failures.extend(check(conn, relation))
+            except psycopg.Error as exc:
+                if _crashed(conn, exc):
+                    failures.append(_crash_failure(relation, what, exc))
+                    fresh = _reconnect(dsn)
+                    if fresh is None:
+                        rest = relations[position + 1:]
+                        if rest:
+                            failures.append(f"not checked (the server did not come back): "
+                                            f"{', '.join(rest)}")
+                        break
+                    opened.append(fresh)
+                    conn = fresh
+                    continue
+                if not _corruption(exc):
+                    raise  # could not run (a timeout, a lock): an error, not a verdict
+                failures.append(f"{relation}: {_describe(exc)}")
+    finally:
+        for extra in opened:
+            extra.close()
     return failures
 
 
-def test_pggit_btree_indexes_pass_amcheck(readonly_conn: Conn, amcheck: Amcheck) -> None:
+def _verify_btrees(conn: Conn, dsn: str, amcheck: Amcheck, function: str) -> list[str]:
+    """Run ``function(index, heapallindexed => true)`` on each pgGit btree; the failures."""
+    indexes = _relations(conn, "i", "btree")
+    assert indexes, "schema pggit has no btree index: pgGit's tables lost their keys"
+    query = sql.SQL("SELECT {}(%s::regclass, heapallindexed => true)").format(
+        amcheck.call(function)
+    )
+
+    def one(connection: Conn, index: str) -> list[str]:
+        connection.execute(query, (index,))
+        return []
+
+    return _verify_each(conn, dsn, indexes, function, one)
+
+
+def test_pggit_btree_indexes_pass_amcheck(readonly_conn: Conn, dsn: str, amcheck: Amcheck) -> None:
     """Every btree index of pgGit passes ``bt_index_check(index, heapallindexed => true)``."""
     _require(amcheck, "bt_index_check")
-    failures = _verify_btrees(readonly_conn, amcheck, "bt_index_check")
+    failures = _verify_btrees(readonly_conn, dsn, amcheck, "bt_index_check")
     assert not failures, (
         f"{len(failures)} pgGit index(es) fail amcheck bt_index_check: " + "; ".join(failures)
     )
 
 
 @pytest.mark.destructive
-def test_pggit_btree_parents_pass_amcheck(readonly_conn: Conn, amcheck: Amcheck) -> None:
+def test_pggit_btree_parents_pass_amcheck(
+    readonly_conn: Conn, dsn: str, amcheck: Amcheck
+) -> None:
     """Every btree index of pgGit passes ``bt_index_parent_check`` (ShareLock: destructive).
 
     It blocks writes to the index's table while it runs, hence only with ``--destructive``.
@@ -119,7 +192,7 @@ def test_pggit_btree_parents_pass_amcheck(readonly_conn: Conn, amcheck: Amcheck)
     in_recovery = readonly_conn.execute("SELECT pg_is_in_recovery()").fetchone()
     if in_recovery and in_recovery[0]:
         pytest.skip("bt_index_parent_check cannot run on a hot standby (it takes a ShareLock)")
-    failures = _verify_btrees(readonly_conn, amcheck, "bt_index_parent_check")
+    failures = _verify_btrees(readonly_conn, dsn, amcheck, "bt_index_parent_check")
     assert not failures, (
         f"{len(failures)} pgGit index(es) fail amcheck bt_index_parent_check: "
         + "; ".join(failures)
@@ -127,7 +200,7 @@ def test_pggit_btree_parents_pass_amcheck(readonly_conn: Conn, amcheck: Amcheck)
 
 
 def test_pggit_tables_pass_verify_heapam(
-    readonly_conn: Conn, amcheck: Amcheck, target: TargetInfo
+    readonly_conn: Conn, dsn: str, amcheck: Amcheck, target: TargetInfo
 ) -> None:
     """Every table of pgGit passes ``verify_heapam(table, check_toast => true)`` (PG 14+)."""
     if 0 < target.server_version < 140000:
@@ -137,22 +210,20 @@ def test_pggit_tables_pass_verify_heapam(
     query = sql.SQL(
         "SELECT blkno, offnum, attnum, msg FROM {}(%s::regclass, check_toast => true)"
     ).format(amcheck.call("verify_heapam"))
-    failures = []
-    for table in _relations(readonly_conn, "rm"):
-        try:
-            rows = readonly_conn.execute(query, (table,)).fetchall()
-        except psycopg.Error as exc:
-            if not _corruption(exc):
-                raise
-            failures.append(f"{table}: {_describe(exc)}")
-            continue
-        if rows:
-            shown = "; ".join(
-                f"block {b}, item {o}" + (f", attribute {a}" if a is not None else "") + f": {m}"
-                for b, o, a, m in rows[:3]
-            )
-            more = f" (and {len(rows) - 3} more)" if len(rows) > 3 else ""
-            failures.append(f"{table}: {len(rows)} corrupt tuple(s): {shown}{more}")
+
+    def one(connection: Conn, table: str) -> list[str]:
+        rows = connection.execute(query, (table,)).fetchall()
+        if not rows:
+            return []
+        shown = "; ".join(
+            f"block {b}, item {o}" + (f", attribute {a}" if a is not None else "") + f": {m}"
+            for b, o, a, m in rows[:3]
+        )
+        more = f" (and {len(rows) - 3} more)" if len(rows) > 3 else ""
+        return [f"{table}: {len(rows)} corrupt tuple(s): {shown}{more}"]
+
+    failures = _verify_each(readonly_conn, dsn, _relations(readonly_conn, "rm"), "verify_heapam",
+                            one)
     assert not failures, (
         f"{len(failures)} pgGit table(s) fail amcheck verify_heapam: " + "; ".join(failures)
     )

@@ -269,6 +269,9 @@ class ChecksSummary(_Model):
     failures: list[CheckFailureSummary] = Field(default_factory=list)
     results: list[CheckResultSummary] = Field(default_factory=list)
     """Per-check outcomes when the runner reports them (JUnit and metrics use them)."""
+    residue: list[str] = Field(default_factory=list)
+    """What the checks changed in the target and no sweep can undo: rows pgGit's own triggers
+    wrote that name no scratch area, sequences advanced (name, before -> after)."""
 
     @property
     def ran(self) -> bool:

@@ -28,7 +28,7 @@ from pggit_chaos.engine.journal import (
     phase_latencies,
 )
 from pggit_chaos.engine.workload import Workload, new_run_id
-from pggit_chaos.errors import ChaosError, FaultError, NoTargets
+from pggit_chaos.errors import ChaosError, FaultError, NoTargets, PgGitDefect
 from pggit_chaos.faults.base import FaultEvidence, WorkloadWindow
 
 if TYPE_CHECKING:
@@ -116,6 +116,9 @@ class Run:
         self.fault_window: tuple[float, float] | None = None
         #: (step, seconds) of the Verifying phase: settle, invariant checker, checks suite.
         self._verify_steps: list[tuple[str, float]] = []
+        #: A defect of the installed pgGit the steady-state probe found (a failing
+        #: health_check()): the run goes on with the fallback steady state, and fails on it.
+        self.health_finding = ""
 
     # -- phases ---------------------------------------------------------------------------------
     def _enter(self, phase: Phase, detail: str = "") -> None:
@@ -143,6 +146,9 @@ class Run:
             return await self._execute()
         except NoTargets as exc:  # nothing was injected: not an error of the run
             return self._finish(Phase.Aborted, str(exc).splitlines()[0])
+        except PgGitDefect as exc:  # pgGit cannot do what the run needs: a finding about it
+            self._summarise_workload()
+            return self._finish(Phase.Failed, str(exc).splitlines()[0])
         except ChaosError as exc:
             return self._finish(Phase.Error, str(exc).splitlines()[0], error=str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -165,6 +171,9 @@ class Run:
         probe = await asyncio.to_thread(self.substrate.probe, 5.0)
         if not (probe.reachable and probe.healthy):
             return self._finish(Phase.Aborted, f"steady state not reached: {probe.detail}")
+        self.health_finding = probe.finding
+        if probe.detail != "healthy":
+            self.journal.phases[-1].detail = f"steady state: {probe.detail}"
 
         self.workload = Workload(
             self.substrate.workload_dsn,
@@ -311,7 +320,9 @@ class Run:
         verification = self.experiment.spec.verification
         if self.journal.current_phase is not Phase.Verifying:
             self._enter(Phase.Verifying, "invariant checker, then the checks suite")
-        reasons: list[str] = []
+        reasons: list[str] = [self.health_finding] if self.health_finding else []
+        if self.workload is not None and self.workload.setup_finding:
+            reasons.append(self.workload.setup_finding)
         #: Why the run cannot say Pass although nothing failed (the verdict is Inconclusive).
         unsure: list[str] = []
         evidence = self.journal.fault_evidence

@@ -435,6 +435,12 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
         lines += ["## Checks", "", *target,
                   f"{c.passed} passed, {c.failed} failed, {c.errors} could not run, "
                   f"{c.differs} differ, {c.skipped} skipped{profile}{seed}{examples}.", ""]
+        if c.residue:
+            lines += ["### Left in the target", "",
+                      "What the checks changed and no sweep can undo (rows naming no scratch area, "
+                      "sequences advanced):", ""]
+            lines += [f"- {_cell(item)}" for item in c.residue]
+            lines.append("")
         if c.failures:
             lines += ["### Failing checks", ""]
             for failure in c.failures:

@@ -16,12 +16,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class Probe:
-    """One health probe: did the database answer, and what did ``pggit.health_check()`` say."""
+    """One health probe: did the database answer, and what did ``pggit.health_check()`` say.
+
+    Without a usable ``health_check()`` the probe judges pgGit by what any pgGit has (its
+    tables readable, its event triggers enabled); ``finding`` then says why, when the function
+    exists but fails: a defect of the installed pgGit, which the run reports.
+    """
 
     reachable: bool
     healthy: bool
     detail: str = ""
     components: dict[str, str] = field(default_factory=dict)
+    finding: str = ""
 
 
 class Substrate(Protocol):

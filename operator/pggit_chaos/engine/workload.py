@@ -37,7 +37,7 @@ import psycopg
 from psycopg import sql
 
 from pggit_chaos.engine.history import Counts, History, OpF
-from pggit_chaos.errors import ConfigurationError, TargetUnavailable
+from pggit_chaos.errors import ConfigurationError, PgGitDefect, TargetUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ class Workload:
         self.max_tables = max(1, max_tables)
         self.max_columns = max(1, max_columns)
         self.stats = WorkloadStats()
+        #: A defect of pgGit the setup met and got past (the run fails on it in the end).
+        self.setup_finding = ""
         self._commit_share = self.mix["commit"] / (self.mix["commit"] + self.mix["ddl"])
         self._prefix = commit_message_prefix(self.run_id)
         self._seed = seed if seed is not None else random.randrange(2**31)
@@ -211,11 +213,35 @@ class Workload:
             raise TargetUnavailable(f"workload cannot connect: {exc}") from exc
         try:
             await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._schema_ident))
-            await conn.execute("SELECT pggit.create_branch(%s, 'main')", (self.branch,))
+            await self._create_branch(conn)
+        except psycopg.OperationalError as exc:
+            raise TargetUnavailable(f"workload setup failed: {_first_line(exc)}") from exc
+        except psycopg.errors.UndefinedFunction as exc:
+            raise PgGitDefect(
+                f"pgGit lacks what the workload needs: {_first_line(exc)}") from exc
         except psycopg.Error as exc:
-            raise TargetUnavailable(f"workload setup failed (is pgGit installed?): {exc}") from exc
+            raise PgGitDefect(
+                f"pggit.create_branch({self.branch!r}, 'main') fails twice: {_first_line(exc)}"
+            ) from exc
         finally:
             await conn.close()
+
+    async def _create_branch(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The run's branch; a first call that fails while a second works (upstream's first
+        create_branch after an install collides with 'main') is a finding, not the end."""
+        statement = "SELECT pggit.create_branch(%s, 'main')"
+        try:
+            await conn.execute(statement, (self.branch,))
+        except psycopg.OperationalError:
+            raise
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InsufficientPrivilege):
+            raise
+        except psycopg.Error as exc:
+            await conn.execute(statement, (self.branch,))
+            self.setup_finding = (
+                f"pggit.create_branch({self.branch!r}, 'main') failed once and worked when"
+                f" called again: {_first_line(exc)}"
+            )
 
     async def start(self) -> None:
         """Set up the run's schema and branch, then start the clients."""
@@ -489,3 +515,8 @@ __all__ = [
     "run_schema",
     "validate_run_id",
 ]
+
+
+def _first_line(exc: BaseException) -> str:
+    """The primary message of an SQL error: no query text, no HINT/CONTEXT lines."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()

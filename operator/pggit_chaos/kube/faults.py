@@ -14,8 +14,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from pggit_chaos.errors import FaultError, InsufficientPrivileges
 from pggit_chaos.faults.base import FaultEvidence, FaultIntent, Figure, WorkloadWindow
+from pggit_chaos.faults.sql import ConnectionKill
 from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import NETWORK_POLICIES, PODS, ApiError, KubeClient
 
@@ -116,7 +119,8 @@ def resize_refusal(pod: Mapping[str, Any], container: str, fault_type: str,
     throttle would stay for good. And neither resize may change the pod's QoS class.
     """
     meta = pod.get("metadata") or {}
-    where = f"pod {meta.get('namespace', '')}/{meta.get('name', '')}".replace(" /", " ")
+    namespace, name = meta.get("namespace"), meta.get("name", "")
+    where = f"pod {namespace}/{name}" if namespace else f"pod {name}"
     spec = pod.get("spec") or {}
     pod_level = spec.get("resources") or {}
     if pod_level.get("requests") or pod_level.get("limits"):
@@ -281,14 +285,31 @@ def _restore_resources(client: KubeClient, namespace: str, containers: Mapping[s
     return restored
 
 
+#: How long a network-partition waits for the CNI to refuse a new connection to the target.
+ENFORCEMENT_TIMEOUT = 15.0
+
+
 class NetworkPartition:
-    """Label the chosen pods and isolate them with a deny-all NetworkPolicy."""
+    """Label the chosen pods and isolate them with a deny-all NetworkPolicy.
+
+    NetworkPolicy's effect on connections that already exist is implementation defined
+    (Kubernetes' NetworkPolicy docs): Calico, kube-router and kube-network-policies keep letting
+    established flows through, so a workload on a connection pool would never notice the
+    partition. With the database DSN, the fault therefore opens one connection before the
+    policy, waits until the CNI refuses a *new* connection to the target (the partition is
+    enforced), and then ends the target's established client sessions over that connection
+    (``pg_terminate_backend``, as connection-kill does; the same role may end its own sessions)
+    so that every client has to reconnect through the partition. Where the CNI already cut the
+    established flows too, that last step times out harmlessly. Without enforcement nothing is
+    cut: the experiment stays honestly Inconclusive.
+    """
 
     type = "network-partition"
     recovery_from_injection = False
 
     def __init__(self, client: KubeClient, experiment: Experiment, uid: str,
-                 pods: Sequence[str], direction: str, expires_at: str) -> None:
+                 pods: Sequence[str], direction: str, expires_at: str,
+                 dsn: str | None = None, enforcement_timeout: float = ENFORCEMENT_TIMEOUT) -> None:
         self.client = client
         self.experiment = experiment.name
         self._experiment = experiment
@@ -297,6 +318,8 @@ class NetworkPartition:
         self.pods = list(pods)
         self.direction = direction
         self.expires_at = expires_at
+        self.dsn = dsn
+        self.enforcement_timeout = enforcement_timeout
         self.policy = names.network_policy_name(experiment.name)
         self._intent = FaultIntent(
             type=self.type, target=", ".join(f"pod {namespace}/{p}" for p in self.pods),
@@ -304,6 +327,11 @@ class NetworkPartition:
                   "policy": self.policy, "pods": self.pods, "label": names.PARTITION_LABEL},
             description=f"NetworkPolicy {self.policy} denies {direction} traffic")
         self._created = False
+        #: Seconds from the policy's creation until a new connection was refused (None: never).
+        self.enforced_after: float | None = None
+        #: Established client sessions ended once the partition held (None: not tried/cut).
+        self.established_cut: int | None = None
+        self.notes: list[str] = []
 
     def check(self) -> None:
         return None
@@ -311,18 +339,65 @@ class NetworkPartition:
     def intent(self) -> FaultIntent:
         return self._intent
 
-    def inject(self) -> None:
-        for pod in self.pods:
-            self.client.patch(PODS, self.namespace, pod,
-                              builders.partition_label_patch(self.experiment))
-        body = builders.network_policy(self._experiment, self.uid, self.expires_at,
-                                       self.direction)
+    def _connect(self, application: str, timeout: int) -> psycopg.Connection[Any] | None:
+        assert self.dsn is not None
         try:
-            self.client.create(NETWORK_POLICIES, self.namespace, body)
-        except ApiError as exc:
-            if not exc.conflict:  # 409: left by an earlier run of this experiment: same policy
-                raise
-        self._created = True
+            # tcp_user_timeout: a write the partition swallows fails in seconds, not minutes.
+            return psycopg.connect(self.dsn, autocommit=True, connect_timeout=timeout,
+                                   application_name=application, tcp_user_timeout=3000)
+        except psycopg.Error:
+            return None
+
+    def inject(self) -> None:
+        killer = ConnectionKill(self.dsn) if self.dsn else None
+        before = self._connect(killer.application, 10) if killer else None
+        try:
+            for pod in self.pods:
+                self.client.patch(PODS, self.namespace, pod,
+                                  builders.partition_label_patch(self.experiment))
+            body = builders.network_policy(self._experiment, self.uid, self.expires_at,
+                                           self.direction)
+            try:
+                self.client.create(NETWORK_POLICIES, self.namespace, body)
+            except ApiError as exc:
+                if not exc.conflict:  # 409: left by an earlier run of this experiment
+                    raise
+            self._created = True
+            if killer is not None:
+                self._cut_established(killer, before)
+        finally:
+            if before is not None:
+                before.close()
+
+    def _cut_established(self, killer: ConnectionKill,
+                         before: psycopg.Connection[Any] | None) -> None:
+        assert killer is not None
+        start = time.monotonic()
+        while time.monotonic() - start < self.enforcement_timeout:
+            probe = self._connect(f"{killer.application}-probe", 2)
+            if probe is None:
+                self.enforced_after = round(time.monotonic() - start, 3)
+                break
+            probe.close()
+            time.sleep(0.3)
+        if self.enforced_after is None:
+            self.notes.append(f"new connections were still accepted "
+                              f"{self.enforcement_timeout:g}s after the policy: does the "
+                              f"cluster's CNI enforce NetworkPolicy?")
+            return
+        if before is None:
+            self.notes.append("no connection was open before the policy: established "
+                              "sessions were left alone")
+            return
+        try:
+            before.execute("SET statement_timeout = '5s'")
+            self.established_cut = len(killer.kill_once(before))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self.notes.append(f"established sessions of other roles were left alone "
+                              f"({str(exc).strip()}: connection-kill's privileges end them)")
+        except psycopg.Error:
+            # The CNI cut the established flows as well: nothing is left to end.
+            self.notes.append("the CNI cut established connections itself")
 
     def revert(self) -> None:
         _remove_partition(self.client, self.namespace, self.policy, self.pods)
@@ -330,13 +405,24 @@ class NetworkPartition:
     def evidence(self, window: WorkloadWindow) -> FaultEvidence:
         bit = self._created and (window.stalled() or window.indeterminate > 0
                                  or window.failed > 0)
+        enforcement = ""
+        if self.enforced_after is not None:
+            enforcement = f"; new connections refused {self.enforced_after:g}s after it"
+            if self.established_cut is not None:
+                enforcement += f", {self.established_cut} established session(s) ended"
+        notes = "".join(f"; {note}" for note in self.notes)
+        figures: dict[str, Figure] = {"policy_created": int(self._created),
+                                      "indeterminate": window.indeterminate}
+        if self.enforced_after is not None:
+            figures["enforced_after_s"] = self.enforced_after
+        if self.established_cut is not None:
+            figures["established_cut"] = self.established_cut
         return FaultEvidence(
             bit=bit,
             summary=f"network-partition: policy {self.policy} "
-                    f"{'created' if self._created else 'not created'}; "
+                    f"{'created' if self._created else 'not created'}{enforcement}{notes}; "
                     f"workload: {window.describe()}",
-            figures={"policy_created": int(self._created),
-                     "indeterminate": window.indeterminate})
+            figures=figures)
 
 
 def _remove_partition(client: KubeClient, namespace: str, policy: str,

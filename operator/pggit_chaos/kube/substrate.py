@@ -285,7 +285,8 @@ class KubeSubstrate:
                                   cpu_limit=cpu_limit, memory_limit=memory_limit)
         elif fault_type == "network-partition":
             built = faults.NetworkPartition(self.client, experiment, self.uid, self.target_names,
-                                            settings.direction, self.expires_at(experiment))
+                                            settings.direction, self.expires_at(experiment),
+                                            dsn=self.dsn)
         elif fault_type == "network-latency":
             if self.latency_route is None:
                 raise InvalidExperiment([("spec.fault.type", "network-latency: prepare() did "

@@ -702,7 +702,9 @@ class Recovery(_Model):
     )
 
 
-CheckCategory = Literal["property", "concurrent", "transaction", "resource", "corruption"]
+CheckCategory = Literal[
+    "property", "concurrent", "transaction", "resource", "corruption", "security"
+]
 
 
 class Verification(_Model):
@@ -723,7 +725,7 @@ class Verification(_Model):
 
     checks: Annotated[
         list[CheckCategory],
-        Field(max_length=5, json_schema_extra={"x-kubernetes-list-type": "set"}),
+        Field(max_length=6, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(
         default=["property", "corruption"],
         description="Categories of the checks suite to run.",

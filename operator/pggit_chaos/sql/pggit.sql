@@ -393,6 +393,16 @@ BEGIN
 END
 $tree_triggers$;
 
+-- The role that ran the DDL, as its own current_user saw it: the event trigger functions are
+-- SECURITY DEFINER (so that a role without rights on pgGit's tables can still run DDL, and is
+-- tracked), which makes current_user their owner. SET ROLE shows in the "role" setting;
+-- without it the session user is the caller.
+CREATE OR REPLACE FUNCTION pggit._caller() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text
+                ELSE current_setting('role') END
+$$;
+
 -- Record one CREATE/ALTER of a catalog object into pggit.objects and pggit.history.
 CREATE OR REPLACE FUNCTION pggit._track_object(
     p_type text, p_oid oid, p_schema text, p_name text, p_command_tag text, p_is_create boolean
@@ -483,7 +493,7 @@ BEGIN
                                    transaction_id, created_by, version_after)
         VALUES (v_id, v_change, v_severity, p_type, p_schema, p_name, p_command_tag, v_old_version,
                 v_row.version, v_row.schema_hash, v_hash, current_query(), txid_current(),
-                current_user, v_major || '.' || v_minor || '.' || v_patch);
+                pggit._caller(), v_major || '.' || v_minor || '.' || v_patch);
         RETURN;
     END IF;
 
@@ -514,7 +524,7 @@ BEGIN
                                transaction_id, created_by, version_after)
     VALUES (v_id, v_change, v_severity, p_type, p_schema, p_name, p_command_tag, v_old_version,
             v_row.version, v_other.schema_hash, v_hash, current_query(), txid_current(),
-            current_user, '1.0.0');
+            pggit._caller(), '1.0.0');
 END
 $$;
 
@@ -522,7 +532,7 @@ $$;
 -- Event trigger functions.
 -- ---------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION pggit.handle_ddl_command() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pggit, pg_temp AS $$
 DECLARE
     r record;
     v_pending text := current_setting('pggit.pending_tables', true);
@@ -580,7 +590,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION pggit.handle_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pggit, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pggit, pg_temp AS $$
 DECLARE
     r record;
     v_row pggit.objects%ROWTYPE;
@@ -615,7 +625,7 @@ BEGIN
                                        transaction_id, created_by, version_after)
             VALUES (v_row.id, 'DROP', 'MAJOR', v_row.object_type, v_row.schema_name, v_row.object_name,
                     TG_TAG, v_row.version - 1, v_row.version, v_row.schema_hash, NULL,
-                    current_query(), txid_current(), current_user,
+                    current_query(), txid_current(), pggit._caller(),
                     v_row.version_major || '.' || v_row.version_minor || '.' || v_row.version_patch);
         END IF;
     END LOOP;
@@ -624,6 +634,10 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Only the event triggers call these (they run as the installing superuser): nobody else may.
+REVOKE EXECUTE ON FUNCTION pggit.handle_ddl_command() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pggit.handle_sql_drop() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------
 -- Public API.

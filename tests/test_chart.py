@@ -674,7 +674,7 @@ def test_the_opt_in_hook_labels_the_namespace(
 @pytest.mark.kube
 def test_the_helm_test_runs_a_dry_run_through_the_operator(
         api_server: tuple[Any, dict[str, Path]], rendered: dict[str, list[Doc]]) -> None:
-    from cluster.emulator import namespace
+    from cluster.emulator import apply_manifest, namespace
     from pggit_chaos.kube.client import PODS, KubeClient
     from pggit_chaos.kube.operator import run_operator
 
@@ -695,6 +695,11 @@ def test_the_helm_test_runs_a_dry_run_through_the_operator(
 
     admin = KubeClient.from_environment(str(configs["admin"]))
     namespace(admin, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    accounts = [d for d in find(docs, "ServiceAccount")
+                if d["metadata"].get("namespace") == "default"]
+    assert "pggit-chaos-runner" in [d["metadata"]["name"] for d in accounts]
+    for account in accounts:  # the runner identity gate asks for the runner's, as on a cluster
+        apply_manifest(admin, account)
     script = CHART / "files" / "dry-run-test.py"
     deployment = one(docs, "Deployment")
     operator_env = _env(deployment["spec"]["template"]["spec"]["containers"][0])

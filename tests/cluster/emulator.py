@@ -1406,9 +1406,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
         ns = str(meta.get("namespace"))
         if account == "default" or (("", "v1", "serviceaccounts"), ns, account) in self._store:
             return
-        raise ApiFailure(403, f'pods "{meta.get("name")}" is forbidden: error looking up service '
+        # Admission runs before the name is generated: the server names generateName then.
+        shown = str(meta.get("generateName") or meta.get("name"))
+        raise ApiFailure(403, f'pods "{shown}" is forbidden: error looking up service '
                          f'account {ns}/{account}: serviceaccount "{account}" not found',
-                         "Forbidden", {"name": str(meta.get("name")), "kind": "pods"})
+                         "Forbidden", {"name": shown, "kind": "pods"})
 
     def _defaults_on_create(self, rtype: ResourceType, obj: JSON) -> None:
         if rtype.has_status and rtype.kind not in ("Namespace", "Node"):

@@ -20,9 +20,10 @@ the parts of a StatefulSet controller, the Job controller, the kubelet and the C
   ``pods/exec`` into a target pod (served when the kubelet is given the in-process API server,
   ``api_server=``) runs the command inside the pod: in its cgroups and network namespace, as
   root, with a container's ``PATH`` (:meth:`Kubelet.exec_in_pod`).
-* **Job pods**: a Job (batch/v1) gets a pod ``<job>-<5 random>`` whose container's
-  ``command`` + ``args`` run as a local process (``pggit-chaos`` is this environment's console
-  script, ``python`` this interpreter) with the container's env resolved as a kubelet does
+* **Job pods**: a Job (batch/v1) gets a pod ``<job>-<5 random>`` (by ``generateName``, as the
+  Job controller makes it) whose container's ``command`` + ``args`` run as a local process
+  (``pggit-chaos`` is this environment's console script, ``python`` this interpreter) with the
+  container's env resolved as a kubelet does
   (``value`` with ``$(VAR)`` expansion, ``secretKeyRef``, ``configMapKeyRef``, ``fieldRef``,
   ``envFrom``), ``KUBECONFIG`` of the identity its service account maps to, and
   ``PGGIT_CHAOS_TERMINATION_MESSAGE_PATH`` standing in for ``terminationMessagePath``. Exit
@@ -49,7 +50,6 @@ import base64
 import contextlib
 import copy
 import os
-import random
 import re
 import shutil
 import signal
@@ -134,8 +134,6 @@ FALLBACK_BYTES = 2048
 MSG_BACKOFF = "Job has reached the specified backoff limit"
 MSG_DEADLINE = "Job was active longer than specified deadline"
 MSG_COMPLETE = "Reached expected number of succeeded pods"
-#: Characters of a generated name's random suffix (Kubernetes' alphabet, no vowels).
-_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _MARKER = "PGGIT_KUBELET_POD_UID"
 _EXPAND = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -1324,7 +1322,6 @@ class Kubelet:
         template = (job.body.get("spec") or {}).get("template") or {}
         template_meta = template.get("metadata") or {}
         base = f"{job.name}-"[:58]
-        name = base + "".join(random.choice(_NAME_ALPHABET) for _ in range(5))
         labels = {**(template_meta.get("labels") or {}),
                   "batch.kubernetes.io/controller-uid": job.uid,
                   "batch.kubernetes.io/job-name": job.name,
@@ -1336,7 +1333,7 @@ class Kubelet:
         body = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
-                "name": name, "namespace": job.namespace, "labels": labels,
+                "generateName": base, "namespace": job.namespace, "labels": labels,
                 "annotations": dict(template_meta.get("annotations") or {}),
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job.name,
                                      "uid": job.uid, "controller": True,
@@ -1353,7 +1350,7 @@ class Kubelet:
             # recorder aggregates repeats: posted once per message here), tried again later.
             self._failed_create(job, f"Error creating: {exc.api_message}")
             return
-        uid = _uid(created)
+        uid, name = _uid(created), str(created["metadata"]["name"])
         folder = self.workdir / f"{job.namespace}_{name}"
         (folder / "home").mkdir(parents=True)
         (folder / "tmp").mkdir()

@@ -309,3 +309,40 @@ def test_runner_killed_while_paused_leaves_it_paused_until_the_operator_reverts(
                 if e["involvedObject"]["name"] == name and e["reason"] == "FaultReverted"]
     assert len(reverted) == 1 and "reverted by the operator" in reverted[0]["message"], reverted
     assert ("", "pods/exec", "create") in emulator.rbac_rules("operator")
+
+
+def test_a_verification_job_that_cannot_create_its_pod_says_so_in_status(
+        kubelet: Kubelet, admin_client: KubeClient, emulator: KubeEmulator,
+        start_operator: Any) -> None:  # noqa: F811
+    """The runner's ServiceAccount deleted while its runner runs (a stand-in for any
+    FailedCreate: a quota, PodSecurity): the verification Job's pod is refused, and the runner
+    says so in the message at once while Verifying; with the ServiceAccount back, the Job
+    controller's retry runs the checks and the run ends with a verdict."""
+    from pggit_chaos.kube.client import SERVICE_ACCOUNTS
+
+    start_operator(status_interval=0.5)
+    body = manifest("06")
+    name = str(body["metadata"]["name"])
+    admin_client.create(EXPERIMENTS, "default", body)
+    wait_injected(admin_client, name, kubelet)
+    admin_client.delete(SERVICE_ACCOUNTS, "default", "pggit-chaos-runner")
+    job = names.verification_job_name(name, str(
+        admin_client.get(EXPERIMENTS, "default", name)["status"]["runId"]))
+
+    def said() -> bool:
+        status = admin_client.get(EXPERIMENTS, "default", name).get("status") or {}
+        return "FailedCreate" in str(status.get("message"))
+
+    wait_until(said, f"the verification Job's FailedCreate in status\n"
+                     f"{kubelet.all_logs()[-3000:]}", 120)
+    status = admin_client.get(EXPERIMENTS, "default", name)["status"]
+    assert status["phase"] == "Verifying", status
+    assert status["message"] == (
+        f'verification Job {job} cannot create its pod (FailedCreate): Error creating: pods '
+        f'"{job}-" is forbidden: error looking up service account default/pggit-chaos-runner: '
+        'serviceaccount "pggit-chaos-runner" not found; the Job controller retries until the '
+        "verification timeout"), status
+    runner_namespace(admin_client, "default", {names.NAMESPACE_OPT_IN_LABEL: "true"})
+    final = wait_terminal(admin_client, name, kubelet)
+    assert final["status"]["phase"] in ("Passed", "Inconclusive"), explain(final, kubelet)
+    assert final["status"]["checks"]["passed"] > 0, explain(final, kubelet)

@@ -30,6 +30,7 @@ __all__ = [
     "ApiError",
     "KubeClient",
     "PatchType",
+    "failed_create",
 ]
 
 
@@ -214,3 +215,25 @@ class KubeClient:
                 return None
             raise
         return result
+
+
+def failed_create(client: KubeClient, job: dict[str, Any]) -> str | None:
+    """The message of the Job controller's latest ``FailedCreate`` Event on ``job`` (it could
+    not create the Job's pod: a ServiceAccount missing, a quota, PodSecurity), else None.
+
+    A Job controller records these as Events only and sets no condition for them.
+    """
+    meta = job.get("metadata") or {}
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    found = [event for event in client.list(
+                EVENTS, namespace,
+                field_selector=f"involvedObject.kind=Job,involvedObject.name={name},"
+                               "reason=FailedCreate")
+             if event.get("reason") == "FailedCreate"
+             and (event.get("involvedObject") or {}).get("name") == name
+             and (event.get("involvedObject") or {}).get("uid") in (None, meta.get("uid"))]
+    if not found:
+        return None
+    latest = max(found, key=lambda e: (str(e.get("lastTimestamp") or e.get("eventTime") or ""),
+                                       int(e.get("count") or 1)))
+    return str(latest.get("message") or "no message")

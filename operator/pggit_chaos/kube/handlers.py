@@ -36,6 +36,7 @@ from pggit_chaos.kube.client import (
     SERVICE_ACCOUNTS,
     ApiError,
     KubeClient,
+    failed_create,
 )
 from pggit_chaos.metrics import ChaosMetrics, metrics_for, parse_time
 from pggit_chaos.spec.loader import load_experiment_object
@@ -631,24 +632,16 @@ class Handlers:
         controller sets no condition for these; it retries until the Job's deadline, and so
         the experiment stays Pending, saying why."""
         meta = _meta(job)
-        namespace, job_name = str(meta["namespace"]), str(meta["name"])
-        found = [event for event in self.client.list(EVENTS, namespace, field_selector=(
-                    f"involvedObject.kind=Job,involvedObject.name={job_name},"
-                    "reason=FailedCreate"))
-                 if event.get("reason") == "FailedCreate"
-                 and (event.get("involvedObject") or {}).get("name") == job_name
-                 and (event.get("involvedObject") or {}).get("uid") in (None, meta.get("uid"))]
-        if not found:
+        job_name = str(meta["name"])
+        why = failed_create(self.client, dict(job))
+        if why is None:
             return
-        latest = max(found, key=lambda e: (str(e.get("lastTimestamp") or e.get("eventTime")
-                                                 or ""), int(e.get("count") or 1)))
-        message = _clip(f"runner Job {job_name} cannot create its pod (FailedCreate): "
-                        f"{latest.get('message') or 'no message'}; the Job controller retries "
-                        "until the Job's deadline")
+        message = _clip(f"runner Job {job_name} cannot create its pod (FailedCreate): {why}; "
+                        "the Job controller retries until the Job's deadline")
         if _status(body).get("message") == message:
             return
         self._patch_status(body, {"message": message})
-        run = str(_status(body).get("runId") or meta.get("uid") or "")
+        run = str(_status(body).get("runId") or _meta(body).get("uid") or "")
         self._post(body, "RunnerFailedCreate", "Warning", message,
                    key=f"{run[:8]}-failedcreate-{uuid.uuid5(uuid.NAMESPACE_OID, message).hex[:8]}")
 

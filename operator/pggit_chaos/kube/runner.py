@@ -26,7 +26,15 @@ from pggit_chaos.engine.journal import ChecksSummary, Journal, Phase
 from pggit_chaos.engine.lifecycle import Progress, Run, execute_until_signalled
 from pggit_chaos.errors import ChaosError, ConfigurationError, InvalidExperiment, message_of
 from pggit_chaos.kube import builders, names
-from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, JOBS, PODS, ApiError, KubeClient
+from pggit_chaos.kube.client import (
+    CONFIG_MAPS,
+    EXPERIMENTS,
+    JOBS,
+    PODS,
+    ApiError,
+    KubeClient,
+    failed_create,
+)
 from pggit_chaos.kube.handback import summary_from_dict
 from pggit_chaos.kube.substrate import KubeSubstrate
 from pggit_chaos.pggit import mask_dsn
@@ -144,6 +152,8 @@ class VerificationJobs:
         profile = experiment.spec.verification.hypothesis_profile
         deadline = time.monotonic() + experiment.spec.verification.timeout.seconds + 120
         state = ""
+        surfaced = ""  # the Job controller's FailedCreate, said in status at once
+        next_look = time.monotonic()
         while time.monotonic() < deadline:
             current = self.client.find(JOBS, namespace, name)
             if current is None:
@@ -151,10 +161,20 @@ class VerificationJobs:
             state = _job_state(current)
             if state:
                 break
+            if not (current.get("status") or {}).get("active") and time.monotonic() >= next_look:
+                next_look = time.monotonic() + 5.0
+                why = failed_create(self.client, current)
+                if why is not None and why != surfaced:
+                    surfaced = why
+                    self.writer.patch_quietly({"message": (
+                        f"verification Job {name} cannot create its pod (FailedCreate): {why}; "
+                        "the Job controller retries until the verification timeout")[:1024]})
             time.sleep(1.0)
         else:
             self.client.delete(JOBS, namespace, name)
-            return _could_not_run(f"verification Job {name} did not finish in time", profile)
+            why = f" (FailedCreate: {surfaced})" if surfaced else ""
+            return _could_not_run(f"verification Job {name} did not finish in time{why}",
+                                  profile)
         results = self._read_results(namespace, name, experiment)
         if results is not None:
             return summary_from_dict(results, profile)

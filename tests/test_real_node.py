@@ -46,7 +46,7 @@ def host_snapshot(state: Path) -> dict[str, object]:
                             check=False).stdout.split()
     links = sorted(line.split(":")[1].strip().split("@")[0] for line in subprocess.run(
         ["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout.splitlines())
-    cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/pggit-chaos-node"))
+    cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/pgc-real-node"))
     mounts = sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
                     .splitlines() if line.split()[4].startswith(str(state)))
     processes = []

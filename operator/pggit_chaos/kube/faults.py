@@ -188,6 +188,7 @@ class Resize:
                   "containers": self.containers, "originals": self.originals},
             description=f"resize in place to {wanted}")
         self._applied: list[str] = []
+        self._not_actuated: list[str] = []
         self._pods = {str(pod["metadata"]["name"]): pod for pod in pods}
 
     def refusals(self) -> list[str]:
@@ -257,18 +258,84 @@ class Resize:
             self.client.patch(PODS, self.namespace, pod, body, subresource="resize",
                               patch_type="strategic")
             self._applied.append(pod)
+        wanted = {kind: value for kind, value in (("cpu", self.cpu_limit),
+                                                  ("memory", self.memory_limit)) if value}
+        self._not_actuated = wait_resized(self.client, self.namespace, self.containers,
+                                          {pod: wanted for pod in self.containers})
 
     def revert(self) -> None:
         _restore_resources(self.client, self.namespace, self.containers, self.originals)
+        late = wait_resized(self.client, self.namespace, self.containers,
+                            {pod: {kind: limit for kind, limit in
+                                   (original.get("limits") or {}).items()
+                                   if kind in ("cpu", "memory")}
+                             for pod, original in self.originals.items()})
+        if late:
+            raise FaultError(f"{self.type}: the restoring resize was accepted but the kubelet "
+                             f"has not applied it: {'; '.join(late)}")
 
     def evidence(self, window: WorkloadWindow) -> FaultEvidence:
         applied = len(self._applied)
-        bit = applied == len(self.containers) and applied > 0
+        bit = applied == len(self.containers) and applied > 0 and not self._not_actuated
+        late = f" (not applied by the kubelet: {'; '.join(self._not_actuated)})" \
+            if self._not_actuated else ""
         return FaultEvidence(
             bit=bit,
-            summary=f"{self.type}: resized {applied} of {len(self.containers)} pod(s) in place; "
-                    f"workload: {window.describe()}",
+            summary=f"{self.type}: resized {applied} of {len(self.containers)} pod(s) in place"
+                    f"{late}; workload: {window.describe()}",
             figures={"pods_resized": applied})
+
+
+#: How long a resize may take to be applied by the kubelet (a RestartContainer policy
+#: restarts the container: the server's start and readiness probe come first).
+RESIZE_ACTUATION_TIMEOUT = 90.0
+
+
+def _resize_state(pod: Mapping[str, Any], container: str,
+                  wanted: Mapping[str, Any]) -> str | None:
+    """Why the pod does not yet run ``container`` with the ``wanted`` limits, or None."""
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") in ("PodResizePending", "PodResizeInProgress") \
+                and condition.get("status") == "True":
+            return f"{condition['type']}: {condition.get('message') or condition.get('reason')}"
+    found = next((c for c in status.get("containerStatuses") or []
+                  if c.get("name") == container), None)
+    if found is None:
+        return "no status for the container"
+    limits = (found.get("resources") or {}).get("limits")
+    if limits is not None:  # kubelets >= 1.33 report what they applied
+        for kind, value in wanted.items():
+            if kind not in limits or builders.parse_quantity(limits[kind]) \
+                    != builders.parse_quantity(value):
+                return f"{kind} limit {limits.get(kind)} applied, {value} wanted"
+    if not found.get("ready"):
+        return "the container is not ready (restarted by the resize?)"
+    return None
+
+
+def wait_resized(client: KubeClient, namespace: str, containers: Mapping[str, str],
+                 wanted: Mapping[str, Mapping[str, Any]],
+                 timeout: float = RESIZE_ACTUATION_TIMEOUT) -> list[str]:
+    """Wait until each pod runs its container with the wanted limits (the kubelet applied the
+    resize: no PodResizePending/InProgress, the applied limits in containerStatuses, the
+    container ready again after a RestartContainer resize). Returns what was still missing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = []
+        for pod, container in containers.items():
+            try:
+                body = client.get(PODS, namespace, pod)
+            except ApiError as exc:
+                if exc.not_found:  # gone: nothing of the resize is left on it
+                    continue
+                raise
+            why = _resize_state(body, container, wanted.get(pod) or {})
+            if why is not None:
+                missing.append(f"{namespace}/{pod}: {why}")
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(0.5)
 
 
 def _restore_resources(client: KubeClient, namespace: str, containers: Mapping[str, str],

@@ -20,6 +20,8 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NAME_PREFIX = "pggit-chaos"
+#: Keys of a namespace's undo data naming its veth ends and addresses (in iptables rules).
+VETH_KEYS = ("host_if", "ns_if", "host_address", "ns_address")
 
 
 def cgroups() -> list[str]:
@@ -84,23 +86,29 @@ def snapshot() -> Snapshot:
 def added_since(before: Snapshot, owned: Collection[str] | None = None) -> dict[str, list[str]]:
     """What the host holds now and did not hold at ``before``, by kind (empty lists: clean).
 
-    iptables lines are compared as a multiset (a second copy of a foreign rule is added). With
-    ``owned`` (the names a run recorded), cgroups and namespaces not named by it, i.e. another
-    concurrent test's, are left out.
+    iptables lines are compared as a multiset (a second copy of a rule is added). With ``owned``
+    (the names a run recorded), what another concurrent process added is left out: cgroups and
+    namespaces not named by the run, iptables rules naming neither ``pggit-chaos`` nor one of
+    its veth names or addresses.
     """
     def mine(path: str) -> bool:
         return owned is None or Path(path).name in owned
+
+    def my_rule(rule: str) -> bool:
+        words = set(rule.replace("/", " ").split())
+        return owned is None or NAME_PREFIX in rule or bool(words & set(owned))
 
     extra_rules = Counter(host_iptables_rules()) - Counter(before.iptables)
     return {
         "cgroups": sorted(p for p in set(cgroups()) - before.cgroups if mine(p)),
         "namespaces": sorted(n for n in set(namespaces()) - before.namespaces if mine(n)),
-        "iptables": sorted(extra_rules.elements()),
+        "iptables": sorted(r for r in extra_rules.elements() if my_rule(r)),
     }
 
 
 class StateWatcher:
-    """Collects the names of every resource a run records in its state file while it runs.
+    """Collects the names of every resource a run records in its state file while it runs
+    (``pggit-chaos-*`` names and paths; a namespace's veth names and addresses).
 
     Resources are recorded before they exist and cleared after they are gone, and each lives
     far longer than the polling interval, so every cgroup and namespace the run made is seen.
@@ -129,6 +137,7 @@ class StateWatcher:
             item = stack.pop()
             if isinstance(item, dict):
                 stack.extend(item.values())
+                self.names.update(str(item[key]) for key in VETH_KEYS if item.get(key))
             elif isinstance(item, list):
                 stack.extend(item)
             elif isinstance(item, str) and Path(item).name.startswith(NAME_PREFIX):

@@ -34,18 +34,6 @@ FOLDER = Path(__file__).resolve().parent
 DESELECTED: set[Path] = set()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist runs a group on one worker")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``) every test of this folder runs on one worker, in
-    file order: test_rbac_calls compares the API calls recorded in that one process."""
-    for item in items:
-        if FOLDER in Path(str(item.path)).resolve().parents:
-            item.add_marker(pytest.mark.xdist_group("cluster"))
-
-
 def pytest_deselected(items: list[pytest.Item]) -> None:
     DESELECTED.update(Path(str(item.path)).resolve() for item in items
                       if FOLDER in Path(str(item.path)).resolve().parents)

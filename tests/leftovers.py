@@ -88,15 +88,15 @@ def added_since(before: Snapshot, owned: Collection[str] | None = None) -> dict[
 
     iptables lines are compared as a multiset (a second copy of a rule is added). With ``owned``
     (the names a run recorded), what another concurrent process added is left out: cgroups and
-    namespaces not named by the run, iptables rules naming neither ``pggit-chaos`` nor one of
-    its veth names or addresses.
+    namespaces not named by the run, iptables rules naming none of its intents' tags, veth names
+    or addresses.
     """
     def mine(path: str) -> bool:
         return owned is None or Path(path).name in owned
 
     def my_rule(rule: str) -> bool:
         words = set(rule.replace("/", " ").split())
-        return owned is None or NAME_PREFIX in rule or bool(words & set(owned))
+        return owned is None or bool(words & set(owned))
 
     extra_rules = Counter(host_iptables_rules()) - Counter(before.iptables)
     return {
@@ -108,7 +108,8 @@ def added_since(before: Snapshot, owned: Collection[str] | None = None) -> dict[
 
 class StateWatcher:
     """Collects the names of every resource a run records in its state file while it runs
-    (``pggit-chaos-*`` names and paths; a namespace's veth names and addresses).
+    (``pggit-chaos-*`` names and paths, each intent's ``pggit-chaos-<id>`` tag, a namespace's
+    veth names and addresses).
 
     Resources are recorded before they exist and cleared after they are gone, and each lives
     far longer than the polling interval, so every cgroup and namespace the run made is seen.
@@ -138,6 +139,8 @@ class StateWatcher:
             if isinstance(item, dict):
                 stack.extend(item.values())
                 self.names.update(str(item[key]) for key in VETH_KEYS if item.get(key))
+                if isinstance(item.get("id"), str):  # an intent: its rules' comment tag
+                    self.names.add(f"{NAME_PREFIX}-{item['id']}")
             elif isinstance(item, list):
                 stack.extend(item)
             elif isinstance(item, str) and Path(item).name.startswith(NAME_PREFIX):

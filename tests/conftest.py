@@ -63,6 +63,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fresh-root tier (minutes, a whole Debian root) runs only when ``-m`` names it."""
+    if "freshroot" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="the fresh-root tier runs only with -m freshroot (.ci/run)")
+    for item in items:
+        if item.get_closest_marker("freshroot"):
+            item.add_marker(skip)
+
+
 UPSTREAM_TEMPLATE = "upstream_shape_template"
 
 

@@ -88,9 +88,12 @@ def test_the_live_line_reads_the_run_clock_when_rendered() -> None:
     assert observer.render().plain == frozen  # a finished run's time stops
 
 
-def test_the_live_line_keeps_ticking_while_the_caller_blocks() -> None:
+def test_the_live_line_keeps_ticking_while_the_caller_blocks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A long synchronous phase (the checks suite, a revert): no callbacks at all, the line
-    still counts, because rich re-renders it from its own thread."""
+    still counts, because rich re-renders it from its own thread. (On a terminal that is not
+    dumb: with TERM=dumb, as in an editor's shell, rich never re-renders a live display.)"""
+    monkeypatch.setenv("TERM", "xterm")
     buffer = io.StringIO()
     terminal = Console(file=buffer, width=120, force_terminal=True, color_system=None)
     live = Live(console=terminal, auto_refresh=True, refresh_per_second=20, transient=True)

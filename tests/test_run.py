@@ -1,7 +1,8 @@
 """`pggit-chaos run` end to end: every example experiment, bad input, interrupts, durability.
 
 Each run is the real console script in a subprocess, on its own embedded PostgreSQL, with a
-private state folder and TMPDIR so leftovers can be attributed to it.
+private state folder and TMPDIR so leftovers can be attributed to it: what the host held before
+(another tool's iptables chains, other tests' cgroups) is not the run's (tests/leftovers.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
 
 class Runner:
-    """Runs the CLI with a private state folder, report folder and TMPDIR."""
+    """Runs the CLI with a private state folder, report folder and TMPDIR; close() at the end."""
 
     def __init__(self, tmp_path: Path) -> None:
+        self.before = leftovers.snapshot()
         self.tmp = tmp_path
         self.reports = tmp_path / "reports"
         self.state = tmp_path / "state"
@@ -47,6 +51,11 @@ class Runner:
             "TMPDIR": str(self.tmpdir),
             "COLUMNS": "120",
         }
+        self.watcher = leftovers.StateWatcher(self.state)
+        weakref.finalize(self, self.watcher.stop)  # for a Runner made without the fixture
+
+    def close(self) -> None:
+        self.watcher.close()
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "pggit_chaos.cli", *args]
@@ -78,18 +87,24 @@ class Runner:
         """Types of the intents still recorded in the state file."""
         return [intent.type for intent in StateFile.in_dir(self.state).pending()]
 
+    def added(self) -> dict[str, list[str]]:
+        """Cgroups, namespaces and host iptables rules the run added and did not remove."""
+        self.watcher.poll()
+        return leftovers.added_since(self.before, owned=self.watcher.names)
+
     def assert_nothing_left(self) -> None:
         assert leftovers.postgres_processes(str(self.tmpdir)) == []
         assert list(self.tmpdir.iterdir()) == [], "cluster folders left in TMPDIR"
-        assert leftovers.cgroups() == []
-        assert leftovers.namespaces() == []
-        assert leftovers.host_iptables_rules() == []
+        left = {kind: items for kind, items in self.added().items() if items}
+        assert not left, f"the run left behind: {left}"
         assert self.pending_intents() == []
 
 
 @pytest.fixture
-def runner(tmp_path: Path) -> Runner:
-    return Runner(tmp_path)
+def runner(tmp_path: Path) -> Iterator[Runner]:
+    runner = Runner(tmp_path)
+    yield runner
+    runner.close()
 
 
 def write_experiment(path: Path, source: Path, **changes: Any) -> Path:
@@ -284,8 +299,8 @@ def test_cleanup_command_after_the_runner_is_killed_mid_fault(runner: Runner, ex
     proc.kill()
     proc.wait(30)
     assert runner.pending_intents(), "the killed run's intents must stay recorded"
-    left = leftovers.cgroups() + leftovers.namespaces()
-    assert left, "the fault should still be in place after SIGKILL"
+    left = runner.added()
+    assert left["cgroups"] + left["namespaces"], "the fault should still be in place after SIGKILL"
     assert leftovers.postgres_processes(str(runner.tmpdir)), "the orphaned server still runs"
     result = runner.run("cleanup", "--state-dir", str(runner.state))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -335,3 +350,61 @@ def test_a_fault_that_cannot_bite_is_inconclusive(runner: Runner) -> None:
     summary = next(runner.reports.iterdir()) / "summary.md"
     assert "The fault did not bite" in summary.read_text()
     runner.assert_nothing_left()
+
+
+def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True,
+                          check=check)
+
+
+@pytest.fixture
+def foreign_chain() -> Iterator[str]:
+    """Podman's netavark chain and its FORWARD jump in the host's iptables, as on a machine
+    where podman ran once: there before the run, and after it (removed at the end)."""
+    chain, jump = "NETAVARK_FORWARD", ["FORWARD", "-m", "comment", "--comment",
+                                       "pggit-chaos test: netavark", "-j", "NETAVARK_FORWARD"]
+    made_chain = _iptables("-S", chain, check=False).returncode != 0
+    if made_chain:
+        _iptables("-N", chain)
+    _iptables("-A", *jump)
+    try:
+        yield chain
+    finally:
+        _iptables("-D", *jump, check=False)
+        if made_chain:
+            _iptables("-F", chain, check=False)
+            _iptables("-X", chain, check=False)
+
+
+@pytest.mark.serial  # it changes the host's iptables, which every other run compares against
+@pytest.mark.skipif(not IS_ROOT, reason="the local faults need root (cgroups, netns, iptables)")
+def test_leftovers_are_what_the_run_added_not_what_the_host_had(
+        foreign_chain: str, tmp_path: Path) -> None:
+    """A foreign chain on the host is not a leftover of the run (it failed before: the check
+    wanted the host's iptables empty); a rule added after the snapshot is one."""
+    runner = Runner(tmp_path)  # the snapshot: the chain is already there
+    try:
+        partition = write_experiment(
+            runner.tmp / "partition.yaml", ROOT / "experiments" / "05-network-partition.yaml",
+            **{"spec.duration": "2s", "spec.verification.checks": []})
+        result = runner.run("run", str(partition))
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert any(f"-N {foreign_chain}" == rule for rule in leftovers.host_iptables_rules())
+        runner.assert_nothing_left()
+        # The run's own namespace was seen (so a leaked one would be named), and is gone.
+        assert any(name.startswith("pggit-chaos-") and name in result.stdout
+                   for name in runner.watcher.names), (runner.watcher.names, result.stdout)
+        # A host rule naming the run's own address, as a partition applied on the wrong side
+        # would leave it, is reported; the chain that was there before still is not.
+        address = next(n for n in runner.watcher.names if n.startswith("10.251."))
+        leak = ["INPUT", "-s", f"{address}/32", "-m", "comment", "--comment", "leak-test",
+                "-j", "DROP"]
+        _iptables("-A", *leak)
+        try:
+            with pytest.raises(AssertionError, match="leak-test") as caught:
+                runner.assert_nothing_left()
+            assert foreign_chain not in str(caught.value)
+        finally:
+            _iptables("-D", *leak)
+    finally:
+        runner.close()

@@ -29,6 +29,15 @@ from pggit_chaos.kube.client import KubeClient
 
 __all__ = ["apply_manifest", "namespace"]
 
+FOLDER = Path(__file__).resolve().parent
+#: Test files of this folder that -k/-m deselected in this session (test_rbac_calls reads it).
+DESELECTED: set[Path] = set()
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    DESELECTED.update(Path(str(item.path)).resolve() for item in items
+                      if FOLDER in Path(str(item.path)).resolve().parents)
+
 
 @pytest.fixture
 def emulator_server() -> Iterator[EmulatorServer]:

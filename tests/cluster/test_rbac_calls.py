@@ -21,9 +21,11 @@ FOLDER = Path(__file__).resolve().parent
 
 def _whole_clean_run(session: pytest.Session) -> str | None:
     """None when this session ran every test of this folder with none failed, else why not."""
+    from cluster.conftest import DESELECTED
+
     config = session.config
-    if config.getoption("keyword") or config.getoption("markexpr"):
-        return "tests were selected with -k/-m"
+    if DESELECTED:
+        return f"tests of {sorted(p.name for p in DESELECTED)} were deselected (-k/-m)"
     if config.getoption("lf", False) or config.getoption("deselect", None):
         return "tests were deselected"
     for arg in config.args:

@@ -18,6 +18,7 @@ from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import InvalidExperiment, NoTargets
 from pggit_chaos.faults.base import Fault, FaultIntent
 from pggit_chaos.faults.latency import LatencyRoute, NetworkLatency, open_route, shape_of
+from pggit_chaos.faults.load import LoadSpike
 from pggit_chaos.faults.sql import ConnectionKill, LockContention, TriggerDisable
 from pggit_chaos.kube import faults
 from pggit_chaos.kube.client import PODS, KubeClient
@@ -25,6 +26,7 @@ from pggit_chaos.kube.disk_pressure import DiskPressure
 from pggit_chaos.kube.failover import PrimaryPodDelete, has_label
 from pggit_chaos.pggit import mask_dsn
 from pggit_chaos.probe import probe_database
+from pggit_chaos.spec.model import MAX_SPIKE_CLIENTS
 
 if TYPE_CHECKING:
     from pggit_chaos.config import Settings
@@ -270,7 +272,9 @@ class KubeSubstrate:
         fault_type = str(fault.type)
         settings: Any = fault.settings
         built: Fault
-        if fault_type == "connection-kill":
+        if fault_type == "load-spike":
+            built = LoadSpike(settings.clients_factor, settings.rate_factor, MAX_SPIKE_CLIENTS)
+        elif fault_type == "connection-kill":
             built = ConnectionKill(self.dsn, float(settings.interval), settings.target_application)
         elif fault_type == "lock-contention":
             built = LockContention(self.dsn, settings.table, settings.mode)

@@ -22,6 +22,7 @@ from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import FaultError, InvalidExperiment
 from pggit_chaos.faults.base import Fault, FaultIntent
 from pggit_chaos.faults.latency import LatencyRoute, NetworkLatency, open_route, shape_of
+from pggit_chaos.faults.load import LoadSpike
 from pggit_chaos.faults.sql import (
     ConnectionKill,
     LockContention,
@@ -38,12 +39,14 @@ from pggit_chaos.local.server import EmbeddedPostgres
 from pggit_chaos.local.state import StateFile
 from pggit_chaos.pggit import mask_dsn
 from pggit_chaos.probe import probe_database
+from pggit_chaos.spec.model import MAX_SPIKE_CLIENTS
 
 if TYPE_CHECKING:
     from pggit_chaos.spec import Experiment
 
-#: Fault types that work on any database (the only ones allowed with ``--dsn``).
-SQL_FAULTS = ("connection-kill", "lock-contention", "trigger-disable")
+#: Fault types that work on any database (the only ones allowed with ``--dsn``): the SQL-level
+#: faults and load-spike (the workload's own clients multiplied).
+SQL_FAULTS = ("connection-kill", "lock-contention", "trigger-disable", "load-spike")
 #: Database the embedded run uses when the experiment names ``postgres``.
 DEFAULT_DATABASE = "pggit"
 
@@ -246,6 +249,8 @@ class LocalSubstrate:
         raise InvalidExperiment([("spec.fault.type", f"unknown fault type {fault_type}")])
 
     def _sql_fault(self, fault_type: str, settings: Any) -> Fault:
+        if fault_type == "load-spike":
+            return LoadSpike(settings.clients_factor, settings.rate_factor, MAX_SPIKE_CLIENTS)
         if fault_type == "connection-kill":
             return ConnectionKill(self.dsn, float(settings.interval), settings.target_application)
         if fault_type == "lock-contention":

@@ -34,6 +34,7 @@ __all__ = [
     "API_VERSION",
     "GROUP",
     "KIND",
+    "MAX_SPIKE_CLIENTS",
     "VERSION",
     "ConnectionKill",
     "CpuThrottle",
@@ -47,6 +48,7 @@ __all__ = [
     "IndexCorruption",
     "LabelSelector",
     "LabelSelectorRequirement",
+    "LoadSpike",
     "Local",
     "LockContention",
     "MemoryPressure",
@@ -270,6 +272,7 @@ class FaultType(StrEnum):
     DISK_PRESSURE = "disk-pressure"
     NETWORK_LATENCY = "network-latency"
     PRIMARY_FAILOVER = "primary-failover"
+    LOAD_SPIKE = "load-spike"
 
 
 #: Faults that destroy data and cannot be reverted: refused everywhere but on the embedded
@@ -285,6 +288,7 @@ class FaultLevel(StrEnum):
     NETWORK = "network"  # the server's network: partitioned
     SQL = "sql"  # inside PostgreSQL: same code on every substrate
     STORAGE = "storage"  # the server's data files (overwritten while stopped) or their disk
+    WORKLOAD = "workload"  # the recorded workload itself: same code on every substrate
 
 
 _LEVELS: dict[FaultType, FaultLevel] = {
@@ -300,6 +304,7 @@ _LEVELS: dict[FaultType, FaultLevel] = {
     FaultType.DISK_PRESSURE: FaultLevel.STORAGE,
     FaultType.NETWORK_LATENCY: FaultLevel.NETWORK,
     FaultType.PRIMARY_FAILOVER: FaultLevel.PROCESS,
+    FaultType.LOAD_SPIKE: FaultLevel.WORKLOAD,
 }
 
 
@@ -537,6 +542,33 @@ class DiskPressure(_Model):
     )
 
 
+class LoadSpike(_Model):
+    """Multiply the recorded workload's clients and rate for the fault's duration.
+
+    Like a k6 stage that ramps the virtual users up: during the window the workload runs
+    ``workload.clients x clientsFactor`` clients sharing ``workload.rate x rateFactor``
+    operations per second (a rate of 0 stays as fast as possible), then the extra clients
+    finish their operation in flight, disconnect and the rate returns. Past the server's
+    ``max_connections`` the extra connections are refused (SQLSTATE 53300, "sorry, too many
+    clients already"); the evidence counts the refusals and compares the latency percentiles
+    of the window with those before it. Every operation of the extra clients is recorded, so
+    the verdict still rests on nothing acknowledged being lost.
+    """
+
+    clients_factor: Annotated[StrictInt, Field(ge=1, le=100)] = Field(
+        default=10, description="The workload's clients are multiplied by this for the window "
+        "(at most 1000 clients in all).",
+    )
+    rate_factor: Annotated[StrictFloat, Field(ge=1, le=100)] = Field(
+        default=5.0, description="The workload's rate (operations per second over all clients) "
+        "is multiplied by this for the window; a rate of 0 stays as fast as possible.",
+    )
+
+
+#: Most clients a load spike may run (the runner's process holds one connection each).
+MAX_SPIKE_CLIENTS = 1000
+
+
 #: fault type -> (attribute name, alias, settings class) of its sub-section.
 SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.POD_KILL: ("pod_kill", "podKill", PodKill),
@@ -551,6 +583,7 @@ SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.DISK_PRESSURE: ("disk_pressure", "diskPressure", DiskPressure),
     FaultType.NETWORK_LATENCY: ("network_latency", "networkLatency", NetworkLatency),
     FaultType.PRIMARY_FAILOVER: ("primary_failover", "primaryFailover", PrimaryFailover),
+    FaultType.LOAD_SPIKE: ("load_spike", "loadSpike", LoadSpike),
 }
 
 
@@ -595,6 +628,7 @@ class Fault(_Model):
     disk_pressure: DiskPressure | None = None
     network_latency: NetworkLatency | None = None
     primary_failover: PrimaryFailover | None = None
+    load_spike: LoadSpike | None = None
 
     @field_validator(*(attribute for attribute, _, _ in SECTIONS.values()), mode="before")
     @classmethod
@@ -634,7 +668,8 @@ class Fault(_Model):
         """Where the fault acts: ``process`` (pod-kill, pod-pause), ``resource`` (cpu-throttle,
         memory-pressure), ``network`` (network-partition, network-latency), ``sql``
         (connection-kill, lock-contention, trigger-disable — the same code on every substrate)
-        or ``storage`` (index-corruption: the server's files; disk-pressure: their filesystem)."""
+        ``storage`` (index-corruption: the server's files; disk-pressure: their filesystem)
+        or ``workload`` (load-spike: the engine's own clients, the same on every substrate)."""
         return _LEVELS[self.type]
 
     @property

@@ -210,6 +210,7 @@ def test_defaults_are_applied() -> None:
         ("trigger-disable", "triggers", ["pggit_ddl_trigger", "pggit_drop_trigger"]),
         ("load-spike", "clients_factor", 10),
         ("load-spike", "rate_factor", 5.0),
+        ("clock-skew", "offset", "-1h"),
     ],
 )
 def test_fault_section_defaults(fault_type: str, attribute: str, expected: Any) -> None:
@@ -241,6 +242,7 @@ def test_default_lists_are_not_shared() -> None:
         ("index-corruption", "storage"),
         ("disk-pressure", "storage"),
         ("load-spike", "workload"),
+        ("clock-skew", "process"),
     ],
 )
 def test_fault_level(fault_type: str, level: str) -> None:

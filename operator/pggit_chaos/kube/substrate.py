@@ -44,6 +44,13 @@ __all__ = [
     "select_pods",
 ]
 
+#: Why clock-skew is refused in a cluster (before anything is injected).
+CLOCK_SKEW_REFUSAL = (
+    "clock-skew is refused in a cluster: moving a database server's clock needs a privileged "
+    "daemon on the node (libfaketime preloaded into the server, or a time namespace set up by "
+    "something like Chaos Mesh's chaos-daemon), which this operator does not run; run it "
+    "on one machine with pggit-chaos run")
+
 #: Namespaces whose pods are never targets.
 PROTECTED_NAMESPACES = ("kube-system",)
 SQL_FAULTS = ("connection-kill", "lock-contention", "trigger-disable")
@@ -254,6 +261,8 @@ class KubeSubstrate:
         lines = [f"target pods in {experiment.namespace}: {', '.join(names_) or 'none'}",
                  f"database: {mask_dsn(self._dsn)}"]
         refused = resize_refusals(pods, experiment)
+        if spec.fault.type == "clock-skew":
+            refused.append(CLOCK_SKEW_REFUSAL)
         if refused:
             return [*lines, *(f"refused: {reason}" for reason in refused),
                     f"{spec.fault.type} would not be injected"]
@@ -272,6 +281,8 @@ class KubeSubstrate:
         fault_type = str(fault.type)
         settings: Any = fault.settings
         built: Fault
+        if fault_type == "clock-skew":
+            raise InvalidExperiment([("spec.fault.type", CLOCK_SKEW_REFUSAL)])
         if fault_type == "load-spike":
             built = LoadSpike(settings.clients_factor, settings.rate_factor, MAX_SPIKE_CLIENTS)
         elif fault_type == "connection-kill":

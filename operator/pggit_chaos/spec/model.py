@@ -28,7 +28,13 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from pggit_chaos.spec.units import Duration, DurationRange, Quantity, QuantityRange
+from pggit_chaos.spec.units import (
+    Duration,
+    DurationRange,
+    Quantity,
+    QuantityRange,
+    parse_duration,
+)
 
 __all__ = [
     "API_VERSION",
@@ -36,6 +42,7 @@ __all__ = [
     "KIND",
     "MAX_SPIKE_CLIENTS",
     "VERSION",
+    "ClockSkew",
     "ConnectionKill",
     "CpuThrottle",
     "DatabaseSecretRef",
@@ -273,6 +280,7 @@ class FaultType(StrEnum):
     NETWORK_LATENCY = "network-latency"
     PRIMARY_FAILOVER = "primary-failover"
     LOAD_SPIKE = "load-spike"
+    CLOCK_SKEW = "clock-skew"
 
 
 #: Faults that destroy data and cannot be reverted: refused everywhere but on the embedded
@@ -305,6 +313,7 @@ _LEVELS: dict[FaultType, FaultLevel] = {
     FaultType.NETWORK_LATENCY: FaultLevel.NETWORK,
     FaultType.PRIMARY_FAILOVER: FaultLevel.PROCESS,
     FaultType.LOAD_SPIKE: FaultLevel.WORKLOAD,
+    FaultType.CLOCK_SKEW: FaultLevel.PROCESS,
 }
 
 
@@ -565,6 +574,42 @@ class LoadSpike(_Model):
     )
 
 
+#: A signed Go-style duration: ``-1h``, ``+90s``, ``30m``.
+SIGNED_DURATION_PATTERN = r"^[+-]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(h|ms|m|s))+$"
+
+
+class ClockSkew(_Model):
+    """Jump the database server's clock by an offset for the window, then back.
+
+    Locally the embedded server runs with libfaketime preloaded (Debian's ``faketime``
+    package), which reads the offset from a file at every clock call: the fault writes the
+    offset there at injection and 0 at the revert, with no restart of the server (its
+    monotonic clock is left alone). ``clock_timestamp()``, ``now()`` and everything pgGit
+    stamps (Trinity IDs, ``committed_at``, ``created_at``) move by the offset. In a cluster
+    it is refused before injection: it needs a privileged daemon on the node.
+    """
+
+    offset: Annotated[StrictStr, Field(pattern=SIGNED_DURATION_PATTERN, max_length=32)] = Field(
+        default="-1h", description="How far the server's clock jumps: negative = backwards "
+        "(e.g. -1h), positive = forwards (e.g. +30m); at most 30 days either way, not 0.",
+    )
+
+    @field_validator("offset")
+    @classmethod
+    def _bounded(cls, offset: str) -> str:
+        seconds = abs(clock_offset_seconds(offset))
+        if seconds < 1 or seconds > 30 * 86400:
+            raise _problem("the offset must be at least 1s and at most 720h either way")
+        return offset
+
+
+def clock_offset_seconds(offset: str) -> float:
+    """``"-1h"`` -> -3600.0."""
+    text = offset.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    return sign * parse_duration(text.lstrip("+-")) / 1e9
+
+
 #: Most clients a load spike may run (the runner's process holds one connection each).
 MAX_SPIKE_CLIENTS = 1000
 
@@ -584,6 +629,7 @@ SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.NETWORK_LATENCY: ("network_latency", "networkLatency", NetworkLatency),
     FaultType.PRIMARY_FAILOVER: ("primary_failover", "primaryFailover", PrimaryFailover),
     FaultType.LOAD_SPIKE: ("load_spike", "loadSpike", LoadSpike),
+    FaultType.CLOCK_SKEW: ("clock_skew", "clockSkew", ClockSkew),
 }
 
 
@@ -629,6 +675,7 @@ class Fault(_Model):
     network_latency: NetworkLatency | None = None
     primary_failover: PrimaryFailover | None = None
     load_spike: LoadSpike | None = None
+    clock_skew: ClockSkew | None = None
 
     @field_validator(*(attribute for attribute, _, _ in SECTIONS.values()), mode="before")
     @classmethod

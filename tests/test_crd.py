@@ -261,6 +261,15 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
      lambda d: put(d, "spec.fault", {"type": "network-latency",
                                      "networkLatency": {"bandwidth": "fast"}}),
      "spec.fault.networkLatency.bandwidth"),
+    ("load spike factor over 100",
+     lambda d: put(d, "spec.fault", {"type": "load-spike", "loadSpike": {"clientsFactor": 101}}),
+     "spec.fault.loadSpike.clientsFactor"),
+    ("load spike rate factor under 1",
+     lambda d: put(d, "spec.fault", {"type": "load-spike", "loadSpike": {"rateFactor": 0.5}}),
+     "spec.fault.loadSpike.rateFactor"),
+    ("clock offset that is no duration",
+     lambda d: put(d, "spec.fault", {"type": "clock-skew", "clockSkew": {"offset": "1 hour"}}),
+     "spec.fault.clockSkew.offset"),
     ("unknown fault type", lambda d: put(d, "spec.fault.type", "disk-fill"), "spec.fault.type"),
     ("negative clients", lambda d: put(d, "spec.workload.clients", -1), "spec.workload.clients"),
     ("too many clients", lambda d: put(d, "spec.workload.clients", 65), "spec.workload.clients"),
@@ -472,6 +481,11 @@ def section(fault_type: str) -> st.SearchStrategy[dict[str, Any]]:
             "limit": st.sampled_from(["16Mi", "128Mi", "1Gi", 16777216, "64M"]),
             "headroom": st.sampled_from([0, "0", "32Mi", 1048576])}),
         "pod-pause": st.just({}),
+        "clock-skew": st.fixed_dictionaries({}, optional={
+            "offset": st.sampled_from(["-1h", "+30m", "1s", "-720h", "+1h30m", "-90.5s"])}),
+        "load-spike": st.fixed_dictionaries({}, optional={
+            "clientsFactor": st.integers(1, 100),
+            "rateFactor": st.one_of(st.integers(1, 100), st.floats(1, 100))}),
         "network-partition": st.fixed_dictionaries({}, optional={
             "direction": st.sampled_from(["both", "ingress"])}),
         "network-latency": st.fixed_dictionaries({}, optional={

@@ -102,14 +102,18 @@ EXPERIMENT_NAMES = [(ns, name) for ns, name, _ in EXPERIMENTS_FOUND]
 DESTRUCTIVE = [name for _, name, fault in EXPERIMENTS_FOUND if fault in DESTRUCTIVE_FAULTS]
 ORDINARY = [(ns, name) for ns, name, fault in EXPERIMENTS_FOUND if fault not in DESTRUCTIVE_FAULTS]
 #: What the operator writes for a destructive experiment (handlers' destructive gate).
-REFUSED = {name: "refused by the destructive gate: index-corruption destroys data that no revert"
-           for name in DESTRUCTIVE}
+CLOCK = [name for _, name, fault in EXPERIMENTS_FOUND if fault == "clock-skew"]
+REFUSED = {**{name: "refused by the destructive gate: index-corruption destroys data that no "
+              "revert" for name in DESTRUCTIVE},
+           **{name: "spec.fault.type: clock-skew is refused in a cluster: moving a database "
+              "server's clock needs a privileged daemon on the node" for name in CLOCK}}
 
 
 def _rows(phase_of: dict[str, str], default: str) -> dict[str, str]:
     """One look at the phases: ``phase_of`` by experiment name, ``default`` for the others;
     destructive experiments Aborted (refused) once the others are terminal."""
-    refused = {name: "Aborted" for name in DESTRUCTIVE} if default in TERMINAL else {}
+    refused = {**{name: "Aborted" for name in DESTRUCTIVE},
+               **{name: "Error" for name in CLOCK}} if default in TERMINAL else {}
     return {**refused, **phase_of, "*": default}
 
 
@@ -279,9 +283,12 @@ def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: P
     for ns, name in EXPERIMENT_NAMES:
         assert (run.artifacts / "reports" / f"{ns}-{name}" / "summary.md").is_file()
     phases = (run.artifacts / "phases.txt").read_text().split("\n")
-    assert len([line for line in phases if line.endswith("Passed")]) == len(ORDINARY)
+    assert len([line for line in phases if line.endswith("Passed")]) == \
+        len(ORDINARY) - len(CLOCK)
     for name in DESTRUCTIVE:
         assert f"{name}: index-corruption refused in a cluster, as it must be" in run.stdout
+    for name in CLOCK:
+        assert f"{name}: clock-skew refused in a cluster, as it must be" in run.stdout
     raw = run.calls[run.index("kubectl", "get", "--raw")]
     assert raw[-1] == ("/api/v1/namespaces/pggit-chaos-system/services/"
                        "pggit-chaos-metrics:metrics/proxy/metrics")
@@ -389,10 +396,25 @@ def test_a_destructive_experiment_must_be_refused_by_its_gate(
 ) -> None:
     name = DESTRUCTIVE[0]
     run = run_script(tmp_path, fakes, {"polls": [_rows({name: phase}, "Passed")],
-                                       "messages": {name: message}})
+                                       "messages": {**REFUSED, name: message}})
     assert run.code == 1
     assert f"destructive index-corruption not refused (phase {phase}: {message})" in run.stderr
     assert "1 experiment(s) did not pass" in run.stderr
+
+
+@pytest.mark.skipif(not CLOCK, reason="no clock-skew experiment in experiments/")
+@pytest.mark.parametrize(("phase", "message"), [
+    ("Passed", ""),  # a clock-skew that ran in a cluster
+    ("Error", "not healthy within the recovery timeout of 60s"),
+])
+def test_clock_skew_must_be_refused_in_a_cluster(
+    tmp_path: Path, fakes: Path, phase: str, message: str
+) -> None:
+    name = CLOCK[0]
+    run = run_script(tmp_path, fakes, {"polls": [_rows({name: phase}, "Passed")],
+                                       "messages": {**REFUSED, name: message}})
+    assert run.code == 1
+    assert f"clock-skew not refused (phase {phase}: {message})" in run.stderr
 
 
 FAILOVER = [name for _, name, fault in EXPERIMENTS_FOUND if fault == "primary-failover"]

@@ -163,6 +163,16 @@ def fault_sections(draw: st.DrawFn, fault_type: FaultType) -> dict[str, Any]:
                     ["cnpg.io/instanceRole=primary", "spilo-role=master"]),
             },
         ),
+        FaultType.LOAD_SPIKE: st.fixed_dictionaries(
+            {},
+            optional={
+                "clientsFactor": st.integers(1, 100),
+                "rateFactor": st.floats(1, 100),
+            },
+        ),
+        FaultType.CLOCK_SKEW: st.fixed_dictionaries(
+            {}, optional={"offset": st.sampled_from(["-1h", "+30m", "-90s", "720h"])}
+        ),
     }
     section: dict[str, Any] = draw(options[fault_type])
     return section

@@ -229,6 +229,20 @@ def test_dsn_target_refuses_process_faults(runner: Runner, pggit_dsn: str) -> No
     assert "Traceback" not in result.stderr
 
 
+def test_dsn_target_runs_a_load_spike(runner: Runner, pggit_dsn: str, tmp_path: Path) -> None:
+    # A workload-side fault needs nothing of the server but the DSN: allowed with --dsn.
+    example = next(p for p in EXPERIMENTS if "-load-spike" in p.name)
+    experiment = write_experiment(tmp_path / "spike.yaml", example, **{
+        "spec.duration": "2s", "spec.verification.checks": ["corruption"],
+        "spec.fault.loadSpike.clientsFactor": 4})
+    result = runner.run("run", "--dsn", pggit_dsn, str(experiment))
+    assert result.returncode in (0, 3), result.stdout[-3000:] + result.stderr[-3000:]
+    (journal,) = runner.journals()
+    assert journal["injected_at"] and journal["reverted_at"]
+    assert journal["fault_evidence"]["figures"]["spike_clients"] == 16
+    assert journal["workload"]["lost"] == 0
+
+
 def _wait_for_injection(runner: Runner, proc: subprocess.Popen[str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -213,6 +213,9 @@ def test_defaults_are_applied() -> None:
         ("lock-contention", "mode", "ACCESS EXCLUSIVE"),
         ("lock-contention", "table", "pggit.objects"),
         ("trigger-disable", "triggers", ["pggit_ddl_trigger", "pggit_drop_trigger"]),
+        ("load-spike", "clients_factor", 10),
+        ("load-spike", "rate_factor", 5.0),
+        ("clock-skew", "offset", "-1h"),
     ],
 )
 def test_fault_section_defaults(fault_type: str, attribute: str, expected: Any) -> None:
@@ -243,6 +246,8 @@ def test_default_lists_are_not_shared() -> None:
         ("trigger-disable", "sql"),
         ("index-corruption", "storage"),
         ("disk-pressure", "storage"),
+        ("load-spike", "workload"),
+        ("clock-skew", "process"),
     ],
 )
 def test_fault_level(fault_type: str, level: str) -> None:
@@ -480,6 +485,11 @@ BAD: list[tuple[str, Any, str]] = [
     ("spec.fault", {"type": "network-latency", "networkLatency": {"direction": "up"}},
      "spec.fault.networkLatency.direction"),
     ("spec.fault", {"type": "pod-kill", "networkLatency": {}}, "spec.fault.networkLatency"),
+    ("spec.fault", {"type": "load-spike", "loadSpike": {"clientsFactor": 0}},
+     "spec.fault.loadSpike.clientsFactor"),
+    ("spec.fault", {"type": "load-spike", "loadSpike": {"rateFactor": "5x"}},
+     "spec.fault.loadSpike.rateFactor"),
+    ("spec.fault", {"type": "pod-kill", "loadSpike": {}}, "spec.fault.loadSpike"),
     ("spec.faults", {}, "spec.faults"),
     ("spec.target.selector.matchLabel", {}, "spec.target.selector.matchLabel"),
     ("extra", 1, "extra"),

@@ -96,6 +96,7 @@ FAULTS = [
     ("06", "Passed"),
     ("07", "Passed"),
     ("08", "Passed"),
+    ("14", "Passed"),  # load-spike: the extra clients run in the runner's process
 ]
 
 
@@ -144,6 +145,21 @@ def test_memory_pressure_on_1_33_is_refused_before_injection(
     pod = admin_client.get(PODS, "default", "pg-0")
     assert _without_empty(pod["spec"]["containers"][0].get("resources")) == \
         _without_empty(kubelet.targets[0].resources)
+
+
+def test_clock_skew_is_refused_before_injection(
+        kubelet: Kubelet, admin_client: KubeClient, start_operator: Any) -> None:  # noqa: F811
+    """Moving the server's clock needs a privileged daemon on the node: one clear error, and
+    nothing was injected."""
+    start_operator(status_interval=0.5)
+    body = manifest("13")
+    admin_client.create(EXPERIMENTS, "default", body)
+    final = wait_terminal(admin_client, body["metadata"]["name"], kubelet)
+    status = final["status"]
+    assert status["phase"] == "Error", explain(final, kubelet)
+    assert "clock-skew is refused in a cluster" in status["message"]
+    assert "privileged daemon on the node" in status["message"]
+    assert status.get("injectedAt") is None
 
 
 @pytest.fixture

@@ -23,6 +23,12 @@ _HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, Path] = {path.stem: path for path in sorted(_HERE.glob("*.sql"))}
 
 
+#: Variants that pass every check while the server's clock runs forwards and break only when it
+#: jumps (clock-skew): name -> SQL file (tests/pggit_variants/clock/). Applied like VARIANTS.
+CLOCK_VARIANTS: dict[str, Path] = {
+    path.stem: path for path in sorted((_HERE / "clock").glob("*.sql"))}
+
+
 def describe(name: str) -> str:
     """The variant's ``Breaks:`` header text on one line."""
     header = VARIANTS[name].read_text(encoding="utf-8").split("\n\n", 1)[0]
@@ -33,10 +39,11 @@ def describe(name: str) -> str:
 
 def apply_variant(dsn: str, name: str) -> None:
     """Apply variant ``name`` to the database at ``dsn`` (which holds the sound core)."""
-    if name not in VARIANTS:
-        known = ", ".join(sorted(VARIANTS))
+    variants = {**VARIANTS, **CLOCK_VARIANTS}
+    if name not in variants:
+        known = ", ".join(sorted(variants))
         raise KeyError(f"unknown pgGit variant {name!r}; known: {known}")
-    script = VARIANTS[name].read_text(encoding="utf-8")
+    script = variants[name].read_text(encoding="utf-8")
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
         conn.execute(script.encode("utf-8"))
 

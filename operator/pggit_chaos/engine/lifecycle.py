@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from pggit_chaos.engine.history import History
+from pggit_chaos.engine.history import History, percentile
 from pggit_chaos.engine.journal import (
     FaultEvidenceSummary,
     InvariantSummary,
@@ -29,7 +29,7 @@ from pggit_chaos.engine.journal import (
 )
 from pggit_chaos.engine.workload import Workload, new_run_id
 from pggit_chaos.errors import ChaosError, FaultError, NoTargets, PgGitDefect
-from pggit_chaos.faults.base import FaultEvidence, WorkloadWindow
+from pggit_chaos.faults.base import DrivesWorkload, FaultEvidence, WorkloadWindow
 
 if TYPE_CHECKING:
     from pggit_chaos.engine.invariants import InvariantReport
@@ -184,6 +184,8 @@ class Run:
             run_id=self.run_id,
             history=self.history,
         )
+        if isinstance(fault, DrivesWorkload):  # load-spike: the fault acts through it
+            fault.attach_workload(self.workload)
         await self.workload.start()
         try:
             await asyncio.sleep(self.baseline)
@@ -296,11 +298,27 @@ class Run:
         points = [start, *sorted(acks), end]
         gap = max((b - a for a, b in itertools.pairwise(points)), default=0.0)
         baseline = start - baseline_start
+        during_ms: list[float] = []
+        before_ms: list[float] = []
+        for pair in self.history.pairs():
+            if (pair.completion is None or pair.completion.type != "ok"
+                    or pair.latency is None):
+                continue
+            if start <= pair.invoke.time <= end:
+                during_ms.append(1000.0 * pair.latency)
+            elif baseline_start <= pair.invoke.time < start:
+                before_ms.append(1000.0 * pair.latency)
+        stats = self.workload.stats if self.workload is not None else None
         return WorkloadWindow(
             seconds=end - start, ok=outcomes["ok"], failed=outcomes["fail"],
             indeterminate=outcomes["info"],
             baseline_ok_per_s=before / baseline if baseline > 0 else 0.0,
             longest_ack_gap_seconds=gap,
+            p50_ms=percentile(during_ms, 50), p95_ms=percentile(during_ms, 95),
+            baseline_p50_ms=percentile(before_ms, 50), baseline_p95_ms=percentile(before_ms, 95),
+            refused_connections=0 if stats is None
+            else sum(1 for t in stats.refused if start <= t <= end),
+            peak_connections=0 if stats is None else stats.peak_connected,
         )
 
     async def _first_healthy(self, deadline: float) -> float | None:

@@ -96,6 +96,20 @@ def classify_error(exc: BaseException, conn: psycopg.AsyncConnection[Any] | None
     return "fail"
 
 
+#: What libpq says when the server has no connection slot left (SQLSTATE 53300); libpq does
+#: not always carry the SQLSTATE of an error during the connection's startup.
+_NO_SLOT_MESSAGES = ("too many clients", "remaining connection slots are reserved",
+                     "too many connections")
+
+
+def refused_for_slots(exc: BaseException) -> bool:
+    """True for a connection the server refused because every slot was taken."""
+    if getattr(exc, "sqlstate", None) == "53300":
+        return True
+    text = str(exc).lower()
+    return any(message in text for message in _NO_SLOT_MESSAGES)
+
+
 def _shutdown_socket(conn: psycopg.AsyncConnection[Any]) -> None:
     """Make every pending read/write on the connection fail now (without closing libpq's fd)."""
     with contextlib.suppress(Exception):
@@ -130,6 +144,9 @@ class _Client:
     timed_out: bool = False
     in_flight: tuple[OpF, dict[str, str]] | None = None
     task: asyncio.Task[None] | None = None
+    #: A client of a load spike (retired by :meth:`Workload.calm`).
+    spike: bool = False
+    retired: bool = False
 
 
 @dataclass
@@ -140,6 +157,13 @@ class WorkloadStats:
     connect_failures: int = 0
     timeouts: int = 0
     errors: list[str] = field(default_factory=list)
+    refused: list[float] = field(default_factory=list)
+    """When (on the history's clock) the server refused a connection for want of slots
+    (SQLSTATE 53300: max_connections or the slots reserved for superusers reached)."""
+    connected: int = 0
+    """Workload connections open now."""
+    peak_connected: int = 0
+    """Most workload connections open at once."""
 
 
 class Workload:
@@ -199,6 +223,8 @@ class Workload:
         self._stopping = False
         self._started = False
         self._interval = 1.0 / rate if rate > 0 else 0.0
+        #: Bumped by every spike() and calm(): a spike scheduled before a calm never starts.
+        self._spike_generation = 0
         self._next_slot = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._schema_ident = sql.Identifier(self.schema)
@@ -305,15 +331,56 @@ class Workload:
         return self.history.counts()
 
     # -- clients ------------------------------------------------------------------------------
+    # -- load spike (called by the load-spike fault, possibly from another thread) -------------
+    def spike(self, clients: int, rate: float) -> None:
+        """Run ``clients`` clients in all at ``rate`` operations per second until calm()."""
+        loop = self._loop
+        if loop is None or not self.running:
+            raise ConfigurationError("load spike: the workload is not running")
+        if clients < self.clients or rate < 0 or not math.isfinite(rate):
+            raise ConfigurationError(
+                f"load spike: {clients} clients at {rate:g} ops/s is no spike of a workload "
+                f"of {self.clients} clients at {self.rate:g} ops/s")
+        self._spike_generation += 1
+        loop.call_soon_threadsafe(self._start_spike, clients, rate, self._spike_generation)
+
+    def _start_spike(self, clients: int, rate: float, generation: int) -> None:
+        if generation != self._spike_generation or not self.running:
+            return  # calmed (or stopping) before the loop got to it
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        for n in range(len(self._clients), len(self._clients) + clients - self.clients):
+            client = _Client(id=n, rng=random.Random(self._seed * 1000 + n), spike=True)
+            client.task = asyncio.create_task(
+                self._client_main(client), name=f"{APPLICATION_NAME}-{n}")
+            self._clients.append(client)
+
+    def calm(self) -> int:
+        """Retire the spike's clients (each ends its operation in flight), restore the rate."""
+        self._spike_generation += 1
+        self._interval = 1.0 / self.rate if self.rate > 0 else 0.0
+        retired = 0
+        for client in self._clients:
+            if client.spike and not client.retired:
+                client.retired = True
+                retired += 1
+        return retired
+
     async def _client_main(self, client: _Client) -> None:
-        while not self._stopping:
+        try:
+            await self._client_loop(client)
+        finally:
+            if client.retired:  # a spike's client: its slot goes back to the server now
+                await self._drop_connection(client)
+
+    async def _client_loop(self, client: _Client) -> None:
+        while not (self._stopping or client.retired):
             try:
                 if client.conn is None:
                     await self._connect(client)
                     continue
                 if self._interval:
                     await self._pace()
-                    if self._stopping:
+                    if self._stopping or client.retired:
                         break
                 if client.rng.random() < self._commit_share:
                     await self._commit(client)
@@ -363,12 +430,14 @@ class Workload:
     async def _connect(self, client: _Client) -> None:
         if client.backoff:
             await self._sleep(client.backoff * client.rng.uniform(0.5, 1.0))
-            if self._stopping:
+            if self._stopping or client.retired:
                 return
         try:
             conn = await self._open(f"{APPLICATION_NAME}-{client.id}", self._connect_bound)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             self._connect_failed(client)
+            if refused_for_slots(exc):
+                self.stats.refused.append(self.history.now())
             log.debug("client %s connect failed: %s", client.id, exc)
             return
         try:
@@ -387,6 +456,8 @@ class Workload:
                 await conn.close()
             return
         self.stats.connects += 1
+        self.stats.connected += 1
+        self.stats.peak_connected = max(self.stats.peak_connected, self.stats.connected)
         client.conn = conn
         client.cursor = conn.cursor()
         client.backoff = 0.0
@@ -397,6 +468,7 @@ class Workload:
         client.cursor = None
         if conn is None:
             return
+        self.stats.connected -= 1
         _shutdown_socket(conn)
         with contextlib.suppress(Exception):
             await conn.close()
@@ -511,6 +583,7 @@ __all__ = [
     "classify_error",
     "commit_message_prefix",
     "new_run_id",
+    "refused_for_slots",
     "run_branch",
     "run_schema",
     "validate_run_id",

@@ -74,6 +74,18 @@ class WorkloadWindow:
     """Acknowledged operations per second in the baseline before the injection."""
     longest_ack_gap_seconds: float = 0.0
     """The longest stretch of the window in which no operation was acknowledged."""
+    p50_ms: float | None = None
+    """Median latency (ms) of the operations invoked in the window and acknowledged."""
+    p95_ms: float | None = None
+    """95th percentile latency (ms) of the operations invoked in the window and acknowledged."""
+    baseline_p50_ms: float | None = None
+    """Median latency (ms) of the acknowledged operations invoked in the baseline."""
+    baseline_p95_ms: float | None = None
+    """95th percentile latency (ms) of the acknowledged operations invoked in the baseline."""
+    refused_connections: int = 0
+    """Connections the server refused for want of slots (SQLSTATE 53300) in the window."""
+    peak_connections: int = 0
+    """Most workload connections open at once during the run."""
 
     @property
     def ok_per_s(self) -> float:
@@ -118,6 +130,30 @@ class FaultEvidence:
         """Evidence that could not be read: not proof that the fault bit."""
         reason = " ".join(str(why).split()) or type(why).__name__
         return cls(bit=False, summary=f"{fault_type}: its effect could not be read: {reason}")
+
+
+class WorkloadControl(Protocol):
+    """What a workload-side fault (load-spike) may do to the engine's running workload."""
+
+    clients: int
+    rate: float
+
+    def spike(self, clients: int, rate: float) -> None:
+        """Run ``clients`` clients in all at ``rate`` operations per second (0 = unpaced)
+        until :meth:`calm`; callable from any thread, returns without waiting for them."""
+        ...
+
+    def calm(self) -> int:
+        """Retire the spike's extra clients (each ends its operation in flight) and restore
+        the rate; returns how many were retired. Safe to call twice or without a spike."""
+        ...
+
+
+@runtime_checkable
+class DrivesWorkload(Protocol):
+    """A fault that acts through the workload: the engine attaches it before injection."""
+
+    def attach_workload(self, workload: WorkloadControl) -> None: ...
 
 
 @runtime_checkable

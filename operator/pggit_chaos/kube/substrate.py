@@ -18,6 +18,7 @@ from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import InvalidExperiment, NoTargets
 from pggit_chaos.faults.base import Fault, FaultIntent
 from pggit_chaos.faults.latency import LatencyRoute, NetworkLatency, open_route, shape_of
+from pggit_chaos.faults.load import LoadSpike
 from pggit_chaos.faults.sql import ConnectionKill, LockContention, TriggerDisable
 from pggit_chaos.kube import faults
 from pggit_chaos.kube.client import PODS, KubeClient
@@ -25,6 +26,7 @@ from pggit_chaos.kube.disk_pressure import DiskPressure
 from pggit_chaos.kube.failover import PrimaryPodDelete, has_label
 from pggit_chaos.pggit import mask_dsn
 from pggit_chaos.probe import probe_database
+from pggit_chaos.spec.model import MAX_SPIKE_CLIENTS
 
 if TYPE_CHECKING:
     from pggit_chaos.config import Settings
@@ -41,6 +43,13 @@ __all__ = [
     "resolve_targets",
     "select_pods",
 ]
+
+#: Why clock-skew is refused in a cluster (before anything is injected).
+CLOCK_SKEW_REFUSAL = (
+    "clock-skew is refused in a cluster: moving a database server's clock needs a privileged "
+    "daemon on the node (libfaketime preloaded into the server, or a time namespace set up by "
+    "something like Chaos Mesh's chaos-daemon), which this operator does not run; run it "
+    "on one machine with pggit-chaos run")
 
 #: Namespaces whose pods are never targets.
 PROTECTED_NAMESPACES = ("kube-system",)
@@ -252,6 +261,8 @@ class KubeSubstrate:
         lines = [f"target pods in {experiment.namespace}: {', '.join(names_) or 'none'}",
                  f"database: {mask_dsn(self._dsn)}"]
         refused = resize_refusals(pods, experiment)
+        if spec.fault.type == "clock-skew":
+            refused.append(CLOCK_SKEW_REFUSAL)
         if refused:
             return [*lines, *(f"refused: {reason}" for reason in refused),
                     f"{spec.fault.type} would not be injected"]
@@ -270,7 +281,11 @@ class KubeSubstrate:
         fault_type = str(fault.type)
         settings: Any = fault.settings
         built: Fault
-        if fault_type == "connection-kill":
+        if fault_type == "clock-skew":
+            raise InvalidExperiment([("spec.fault.type", CLOCK_SKEW_REFUSAL)])
+        if fault_type == "load-spike":
+            built = LoadSpike(settings.clients_factor, settings.rate_factor, MAX_SPIKE_CLIENTS)
+        elif fault_type == "connection-kill":
             built = ConnectionKill(self.dsn, float(settings.interval), settings.target_application)
         elif fault_type == "lock-contention":
             built = LockContention(self.dsn, settings.table, settings.mode)

@@ -221,6 +221,8 @@ class EmbeddedPostgres:
         self._socket_dir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
+        #: Extra environment of the server (clock-skew: libfaketime's LD_PRELOAD and file).
+        self.environment: dict[str, str] = {}
 
     # -- paths -----------------------------------------------------------------------------
     @property
@@ -317,6 +319,7 @@ class EmbeddedPostgres:
         listen = "0.0.0.0" if self.netns else self.host
         cmd += [
             *_run_as_server_user(),
+            *(f"{key}={value}" for key, value in self.environment.items()),
             str(self.bindir / "postgres"),
             "-D",
             str(self.data_dir),

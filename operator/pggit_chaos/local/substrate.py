@@ -4,7 +4,8 @@ The engine (``pggit-chaos run``) uses :class:`LocalSubstrate` through the
 :class:`~pggit_chaos.engine.substrate.Substrate` protocol. ``prepare`` starts an
 :class:`~pggit_chaos.local.server.EmbeddedPostgres` (inside a network namespace when the fault
 is ``network-partition``; inside a memory cgroup of its own when it is ``memory-pressure``, so
-that the limit covers all the server allocates, as a container's does), installs pgGit and
+that the limit covers all the server allocates, as a container's does; with libfaketime
+preloaded and an offset file of its own when it is ``clock-skew``), installs pgGit and
 records each as a resource in the state file, so ``pggit-chaos cleanup`` removes them if the
 runner dies. With ``dsn=`` (``--dsn``) nothing is
 started and only the SQL-level faults are allowed; the destructive ``index-corruption`` runs
@@ -16,18 +17,21 @@ change, a user's database is not.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pggit_chaos.engine.substrate import Probe
 from pggit_chaos.errors import FaultError, InvalidExperiment
 from pggit_chaos.faults.base import Fault, FaultIntent
 from pggit_chaos.faults.latency import LatencyRoute, NetworkLatency, open_route, shape_of
+from pggit_chaos.faults.load import LoadSpike
 from pggit_chaos.faults.sql import (
     ConnectionKill,
     LockContention,
     TriggerDisable,
 )
 from pggit_chaos.local.cgroup import CpuThrottle, MemoryPressure, PodPause, ServerCgroup
+from pggit_chaos.local.clock import ClockSkew, start_with_faketime
 from pggit_chaos.local.disk_pressure import DiskPressure, FaultFilesystem
 from pggit_chaos.local.index_corruption import IndexCorruption
 from pggit_chaos.local.netns import Netns
@@ -38,12 +42,14 @@ from pggit_chaos.local.server import EmbeddedPostgres
 from pggit_chaos.local.state import StateFile
 from pggit_chaos.pggit import mask_dsn
 from pggit_chaos.probe import probe_database
+from pggit_chaos.spec.model import MAX_SPIKE_CLIENTS, clock_offset_seconds
 
 if TYPE_CHECKING:
     from pggit_chaos.spec import Experiment
 
-#: Fault types that work on any database (the only ones allowed with ``--dsn``).
-SQL_FAULTS = ("connection-kill", "lock-contention", "trigger-disable")
+#: Fault types that work on any database (the only ones allowed with ``--dsn``): the SQL-level
+#: faults and load-spike (the workload's own clients multiplied).
+SQL_FAULTS = ("connection-kill", "lock-contention", "trigger-disable", "load-spike")
 #: Database the embedded run uses when the experiment names ``postgres``.
 DEFAULT_DATABASE = "pggit"
 
@@ -62,6 +68,8 @@ class LocalSubstrate:
         self.netns: Netns | None = None
         #: The server's own memory cgroup (only for memory-pressure).
         self.cgroup: ServerCgroup | None = None
+        #: The file libfaketime in the server reads its clock offset from (only clock-skew).
+        self.clock_file: Path | None = None
         #: The filesystem of the server's WAL or data folder (only for disk-pressure).
         self.disk: FaultFilesystem | None = None
         #: The server and its streaming standby (only for primary-failover).
@@ -142,6 +150,8 @@ class LocalSubstrate:
             server.init()
             if spec.fault.type == "primary-failover":
                 prepare_primary(server)
+            if spec.fault.type == "clock-skew":
+                self.clock_file = start_with_faketime(server)
             self.server = server
             self._record_resource(FaultIntent(
                 type="embedded-postgres", target=str(server.data_dir), undo=cluster_undo(server),
@@ -234,6 +244,14 @@ class LocalSubstrate:
             built = IndexCorruption(server, self.dbname, settings.index)
             built.check()
             return built
+        if fault_type == "clock-skew":
+            if self.clock_file is None:
+                raise FaultError("clock-skew: the server was not started with libfaketime "
+                                 "(prepare() ran for another fault type)")
+            built = ClockSkew(self.dsn, self.clock_file, clock_offset_seconds(settings.offset),
+                              settings.offset)
+            built.check()
+            return built
         if fault_type == "primary-failover":
             if self.replicas is None:
                 raise FaultError("primary-failover: the server has no standby (prepare() ran "
@@ -246,6 +264,8 @@ class LocalSubstrate:
         raise InvalidExperiment([("spec.fault.type", f"unknown fault type {fault_type}")])
 
     def _sql_fault(self, fault_type: str, settings: Any) -> Fault:
+        if fault_type == "load-spike":
+            return LoadSpike(settings.clients_factor, settings.rate_factor, MAX_SPIKE_CLIENTS)
         if fault_type == "connection-kill":
             return ConnectionKill(self.dsn, float(settings.interval), settings.target_application)
         if fault_type == "lock-contention":
@@ -265,7 +285,9 @@ class LocalSubstrate:
                 if fault_type == "network-partition" else \
                 " in a memory cgroup of its own" if fault_type == "memory-pressure" else \
                 " and a streaming standby (pg_basebackup, replication slot)" \
-                if fault_type == "primary-failover" else ""
+                if fault_type == "primary-failover" else \
+                " with libfaketime preloaded (its clock offset read from a file)" \
+                if fault_type == "clock-skew" else ""
             lines.append(f"start an embedded PostgreSQL{where} with settings: {settings}")
             if fault_type == "disk-pressure":
                 disk: Any = spec.fault.settings

@@ -10,7 +10,8 @@ Imported by the CLI, the engine, the substrates and the operator. Public API::
   ``(field path, reason)`` at once (paths use the YAML's camelCase names, ``spec.fault.type``).
 * ``experiment.name``, ``experiment.spec.fault.type`` (a :class:`FaultType`, a ``str`` enum:
   ``== "pod-kill"`` holds), ``experiment.spec.fault.settings`` (the section of that type, with
-  defaults), ``experiment.spec.fault.level`` (process | resource | network | sql).
+  defaults), ``experiment.spec.fault.level`` (process | resource | network | sql | storage
+  | workload).
 * **Durations** (``spec.duration``, ``recovery.timeout``, ``recovery.probe_interval``,
   ``workload.operation_timeout``, ``verification.timeout``, ``podKill.restartDelay``,
   ``connectionKill.interval``) are :class:`Duration`: a ``float`` subclass holding seconds, so

@@ -29,13 +29,21 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from pggit_chaos.spec.units import Duration, DurationRange, Quantity, QuantityRange
+from pggit_chaos.spec.units import (
+    Duration,
+    DurationRange,
+    Quantity,
+    QuantityRange,
+    parse_duration,
+)
 
 __all__ = [
     "API_VERSION",
     "GROUP",
     "KIND",
+    "MAX_SPIKE_CLIENTS",
     "VERSION",
+    "ClockSkew",
     "ConnectionKill",
     "CpuThrottle",
     "DatabaseSecretRef",
@@ -48,6 +56,7 @@ __all__ = [
     "IndexCorruption",
     "LabelSelector",
     "LabelSelectorRequirement",
+    "LoadSpike",
     "Local",
     "LockContention",
     "MemoryPressure",
@@ -301,6 +310,8 @@ class FaultType(StrEnum):
     DISK_PRESSURE = "disk-pressure"
     NETWORK_LATENCY = "network-latency"
     PRIMARY_FAILOVER = "primary-failover"
+    LOAD_SPIKE = "load-spike"
+    CLOCK_SKEW = "clock-skew"
 
 
 #: Faults that destroy data and cannot be reverted: refused everywhere but on the embedded
@@ -316,6 +327,7 @@ class FaultLevel(StrEnum):
     NETWORK = "network"  # the server's network: partitioned
     SQL = "sql"  # inside PostgreSQL: same code on every substrate
     STORAGE = "storage"  # the server's data files (overwritten while stopped) or their disk
+    WORKLOAD = "workload"  # the recorded workload itself: same code on every substrate
 
 
 _LEVELS: dict[FaultType, FaultLevel] = {
@@ -331,6 +343,8 @@ _LEVELS: dict[FaultType, FaultLevel] = {
     FaultType.DISK_PRESSURE: FaultLevel.STORAGE,
     FaultType.NETWORK_LATENCY: FaultLevel.NETWORK,
     FaultType.PRIMARY_FAILOVER: FaultLevel.PROCESS,
+    FaultType.LOAD_SPIKE: FaultLevel.WORKLOAD,
+    FaultType.CLOCK_SKEW: FaultLevel.PROCESS,
 }
 
 
@@ -568,6 +582,69 @@ class DiskPressure(_Model):
     )
 
 
+class LoadSpike(_Model):
+    """Multiply the recorded workload's clients and rate for the fault's duration.
+
+    Like a k6 stage that ramps the virtual users up: during the window the workload runs
+    ``workload.clients x clientsFactor`` clients sharing ``workload.rate x rateFactor``
+    operations per second (a rate of 0 stays as fast as possible), then the extra clients
+    finish their operation in flight, disconnect and the rate returns. Past the server's
+    ``max_connections`` the extra connections are refused (SQLSTATE 53300, "sorry, too many
+    clients already"); the evidence counts the refusals and compares the latency percentiles
+    of the window with those before it. Every operation of the extra clients is recorded, so
+    the verdict still rests on nothing acknowledged being lost.
+    """
+
+    clients_factor: Annotated[StrictInt, Field(ge=1, le=100)] = Field(
+        default=10, description="The workload's clients are multiplied by this for the window "
+        "(at most 1000 clients in all).",
+    )
+    rate_factor: Annotated[StrictFloat, Field(ge=1, le=100)] = Field(
+        default=5.0, description="The workload's rate (operations per second over all clients) "
+        "is multiplied by this for the window; a rate of 0 stays as fast as possible.",
+    )
+
+
+#: A signed Go-style duration: ``-1h``, ``+90s``, ``30m``.
+SIGNED_DURATION_PATTERN = r"^[+-]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(h|ms|m|s))+$"
+
+
+class ClockSkew(_Model):
+    """Jump the database server's clock by an offset for the window, then back.
+
+    Locally the embedded server runs with libfaketime preloaded (Debian's ``faketime``
+    package), which reads the offset from a file at every clock call: the fault writes the
+    offset there at injection and 0 at the revert, with no restart of the server (its
+    monotonic clock is left alone). ``clock_timestamp()``, ``now()`` and everything pgGit
+    stamps (Trinity IDs, ``committed_at``, ``created_at``) move by the offset. In a cluster
+    it is refused before injection: it needs a privileged daemon on the node.
+    """
+
+    offset: Annotated[StrictStr, Field(pattern=SIGNED_DURATION_PATTERN, max_length=32)] = Field(
+        default="-1h", description="How far the server's clock jumps: negative = backwards "
+        "(e.g. -1h), positive = forwards (e.g. +30m); at most 30 days either way, not 0.",
+    )
+
+    @field_validator("offset")
+    @classmethod
+    def _bounded(cls, offset: str) -> str:
+        seconds = abs(clock_offset_seconds(offset))
+        if seconds < 1 or seconds > 30 * 86400:
+            raise _problem("the offset must be at least 1s and at most 720h either way")
+        return offset
+
+
+def clock_offset_seconds(offset: str) -> float:
+    """``"-1h"`` -> -3600.0."""
+    text = offset.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    return sign * parse_duration(text.lstrip("+-")) / 1e9
+
+
+#: Most clients a load spike may run (the runner's process holds one connection each).
+MAX_SPIKE_CLIENTS = 1000
+
+
 #: fault type -> (attribute name, alias, settings class) of its sub-section.
 SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.POD_KILL: ("pod_kill", "podKill", PodKill),
@@ -582,6 +659,8 @@ SECTIONS: dict[FaultType, tuple[str, str, type[_Model]]] = {
     FaultType.DISK_PRESSURE: ("disk_pressure", "diskPressure", DiskPressure),
     FaultType.NETWORK_LATENCY: ("network_latency", "networkLatency", NetworkLatency),
     FaultType.PRIMARY_FAILOVER: ("primary_failover", "primaryFailover", PrimaryFailover),
+    FaultType.LOAD_SPIKE: ("load_spike", "loadSpike", LoadSpike),
+    FaultType.CLOCK_SKEW: ("clock_skew", "clockSkew", ClockSkew),
 }
 
 
@@ -626,6 +705,8 @@ class Fault(_Model):
     disk_pressure: DiskPressure | None = None
     network_latency: NetworkLatency | None = None
     primary_failover: PrimaryFailover | None = None
+    load_spike: LoadSpike | None = None
+    clock_skew: ClockSkew | None = None
 
     @field_validator(*(attribute for attribute, _, _ in SECTIONS.values()), mode="before")
     @classmethod
@@ -665,7 +746,8 @@ class Fault(_Model):
         """Where the fault acts: ``process`` (pod-kill, pod-pause), ``resource`` (cpu-throttle,
         memory-pressure), ``network`` (network-partition, network-latency), ``sql``
         (connection-kill, lock-contention, trigger-disable — the same code on every substrate)
-        or ``storage`` (index-corruption: the server's files; disk-pressure: their filesystem)."""
+        ``storage`` (index-corruption: the server's files; disk-pressure: their filesystem)
+        or ``workload`` (load-spike: the engine's own clients, the same on every substrate)."""
         return _LEVELS[self.type]
 
     @property

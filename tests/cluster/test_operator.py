@@ -733,8 +733,9 @@ def test_random_experiments_never_break_the_operator(
 
 def test_a_status_the_server_refuses_stops_the_runner_before_it_starts(
         cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator) -> None:
-    # The model takes a number of seconds for a duration; the CRD wants a string. Stored under
-    # an older CRD, on a server without validation ratcheting, its status cannot be written.
+    # A number of seconds for a duration: an older CRD stored it; the CRD (and, since the model
+    # and the CRD agree, the model) wants a string. On a server without validation ratcheting
+    # its status cannot be written.
     emulator.validation_ratcheting = False
     body = experiment("legacy")
     body["spec"]["duration"] = 5
@@ -749,12 +750,14 @@ def test_a_status_the_server_refuses_stops_the_runner_before_it_starts(
     assert reasons(emulator, "legacy").count("InvalidSpec") == 1
     assert not [call for call in emulator.calls("operator")
                 if call.verb == "create" and call.resource == "jobs"][1:]
-    # With ratcheting (1.30+ by default, GA in 1.33) the same object runs.
+    # With ratcheting (1.30+ by default, GA in 1.33) the status can be written: the model's
+    # refusal reaches it as phase Error, and still no runner is started.
     emulator.validation_ratcheting = True
     cluster.patch(EXPERIMENTS, NS, "legacy", {"metadata": {"labels": {"retry": "1"}}})
     handlers.reconcile(NS, "legacy")
-    assert status_of(cluster, "legacy")["phase"] == "Pending"
-    assert runner_jobs(cluster, "legacy")
+    status = status_of(cluster, "legacy")
+    assert status["phase"] == "Error" and "spec.duration" in status["message"], status
+    assert not runner_jobs(cluster, "legacy")
 
 
 def test_the_operator_answers_the_next_one_after_garbage(

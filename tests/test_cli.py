@@ -215,6 +215,26 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
+def test_validate_and_dry_run_skip_other_kinds_with_a_note(tmp_path: Path) -> None:
+    """A ConfigMap kept beside the experiments no longer rejects the folder (it did before)."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    experiment(folder / "01.yaml")
+    write(folder / "config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n")
+    note = (f"pggit-chaos: note: {folder / 'config.yaml'}: skipped ConfigMap s (v1): "
+            "not a PgGitChaosExperiment")
+    result = cli("validate", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [note]
+    assert result.stdout.strip() == "ok: 1 experiment in 2 files (1 other object skipped)"
+    result = cli("run", "--dry-run", str(folder), tmp=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == note and "planned (dry run)" in result.stdout
+    one_error_line(cli("validate", str(folder / "config.yaml")),
+                   "no PgGitChaosExperiment in it (1 other object skipped)")
+
+
+@pytest.mark.unit
 def test_validate_an_empty_folder(tmp_path: Path) -> None:
     one_error_line(cli("validate", str(tmp_path)), f"{tmp_path}: no *.yaml or *.yml file")
 

@@ -113,7 +113,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # Validate every file before importing the runner (psycopg, rich, the engine): a bad file
     # is reported in a fraction of a second.
-    experiments = load_paths(args.files)
+    notes: list[str] = []
+    experiments = load_paths(args.files, notes)
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     from pggit_chaos.runner import run_experiments
 
     return run_experiments(
@@ -128,10 +131,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from pggit_chaos.spec.loader import load_each
+    from pggit_chaos.spec.model import KIND
 
     loaded = load_each(args.files)
     experiments = sum(len(item.experiments) for item in loaded)
     bad = [item for item in loaded if item.error is not None]
+    for note in (note for item in loaded for note in item.skipped if experiments or bad):
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     for item in bad:
         assert item.error is not None
         for line in error_lines(item.error):
@@ -139,9 +145,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     files = len(loaded)
     noun = "experiment" if experiments == 1 else "experiments"
     in_files = f"in {files} file{'' if files == 1 else 's'}"
-    if not bad:
-        print(f"ok: {experiments} {noun} {in_files}")
+    skipped = sum(len(item.skipped) for item in loaded)
+    others = f" ({skipped} other object{'' if skipped == 1 else 's'} skipped)" if skipped else ""
+    if not bad and experiments:
+        print(f"ok: {experiments} {noun} {in_files}{others}")
         return EXIT_OK
+    if not bad:
+        print(error_line(f"{', '.join(args.files)}: no {KIND} in it{others}"), file=sys.stderr)
+        return EXIT_ERROR
     problems = sum(len(item.error.problems) for item in bad if item.error is not None)
     print(
         f"invalid: {problems} problem{'' if problems == 1 else 's'} in {len(bad)} of {files} "

@@ -334,9 +334,16 @@ def run_files(
     quiet: bool = False,
     keep_evidence: bool = False,
 ) -> int:
-    """Validate files and folders (all problems at once), then :func:`run_experiments`."""
+    """Validate files and folders (all problems at once), then :func:`run_experiments`.
+
+    Other Kubernetes objects in them are skipped with a note on stderr.
+    """
+    notes: list[str] = []
+    experiments = load_paths(files, notes)
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     return run_experiments(
-        load_paths(files),
+        experiments,
         dsn=dsn,
         report_dir=report_dir,
         dry_run=dry_run,

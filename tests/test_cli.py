@@ -239,6 +239,71 @@ def test_validate_an_empty_folder(tmp_path: Path) -> None:
     one_error_line(cli("validate", str(tmp_path)), f"{tmp_path}: no *.yaml or *.yml file")
 
 
+def _kubeconfig(path: Path, server: str, namespace: str | None = None) -> Path:
+    context: dict[str, str] = {"cluster": "c", "user": "u"}
+    if namespace:
+        context["namespace"] = namespace
+    return write(path, yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "here",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "contexts": [{"name": "here", "context": context}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("ref", [("-n", "default", "connection-kill"),
+                                 ("default/connection-kill",),
+                                 ("--namespace=default", "connection-kill")])
+def test_report_takes_kubectls_forms_and_names_an_unreachable_server(
+    tmp_path: Path, ref: tuple[str, ...]
+) -> None:
+    """``report -n NS NAME`` was refused and an unreachable server printed a raw MaxRetryError;
+    now the kubectl forms are taken and the error is one line naming the server."""
+    server = f"https://127.0.0.1:{free_port()}"
+    config = _kubeconfig(tmp_path / "config", server)
+    one_error_line(cli("report", *ref, "--kubeconfig", str(config), "-o", str(tmp_path / "r")),
+                   f"cannot reach the Kubernetes API server {server} (connection refused)")
+    assert not (tmp_path / "r").exists()
+    for never in ("MaxRetryError", "HTTPSConnectionPool", "object at 0x"):
+        assert never not in cli("report", *ref, env={"KUBECONFIG": str(config)}).stderr
+
+
+@pytest.mark.unit
+def test_report_without_kubeconfig_says_where_it_looked(tmp_path: Path) -> None:
+    home = {"HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": ""}
+    line = one_error_line(cli("report", "default/x", env={**home, "KUBECONFIG": ""}))
+    assert line == (
+        "no Kubernetes configuration found; looked at $KUBECONFIG (not set), ~/.kube/config "
+        f"({tmp_path}/.kube/config: no such file), in-cluster service account "
+        "(KUBERNETES_SERVICE_HOST not set: not in a pod): set KUBECONFIG or pass --kubeconfig FILE"
+    )
+    missing = tmp_path / "nowhere.yaml"
+    one_error_line(cli("report", "default/x", env={**home, "KUBECONFIG": str(missing)}),
+                   f"$KUBECONFIG={missing} (no such file;")
+    one_error_line(cli("report", "x", "--kubeconfig", str(missing), env=home),
+                   f"no kubeconfig at --kubeconfig {missing} (no such file)")
+
+
+@pytest.mark.unit
+def test_report_refuses_an_ambiguous_reference(tmp_path: Path) -> None:
+    one_error_line(cli("report", "a/b/c"), "give NAME or NAMESPACE/NAME, not 'a/b/c'")
+    one_error_line(cli("report", "-n", "prod", "staging/x"),
+                   "staging/x names namespace staging, -n says prod: give one")
+
+
+@pytest.mark.unit
+def test_a_name_alone_is_in_the_contexts_namespace(tmp_path: Path) -> None:
+    """As kubectl: NAME without -n is in the current context's namespace, else default."""
+    from pggit_chaos.kube.client import KubeClient
+
+    server = f"https://127.0.0.1:{free_port()}"
+    with_ns = _kubeconfig(tmp_path / "a", server, namespace="staging")
+    assert KubeClient.from_environment(str(with_ns)).namespace == "staging"
+    assert KubeClient.from_environment(str(_kubeconfig(tmp_path / "b", server))).namespace == (
+        "default")
+
+
 # -- help ----------------------------------------------------------------------------------------
 @pytest.mark.unit
 @pytest.mark.parametrize("command", ("", *COMMANDS))

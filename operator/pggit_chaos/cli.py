@@ -354,14 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Fetch the journal of the PgGitChaosExperiment NAMESPACE/NAME (the ConfigMap its "
             "runner Job wrote) and render summary.md, junit.xml and timeline.png, as a local "
-            "run does. Uses the current kubeconfig context."
+            "run does. As with kubectl: NAME alone is in -n NAMESPACE, else the current "
+            "kubeconfig context's namespace, else default."
         ),
         epilog=_epilog("pggit-chaos report staging/primary-pod-kill", codes=False)
+        + "\n  pggit-chaos report -n staging primary-pod-kill"
         + "\n\nexit codes: 0 written, 2 error (one line on stderr)",
     )
-    report.add_argument("experiment", metavar="NAMESPACE/NAME")
+    report.add_argument("experiment", metavar="[NAMESPACE/]NAME")
+    report.add_argument("-n", "--namespace", help="namespace of NAME (as with kubectl)")
     report.add_argument("--output", "-o", help="folder (default ./chaos-reports/NAMESPACE-NAME)")
-    report.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG)")
+    report.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else "
+                        "~/.kube/config, else the pod's service account)")
     report.set_defaults(handler=_cmd_report)
 
     operator = sub.add_parser(
@@ -391,9 +395,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pggit_chaos.kube.client import KubeClient
     from pggit_chaos.kube.report import fetch_report
 
-    folder = Path(args.output or Path("chaos-reports") / args.experiment.replace("/", "-"))
-    files = fetch_report(args.experiment, folder, KubeClient.from_environment(args.kubeconfig))
-    print(f"report of {args.experiment}: {files.summary} (and timeline.png, junit.xml in {folder})")
+    given_namespace, slash, name = args.experiment.rpartition("/")
+    if slash and (not given_namespace or not name or "/" in given_namespace):
+        raise UsageError(f"give NAME or NAMESPACE/NAME, not {args.experiment!r}", f"{PROG} report")
+    if slash and args.namespace and args.namespace != given_namespace:
+        raise UsageError(f"{args.experiment} names namespace {given_namespace}, -n says "
+                         f"{args.namespace}: give one", f"{PROG} report")
+    client = KubeClient.from_environment(args.kubeconfig)
+    ref = f"{given_namespace or args.namespace or client.namespace}/{name}"
+    folder = Path(args.output or Path("chaos-reports") / ref.replace("/", "-"))
+    files = fetch_report(ref, folder, client)
+    print(f"report of {ref}: {files.summary} (and timeline.png, junit.xml in {folder})")
     return 0
 
 

@@ -361,10 +361,17 @@ def test_install_pggit_twice_is_harmless_and_healthy(empty_dsn: str) -> None:
     assert first.returncode == 0, first.stderr
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (id int)")
+    assert "pgGit core " in first.stdout and " installed in 127.0.0.1:" in first.stdout
     second = cli("install-pggit", "--dsn", empty_dsn)
     assert second.returncode == 0, second.stderr
-    assert "installed" in second.stdout
+    # Nothing changed: it says so (it said "installed" before).
+    assert "already up to date in 127.0.0.1:" in second.stdout, second.stdout
+    assert "nothing changed" in second.stdout and " installed" not in second.stdout
     assert {row.status for row in health(empty_dsn)} == {"healthy"}
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:  # broken: a repair is a change
+        conn.execute("ALTER EVENT TRIGGER pggit_ddl_trigger DISABLE")
+    third = cli("install-pggit", "--dsn", empty_dsn)
+    assert third.returncode == 0 and " installed in " in third.stdout, third.stdout
     with psycopg.connect(empty_dsn) as conn:
         rows = conn.execute(
             "SELECT count(*) FROM pggit.history WHERE object_name = 'kept'"

@@ -162,10 +162,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from pggit_chaos.pggit import install
+    from pggit_chaos.pggit import describe_target, install_or_update
 
-    version = install(args.dsn)
-    print(f"pgGit core {version} installed")
+    version, changed = install_or_update(args.dsn)
+    where = describe_target(args.dsn)
+    if changed:
+        print(f"pgGit core {version} installed in {where}")
+    else:
+        print(f"pgGit core {version} already up to date in {where}: nothing changed")
     return EXIT_OK
 
 
@@ -301,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
             "recorded history is kept. Needs a superuser (pgGit creates event triggers)."
         ),
         epilog=_epilog("pggit-chaos install-pggit --dsn postgresql://postgres@db/app", codes=False)
-        + "\n\nexit codes: 0 installed, 2 error (one line on stderr)",
+        + "\n\nexit codes: 0 installed or already up to date, 2 error (one line on stderr)",
     )
     install.add_argument("--dsn", required=True, help="libpq connection string or URL")
     install.set_defaults(handler=_cmd_install)

@@ -259,6 +259,10 @@ def test_interrupt_mid_fault_reverts_and_still_writes_the_journal(
     (journal,) = runner.journals()
     assert journal["reverted_at"] is not None
     assert journal["verdict"] is None and journal["error"] == "interrupted"
+    # A stop by the user is Aborted, as in a cluster (abort annotation); it said ERROR before.
+    assert journal["phases"][-1]["phase"] == "Aborted"
+    assert journal["reason"] == "interrupted: fault reverted"
+    assert "ABORTED" in out and "ERROR" not in out
     runner.assert_nothing_left()
 
 

@@ -14,6 +14,7 @@ the dry run through the real operator. Each validator is shown failing on a brok
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -46,13 +47,13 @@ RELEASE, RELEASE_NS = "pggit-chaos", "pggit-chaos-system"
 Doc = dict[str, Any]
 
 DEFAULT: dict[str, Any] = {}
-DEMO: dict[str, Any] = {"demo": {"enabled": True}, "podPause": {"enabled": True}}
+DEMO: dict[str, Any] = {"demo": {"enabled": True}, "exec": {"enabled": True}}
 ALL_OPTIONS: dict[str, Any] = {
     "namespaces": ["default", "staging"],
     "watchAllNamespaces": True,
     "requireNamespaceOptIn": False,
     "maxTargetPods": 3,
-    "podPause": {"enabled": True},
+    "podPause": {"enabled": True},  # the deprecated name of exec.enabled still allows exec
     "statusInterval": 0.5,
     "sweepInterval": 30,
     "expiryMargin": 60,
@@ -77,6 +78,11 @@ ALL_OPTIONS: dict[str, Any] = {
              "postgres": {"password": "s3cret", "storage": {"storageClassName": "standard"}}},
 }
 VALUES = {"default": DEFAULT, "demo": DEMO, "all-options": ALL_OPTIONS}
+
+
+def exec_allowed(values: dict[str, Any]) -> bool:
+    """exec.enabled, or its deprecated old name podPause.enabled."""
+    return any(bool(values.get(key, {}).get("enabled")) for key in ("exec", "podPause"))
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
@@ -238,7 +244,7 @@ def test_rbac_equals_the_recorded_calls(name: str, rendered: dict[str, list[Doc]
     values = VALUES[name]
     docs = rendered[name]
     namespaces = effective_namespaces(values)
-    pod_pause = bool(values.get("podPause", {}).get("enabled"))
+    pod_pause = exec_allowed(values)
     everywhere = bool(values.get("watchAllNamespaces"))
     operator_sa = values.get("operator", {}).get("serviceAccount", {}).get(
         "name", "pggit-chaos-operator")
@@ -291,6 +297,72 @@ def test_the_rbac_comparison_fails_on_an_extra_or_a_missing_grant(
     assert any(dropped["resources"][0] in p and "a test made" in p for p in problems), problems
     assert rbac_differences(docs, "pggit-chaos-runner", "default", "runner", ["default"], True,
                             False)  # pods/exec recorded, not granted without podPause
+
+
+#: How a message names a chart value: "set X=Y in the chart", "the chart's X", "--set 'X=",
+#: "chart value X".
+CHART_VALUE_IN_TEXT = [re.compile(pattern) for pattern in (
+    r"\bset `?([A-Za-z][\w.]*)`?(?:=\S+)? in the chart",
+    r"\bthe chart's `?([A-Za-z][\w.]*)",
+    r"--set '?([A-Za-z][\w.]*)=",
+    r"\bchart value `?([A-Za-z][\w.]*)",
+)]
+
+
+def _string_literals(root: Path) -> Iterator[tuple[Path, str]]:
+    """Every string literal of the package (an f-string with ``{}`` for its fields)."""
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                yield path, node.value
+            elif isinstance(node, ast.JoinedStr):
+                yield path, "".join(part.value if isinstance(part, ast.Constant) else "{}"
+                                    for part in node.values)
+
+
+def _has_value(values: Any, dotted: str) -> bool:
+    for key in dotted.split("."):
+        if not isinstance(values, dict) or key not in values:
+            return False
+        values = values[key]
+    return True
+
+
+def test_every_chart_value_a_message_names_exists() -> None:
+    """A refusal that says "set allowExec in the chart" sent users to a value that does not
+    exist: every chart value a message of the operator or runner names is in values.yaml, and
+    every PGGIT_CHAOS_* setting named beside it is a setting the chart's Deployment sets."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    named: dict[str, list[str]] = {}
+    for path, text in _string_literals(ROOT / "operator" / "pggit_chaos"):
+        found = [m.group(1).rstrip(".") for p in CHART_VALUE_IN_TEXT for m in p.finditer(text)]
+        for key in found:
+            named.setdefault(key, []).append(f"{path.name}: {text[:80]}")
+        for env in re.findall(r"PGGIT_CHAOS_[A-Z_]+", text) if found else []:
+            assert env.removeprefix("PGGIT_CHAOS_").lower() in Settings.model_fields, (env, text)
+            assert f"name: {env}\n" in deployment, (env, "not set by the chart")
+    assert {"exec.enabled", "maxTargetPods", "namespaces"} <= set(named), named
+    missing = {key: where for key, where in named.items() if not _has_value(values, key)}
+    assert not missing, f"messages name chart values that values.yaml lacks: {missing}"
+
+
+def test_the_exec_switch_and_its_deprecated_name_both_allow_exec(tmp_path: Path) -> None:
+    """exec.enabled is the one switch of the exec faults (pod-pause, disk-pressure);
+    podPause.enabled, its old name, still works, and the install notes say it is deprecated."""
+    for values, allowed in (({}, False), ({"exec": {"enabled": True}}, True),
+                            ({"podPause": {"enabled": True}}, True)):
+        docs = render(values, tmp_path)
+        container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        assert _env(container)["PGGIT_CHAOS_ALLOW_EXEC"] == str(allowed).lower(), values
+        granted = any("pods/exec" in rule["resources"] for doc in docs
+                      if doc["kind"] in ("Role", "ClusterRole") for rule in doc["rules"])
+        assert granted is allowed, values
+    notes = helm("install", RELEASE, str(CHART), "--dry-run=client", "-n", RELEASE_NS,
+                 "--set", "podPause.enabled=true").stdout
+    assert "podPause.enabled is deprecated; set exec.enabled=true" in notes
+    refused = helm("install", RELEASE, str(CHART), "--dry-run=client", "-n", RELEASE_NS).stdout
+    assert "disk-pressure experiments are refused (set exec.enabled=true" in refused
 
 
 # -- the operator Deployment --------------------------------------------------------------------
@@ -349,7 +421,7 @@ def test_the_values_reach_the_operator_as_its_settings(
     settings = settings_of(container, monkeypatch)
     everywhere = bool(values.get("watchAllNamespaces"))
     assert settings.namespace_allowlist() == ([] if everywhere else effective_namespaces(values))
-    assert settings.allow_exec is bool(values.get("podPause", {}).get("enabled"))
+    assert settings.allow_exec is exec_allowed(values)
     assert settings.require_namespace_opt_in is values.get("requireNamespaceOptIn", True)
     assert settings.max_target_pods == values.get("maxTargetPods", 5)
     assert settings.image == container["image"]
@@ -393,6 +465,7 @@ def test_the_image_tag_defaults_to_the_app_version(rendered: dict[str, list[Doc]
     ({"namespaces": ["Not_A_Name"]}, "/namespaces/0"),
     ({"watchAllNamespaces": "yes"}, "/watchAllNamespaces"),
     ({"podPause": {"enabled": True, "exec": True}}, "exec"),
+    ({"exec": {"enabled": "yes"}}, "/exec/enabled"),
     ({"metrics": {"port": 70000}}, "/metrics/port"),
     ({"statusInterval": 0}, "/statusInterval"),
     ({"demo": {"enabled": True, "postgres": {"image": "postgres:latest"}}},
@@ -526,7 +599,7 @@ def test_the_chart_readme_is_generated_from_the_values(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     readme = (CHART / "README.md").read_text()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for key in ("image.repository", "namespaces", "watchAllNamespaces", "podPause.enabled",
+    for key in ("image.repository", "namespaces", "watchAllNamespaces", "exec.enabled",
                 "metrics.port", "demo.enabled", "demo.namespace"):
         assert f"| `{key}` |" in readme, key
     assert values["demo"]["namespace"] == "default"

@@ -311,3 +311,28 @@ def test_a_check_that_cannot_run_is_an_error_not_a_fail(pggit_dsn: str, tmp_path
         assert cases[failure.name].find("error") is not None, failure.name
         assert cases[failure.name].find("failure") is None, failure.name
     assert runner.main(["--dsn", pggit_dsn, "--category", "transaction"]) == 3
+
+
+def test_a_requested_category_whose_checks_all_skip_is_inconclusive(
+    pggit_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A category asked for by name that nothing verified (every check skipped: what it needs is
+    missing) is no Pass: exit 3, Inconclusive, naming the category and why its checks skipped.
+    Before the fix this run said PASS and exited 0."""
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:  # the resource checks need both
+        for (signature,) in conn.execute(
+            "SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace = 'pggit'::regnamespace"
+            " AND proname IN ('commit_changes', 'calculate_schema_hash')"
+        ).fetchall():
+            renamed = "renamed_" + signature.split("(")[0].removeprefix("pggit.")
+            conn.execute(f"ALTER FUNCTION {signature} RENAME TO {renamed}")
+    result = run_checks(pggit_dsn, categories=["resource"], quiet=True)
+    assert result.checks and {c.outcome for c in result.checks} == {"skipped"}
+    assert result.verdict == "Inconclusive" and result.exit_code == 3
+    [unrun] = result.failures
+    assert unrun.name == "category resource" and unrun.outcome == "error"
+    assert "resource checks were skipped" in unrun.message and "lacks" in unrun.message
+    capsys.readouterr()
+    assert runner.main(["--dsn", pggit_dsn, "--category", "resource"]) == 3
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "category resource" in out

@@ -215,8 +215,93 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
+def test_validate_and_dry_run_skip_other_kinds_with_a_note(tmp_path: Path) -> None:
+    """A ConfigMap kept beside the experiments no longer rejects the folder (it did before)."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    experiment(folder / "01.yaml")
+    write(folder / "config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n")
+    note = (f"pggit-chaos: note: {folder / 'config.yaml'}: skipped ConfigMap s (v1): "
+            "not a PgGitChaosExperiment")
+    result = cli("validate", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [note]
+    assert result.stdout.strip() == "ok: 1 experiment in 2 files (1 other object skipped)"
+    result = cli("run", "--dry-run", str(folder), tmp=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == note and "planned (dry run)" in result.stdout
+    one_error_line(cli("validate", str(folder / "config.yaml")),
+                   "no PgGitChaosExperiment in it (1 other object skipped)")
+
+
+@pytest.mark.unit
 def test_validate_an_empty_folder(tmp_path: Path) -> None:
     one_error_line(cli("validate", str(tmp_path)), f"{tmp_path}: no *.yaml or *.yml file")
+
+
+def _kubeconfig(path: Path, server: str, namespace: str | None = None) -> Path:
+    context: dict[str, str] = {"cluster": "c", "user": "u"}
+    if namespace:
+        context["namespace"] = namespace
+    return write(path, yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "here",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "contexts": [{"name": "here", "context": context}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("ref", [("-n", "default", "connection-kill"),
+                                 ("default/connection-kill",),
+                                 ("--namespace=default", "connection-kill")])
+def test_report_takes_kubectls_forms_and_names_an_unreachable_server(
+    tmp_path: Path, ref: tuple[str, ...]
+) -> None:
+    """``report -n NS NAME`` was refused and an unreachable server printed a raw MaxRetryError;
+    now the kubectl forms are taken and the error is one line naming the server."""
+    server = f"https://127.0.0.1:{free_port()}"
+    config = _kubeconfig(tmp_path / "config", server)
+    one_error_line(cli("report", *ref, "--kubeconfig", str(config), "-o", str(tmp_path / "r")),
+                   f"cannot reach the Kubernetes API server {server} (connection refused)")
+    assert not (tmp_path / "r").exists()
+    for never in ("MaxRetryError", "HTTPSConnectionPool", "object at 0x"):
+        assert never not in cli("report", *ref, env={"KUBECONFIG": str(config)}).stderr
+
+
+@pytest.mark.unit
+def test_report_without_kubeconfig_says_where_it_looked(tmp_path: Path) -> None:
+    home = {"HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": ""}
+    line = one_error_line(cli("report", "default/x", env={**home, "KUBECONFIG": ""}))
+    assert line == (
+        "no Kubernetes configuration found; looked at $KUBECONFIG (not set), ~/.kube/config "
+        f"({tmp_path}/.kube/config: no such file), in-cluster service account "
+        "(KUBERNETES_SERVICE_HOST not set: not in a pod): set KUBECONFIG or pass --kubeconfig FILE"
+    )
+    missing = tmp_path / "nowhere.yaml"
+    one_error_line(cli("report", "default/x", env={**home, "KUBECONFIG": str(missing)}),
+                   f"$KUBECONFIG={missing} (no such file;")
+    one_error_line(cli("report", "x", "--kubeconfig", str(missing), env=home),
+                   f"no kubeconfig at --kubeconfig {missing} (no such file)")
+
+
+@pytest.mark.unit
+def test_report_refuses_an_ambiguous_reference(tmp_path: Path) -> None:
+    one_error_line(cli("report", "a/b/c"), "give NAME or NAMESPACE/NAME, not 'a/b/c'")
+    one_error_line(cli("report", "-n", "prod", "staging/x"),
+                   "staging/x names namespace staging, -n says prod: give one")
+
+
+@pytest.mark.unit
+def test_a_name_alone_is_in_the_contexts_namespace(tmp_path: Path) -> None:
+    """As kubectl: NAME without -n is in the current context's namespace, else default."""
+    from pggit_chaos.kube.client import KubeClient
+
+    server = f"https://127.0.0.1:{free_port()}"
+    with_ns = _kubeconfig(tmp_path / "a", server, namespace="staging")
+    assert KubeClient.from_environment(str(with_ns)).namespace == "staging"
+    assert KubeClient.from_environment(str(_kubeconfig(tmp_path / "b", server))).namespace == (
+        "default")
 
 
 # -- help ----------------------------------------------------------------------------------------
@@ -276,10 +361,17 @@ def test_install_pggit_twice_is_harmless_and_healthy(empty_dsn: str) -> None:
     assert first.returncode == 0, first.stderr
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (id int)")
+    assert "pgGit core " in first.stdout and " installed in 127.0.0.1:" in first.stdout
     second = cli("install-pggit", "--dsn", empty_dsn)
     assert second.returncode == 0, second.stderr
-    assert "installed" in second.stdout
+    # Nothing changed: it says so (it said "installed" before).
+    assert "already up to date in 127.0.0.1:" in second.stdout, second.stdout
+    assert "nothing changed" in second.stdout and " installed" not in second.stdout
     assert {row.status for row in health(empty_dsn)} == {"healthy"}
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:  # broken: a repair is a change
+        conn.execute("ALTER EVENT TRIGGER pggit_ddl_trigger DISABLE")
+    third = cli("install-pggit", "--dsn", empty_dsn)
+    assert third.returncode == 0 and " installed in " in third.stdout, third.stdout
     with psycopg.connect(empty_dsn) as conn:
         rows = conn.execute(
             "SELECT count(*) FROM pggit.history WHERE object_name = 'kept'"

@@ -17,6 +17,8 @@ import pytest
 from psycopg import sql
 
 from pggit_chaos import sweep
+from pggit_chaos.local.substrate import LocalSubstrate
+from pggit_chaos.pggit import describe_target
 from pggit_chaos.target_cleanup import LEASE_PREFIX, RUN_PREFIX, lease
 from test_run import ROOT, Runner, write_experiment
 
@@ -81,12 +83,22 @@ def test_dsn_run_leaves_nothing_in_the_target(
     assert "removed the workload from the target" in done.stdout
     journal = runner.journals()[0]
     assert journal["workload"]["ok"] > 0, "the workload did nothing: nothing to clean up"
+    # The journal names the user's database, not "local" (the embedded server), never a password.
+    target = f"dsn {describe_target(pggit_dsn)}"
+    assert journal["substrate"] == target and "127.0.0.1:" in target
+    assert journal["phases"][0]["detail"] == f"fault trigger-disable, substrate {target}"
     assert _state(pggit_dsn) == before
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
         unhealthy = conn.execute(
             "SELECT component, status, details FROM pggit.health_check()"
             " WHERE status <> 'healthy'").fetchall()
     assert not unhealthy, unhealthy
+
+
+def test_a_dsn_substrate_is_named_by_its_host_never_its_password() -> None:
+    named = LocalSubstrate(dsn="postgresql://app:s3cret@db.example:6543/shop").name
+    assert named == "dsn db.example:6543/shop" and "s3cret" not in named
+    assert LocalSubstrate().name == "local"
 
 
 def test_kept_evidence_is_removed_by_cleanup_and_a_live_run_is_not(

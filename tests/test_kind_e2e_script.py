@@ -251,7 +251,7 @@ def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: P
                          "--namespace"]
     assert helm[helm.index("--namespace") + 1] == "pggit-chaos-system"
     for setting in ("image.repository=pggit-chaos", "image.tag=e2e", "image.pullPolicy=Never",
-                    "demo.enabled=true", "demo.namespace=default", "podPause.enabled=true"):
+                    "demo.enabled=true", "demo.namespace=default", "exec.enabled=true"):
         assert setting in helm, setting
     assert "--create-namespace" in helm and "--wait" in helm and "--wait-for-jobs" in helm
 

@@ -175,8 +175,7 @@ def test_dry_run_of_the_destructive_fault_says_so(runner: Runner) -> None:
     assert result.returncode == 0, result.stderr
     assert "inject index-corruption (DESTRUCTIVE, nothing reverts it)" in result.stdout
     assert "expected to Fail naming the index" in result.stdout
-    (journal,) = runner.journals()
-    assert journal["injected_at"] is None and journal["verdict"] is None
+    assert not runner.reports.exists(), "a dry run writes no report folder"
     runner.assert_nothing_left()
 
 
@@ -217,8 +216,9 @@ def test_dry_run_prints_the_plan_and_injects_nothing(runner: Runner) -> None:
     assert "planned (dry run)" in result.stdout and "Aborted" not in result.stdout
     assert "inject cpu-throttle: cpuPercent 10" in result.stdout
     assert "{" not in result.stdout
-    (journal,) = runner.journals()
-    assert journal["injected_at"] is None and journal["verdict"] is None
+    # Nothing ran, so there is nothing to report: no report folder (there was one per dry run).
+    assert not runner.reports.exists() and "report:" not in result.stdout
+    assert not any(runner.tmpdir.iterdir()), "the dry run's scratch folder is removed"
     runner.assert_nothing_left()
 
 
@@ -273,6 +273,10 @@ def test_interrupt_mid_fault_reverts_and_still_writes_the_journal(
     (journal,) = runner.journals()
     assert journal["reverted_at"] is not None
     assert journal["verdict"] is None and journal["error"] == "interrupted"
+    # A stop by the user is Aborted, as in a cluster (abort annotation); it said ERROR before.
+    assert journal["phases"][-1]["phase"] == "Aborted"
+    assert journal["reason"] == "interrupted: fault reverted"
+    assert "ABORTED" in out and "ERROR" not in out
     runner.assert_nothing_left()
 
 

@@ -687,6 +687,43 @@ def test_a_folder_stands_for_its_yaml_files_in_name_order(tmp_path: Path) -> Non
     assert names == ["first", "second", "third", "last"]
 
 
+CONFIG_MAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+              "data": {"dsn": "postgresql://db/app"}}
+
+
+def test_other_kubernetes_objects_are_skipped_with_a_note(tmp_path: Path) -> None:
+    """A ConfigMap beside the experiments (its own file, or a document of a multi-document file)
+    is skipped with one note each, as kubectl users expect; before, the folder was rejected."""
+    folder = tmp_path / "exp"
+    _write(folder / "a.yaml", "first")
+    (folder / "config.yaml").write_text(yaml.safe_dump(CONFIG_MAP))
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"}}
+    (folder / "b.yaml").write_text(yaml.safe_dump_all([deployment, setting("metadata.name",
+                                                                           "second")]))
+    notes: list[str] = []
+    assert [e.name for e in load_paths([folder], notes)] == ["first", "second"]
+    assert notes == [
+        f"{folder / 'b.yaml'}#1: skipped Deployment app (apps/v1): not a PgGitChaosExperiment",
+        f"{folder / 'config.yaml'}: skipped ConfigMap settings (v1): not a PgGitChaosExperiment",
+    ]
+    loaded = load_each([folder])
+    assert [len(item.skipped) for item in loaded] == [0, 1, 1]
+    assert all(item.error is None for item in loaded)
+    # Paths holding no experiment at all are still an error, saying what was skipped.
+    with pytest.raises(InvalidExperiment, match="no PgGitChaosExperiment in it, only 1 other"):
+        load_paths([folder / "config.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind"),
+    [("chaos.pggit.io/v2", "ConfigMap"), ("chaos.pggit.io/v1alpha1", "PgGitChaosExperment"),
+     ("v1", "PgGitChaosExperiment")],
+)
+def test_a_misspelt_experiment_is_still_invalid_not_skipped(api_version: str, kind: str) -> None:
+    document = {**minimal(), "apiVersion": api_version, "kind": kind}
+    assert problems(document)
+
+
 def test_every_problem_of_every_path_at_once(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

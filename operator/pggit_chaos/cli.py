@@ -113,7 +113,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # Validate every file before importing the runner (psycopg, rich, the engine): a bad file
     # is reported in a fraction of a second.
-    experiments = load_paths(args.files)
+    notes: list[str] = []
+    experiments = load_paths(args.files, notes)
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     from pggit_chaos.runner import run_experiments
 
     return run_experiments(
@@ -128,10 +131,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from pggit_chaos.spec.loader import load_each
+    from pggit_chaos.spec.model import KIND
 
     loaded = load_each(args.files)
     experiments = sum(len(item.experiments) for item in loaded)
     bad = [item for item in loaded if item.error is not None]
+    for note in (note for item in loaded for note in item.skipped if experiments or bad):
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     for item in bad:
         assert item.error is not None
         for line in error_lines(item.error):
@@ -139,9 +145,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     files = len(loaded)
     noun = "experiment" if experiments == 1 else "experiments"
     in_files = f"in {files} file{'' if files == 1 else 's'}"
-    if not bad:
-        print(f"ok: {experiments} {noun} {in_files}")
+    skipped = sum(len(item.skipped) for item in loaded)
+    others = f" ({skipped} other object{'' if skipped == 1 else 's'} skipped)" if skipped else ""
+    if not bad and experiments:
+        print(f"ok: {experiments} {noun} {in_files}{others}")
         return EXIT_OK
+    if not bad:
+        print(error_line(f"{', '.join(args.files)}: no {KIND} in it{others}"), file=sys.stderr)
+        return EXIT_ERROR
     problems = sum(len(item.error.problems) for item in bad if item.error is not None)
     print(
         f"invalid: {problems} problem{'' if problems == 1 else 's'} in {len(bad)} of {files} "
@@ -151,10 +162,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from pggit_chaos.pggit import install
+    from pggit_chaos.pggit import describe_target, install_or_update
 
-    version = install(args.dsn)
-    print(f"pgGit core {version} installed")
+    version, changed = install_or_update(args.dsn)
+    where = describe_target(args.dsn)
+    if changed:
+        print(f"pgGit core {version} installed in {where}")
+    else:
+        print(f"pgGit core {version} already up to date in {where}: nothing changed")
     return EXIT_OK
 
 
@@ -290,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
             "recorded history is kept. Needs a superuser (pgGit creates event triggers)."
         ),
         epilog=_epilog("pggit-chaos install-pggit --dsn postgresql://postgres@db/app", codes=False)
-        + "\n\nexit codes: 0 installed, 2 error (one line on stderr)",
+        + "\n\nexit codes: 0 installed or already up to date, 2 error (one line on stderr)",
     )
     install.add_argument("--dsn", required=True, help="libpq connection string or URL")
     install.set_defaults(handler=_cmd_install)
@@ -343,14 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Fetch the journal of the PgGitChaosExperiment NAMESPACE/NAME (the ConfigMap its "
             "runner Job wrote) and render summary.md, junit.xml and timeline.png, as a local "
-            "run does. Uses the current kubeconfig context."
+            "run does. As with kubectl: NAME alone is in -n NAMESPACE, else the current "
+            "kubeconfig context's namespace, else default."
         ),
         epilog=_epilog("pggit-chaos report staging/primary-pod-kill", codes=False)
+        + "\n  pggit-chaos report -n staging primary-pod-kill"
         + "\n\nexit codes: 0 written, 2 error (one line on stderr)",
     )
-    report.add_argument("experiment", metavar="NAMESPACE/NAME")
+    report.add_argument("experiment", metavar="[NAMESPACE/]NAME")
+    report.add_argument("-n", "--namespace", help="namespace of NAME (as with kubectl)")
     report.add_argument("--output", "-o", help="folder (default ./chaos-reports/NAMESPACE-NAME)")
-    report.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG)")
+    report.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else "
+                        "~/.kube/config, else the pod's service account)")
     report.set_defaults(handler=_cmd_report)
 
     operator = sub.add_parser(
@@ -380,9 +399,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pggit_chaos.kube.client import KubeClient
     from pggit_chaos.kube.report import fetch_report
 
-    folder = Path(args.output or Path("chaos-reports") / args.experiment.replace("/", "-"))
-    files = fetch_report(args.experiment, folder, KubeClient.from_environment(args.kubeconfig))
-    print(f"report of {args.experiment}: {files.summary} (and timeline.png, junit.xml in {folder})")
+    given_namespace, slash, name = args.experiment.rpartition("/")
+    if slash and (not given_namespace or not name or "/" in given_namespace):
+        raise UsageError(f"give NAME or NAMESPACE/NAME, not {args.experiment!r}", f"{PROG} report")
+    if slash and args.namespace and args.namespace != given_namespace:
+        raise UsageError(f"{args.experiment} names namespace {given_namespace}, -n says "
+                         f"{args.namespace}: give one", f"{PROG} report")
+    client = KubeClient.from_environment(args.kubeconfig)
+    ref = f"{given_namespace or args.namespace or client.namespace}/{name}"
+    folder = Path(args.output or Path("chaos-reports") / ref.replace("/", "-"))
+    files = fetch_report(ref, folder, client)
+    print(f"report of {ref}: {files.summary} (and timeline.png, junit.xml in {folder})")
     return 0
 
 

@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     require_namespace_opt_in: bool = True
     #: Most pods one experiment may hit.
     max_target_pods: int = Field(default=5, ge=1, le=1000)
-    #: Allow faults that need ``pods/exec`` (pod-pause): SIGSTOP/SIGCONT inside the target pod.
+    #: Allow the faults that need ``pods/exec`` in the target pod: pod-pause (SIGSTOP/SIGCONT)
+    #: and disk-pressure (its balloon file). The chart's ``exec.enabled``.
     allow_exec: bool = False
     #: Experiments on one target (the same database Secret, or a shared target pod) run one
     #: at a time, oldest first; the others wait in phase Pending saying for which. Off: they

@@ -312,6 +312,60 @@ def install(dsn: str) -> str:
     return str(found[0])
 
 
+#: Everything the install script defines, as text: tables and their columns, constraints,
+#: triggers, functions (by signature and body), event triggers and whether they are enabled,
+#: the core version. Timestamps are left out: an unchanged install compares equal.
+_INSTALL_FINGERPRINT = """
+SELECT coalesce((SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
+    SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+           || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+           || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') AS x
+      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+           AND NOT a.attisdropped
+      LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+     WHERE c.relnamespace = 'pggit'::regnamespace
+    UNION ALL
+    SELECT 'relation ' || c.relname || ' ' || c.relkind::text FROM pg_class c
+     WHERE c.relnamespace = 'pggit'::regnamespace
+    UNION ALL
+    SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+     WHERE connamespace = 'pggit'::regnamespace
+    UNION ALL
+    SELECT 'trigger ' || t.tgname || ' ' || t.tgenabled::text || ' ' || pg_get_triggerdef(t.oid)
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace = 'pggit'::regnamespace AND NOT t.tgisinternal
+    UNION ALL
+    SELECT 'function ' || p.oid::regprocedure::text || ' ' || md5(p.prosrc)
+           || ' ' || p.prosecdef::text || ' ' || coalesce(array_to_string(p.proconfig, ','), '')
+      FROM pg_proc p WHERE p.pronamespace = 'pggit'::regnamespace
+    UNION ALL
+    SELECT 'event trigger ' || evtname || ' ' || evtenabled::text || ' ' || evtfoid::regproc::text
+      FROM pg_event_trigger
+) parts), '')
+"""
+
+
+def install_fingerprint(dsn: str) -> str:
+    """What the install script defines in ``dsn``'s database, as one text ('' without pgGit)."""
+    with _connect(dsn, timeout=10) as conn:
+        row = conn.execute("SELECT to_regnamespace('pggit') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return ""
+        row = conn.execute("SELECT to_regclass('pggit.install_info') IS NOT NULL").fetchone()
+        version = conn.execute(
+            "SELECT version FROM pggit.install_info WHERE component = 'core'"
+        ).fetchone() if row and row[0] else None
+        found = conn.execute(_INSTALL_FINGERPRINT).fetchone()
+    return f"core {version[0] if version else ''}\n{found[0] if found else ''}"
+
+
+def install_or_update(dsn: str) -> tuple[str, bool]:
+    """:func:`install`, and whether it changed anything (False: already up to date)."""
+    before = install_fingerprint(dsn)
+    version = install(dsn)
+    return version, install_fingerprint(dsn) != before
+
+
 # -- probes --------------------------------------------------------------------------------
 def connect_check(dsn: str, timeout: float = 5) -> None:
     """Raise :class:`TargetUnavailable` (one line) unless ``dsn`` is reachable and has pgGit."""

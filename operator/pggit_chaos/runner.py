@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -243,8 +245,10 @@ def run_experiment_locally(
     report_base: Path,
     quiet: bool = False,
     keep_evidence: bool = False,
-) -> tuple[Journal, Path, bool]:
+) -> tuple[Journal, Path | None, bool]:
     """Run one experiment on the local substrate; returns (journal, report folder, interrupted).
+
+    A dry run writes no report folder (None): its plan is printed, nothing ran to report on.
 
     Against a user's database (``dsn``) the run holds a lease session (so `cleanup` leaves it
     alone) and, once the journal and report are written, removes what its workload created
@@ -256,7 +260,9 @@ def run_experiment_locally(
     from pggit_chaos.local.substrate import LocalSubstrate
 
     settings = load_settings()
-    folder = _report_folder(report_base, experiment)
+    dry_run = experiment.spec.dry_run
+    folder = (Path(tempfile.mkdtemp(prefix="pggit-chaos-dry-run-")) if dry_run
+              else _report_folder(report_base, experiment))
     substrate = LocalSubstrate(state=StateFile.in_dir(settings.state_dir), dsn=dsn)
     interrupted = False
     live = None if quiet or not console.is_terminal else Live(
@@ -281,6 +287,10 @@ def run_experiment_locally(
     finally:
         substrate.close()
     journal = run.journal
+    if dry_run:
+        shutil.rmtree(folder, ignore_errors=True)
+        metrics.record_journal(journal)
+        return journal, None, interrupted
     history_path = run.history.to_jsonl(folder / "history.jsonl") if len(run.history) else None
     write_report(journal, folder, history_path)
     metrics.record_journal(journal)
@@ -334,9 +344,16 @@ def run_files(
     quiet: bool = False,
     keep_evidence: bool = False,
 ) -> int:
-    """Validate files and folders (all problems at once), then :func:`run_experiments`."""
+    """Validate files and folders (all problems at once), then :func:`run_experiments`.
+
+    Other Kubernetes objects in them are skipped with a note on stderr.
+    """
+    notes: list[str] = []
+    experiments = load_paths(files, notes)
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     return run_experiments(
-        load_paths(files),
+        experiments,
         dsn=dsn,
         report_dir=report_dir,
         dry_run=dry_run,
@@ -388,10 +405,10 @@ def run_experiments(
                           "A run would:")
             for n, line in enumerate(journal.dry_run_plan, 1):
                 console.print(f"  {n}. {line}", soft_wrap=True, markup=False, highlight=False)
-            console.print(f"report: {folder}")
             continue
         print_verdict_table(journal, console)
-        console.print(f"report: {folder}")
+        if folder is not None:
+            console.print(f"report: {folder}")
         if interrupted:
             return EXIT_INTERRUPTED
         if journal.current_phase in (Phase.Error, Phase.Aborted):

@@ -5,7 +5,7 @@ When a runner dies mid-fault, the operator undoes the fault from the intent in s
 chart granted ``patch pods/resize`` only to the runner: the operator's revert of a cpu-throttle
 got 403 every 2 s, the pod stayed throttled. Here the test API server enforces the grants the
 rendered chart gives the operator's ServiceAccount (its Roles/ClusterRoles and bindings, with
-``podPause.enabled`` since two of the faults need exec, and with ``watchAllNamespaces``), and
+``exec.enabled`` since two of the faults need exec, and with ``watchAllNamespaces``), and
 each kind of undo the operator knows is run through ``revert_intent`` as the operator.
 
 Why the test API server: the grants of the chart are applied to one identity directly (the
@@ -29,8 +29,8 @@ pytestmark = [pytest.mark.kube, pytest.mark.chart]
 
 NS = "default"
 OPERATOR_SA = "pggit-chaos-operator"
-CHARTS = {"namespaced": {"podPause": {"enabled": True}},
-          "all-namespaces": {"podPause": {"enabled": True}, "watchAllNamespaces": True}}
+CHARTS = {"namespaced": {"exec": {"enabled": True}},
+          "all-namespaces": {"exec": {"enabled": True}, "watchAllNamespaces": True}}
 ORIGINAL = {"requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"cpu": "500m", "memory": "256Mi"}}
 #: Every kind of undo :func:`faults.revert_intent` acts on (the others are SQL-level or

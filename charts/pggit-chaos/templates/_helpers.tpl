@@ -52,19 +52,25 @@ app.kubernetes.io/component: operator
 {{- default (printf "%s-runner" (include "pggit-chaos.fullname" .)) .Values.runner.serviceAccount.name }}
 {{- end }}
 
+{{/* "true" when the exec faults are allowed: exec.enabled, or its deprecated old name
+podPause.enabled. */}}
+{{- define "pggit-chaos.execEnabled" -}}
+{{- if or .Values.exec.enabled .Values.podPause.enabled }}true{{ else }}false{{ end }}
+{{- end }}
+
 {{- define "pggit-chaos.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{/* The recorded API calls (api-calls.yaml) of one identity as RBAC rules: "namespaced" true
-(Role-scoped resources) or false (cluster-scoped ones); pods/exec only with podPause. */}}
+(Role-scoped resources) or false (cluster-scoped ones); pods/exec only with exec.enabled. */}}
 {{- define "pggit-chaos.rules" -}}
 {{- $root := index . 0 }}
 {{- $identity := index . 1 }}
 {{- $namespaced := index . 2 }}
 {{- $calls := $root.Files.Get "api-calls.yaml" | fromYaml }}
 {{- range $rule := get $calls $identity }}
-{{- if and (eq $rule.namespaced $namespaced) (or (ne $rule.resource "pods/exec") $root.Values.podPause.enabled) }}
+{{- if and (eq $rule.namespaced $namespaced) (or (ne $rule.resource "pods/exec") (eq (include "pggit-chaos.execEnabled" $root) "true")) }}
 - apiGroups: [{{ $rule.apiGroup | quote }}]
   resources: [{{ $rule.resource | quote }}]
   verbs: {{ toJson $rule.verbs }}

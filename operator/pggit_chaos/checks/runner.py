@@ -470,6 +470,8 @@ def _result(
                 "checks-suite", f"{why}: {log_tail.strip()[-500:]}".strip(), seed, outcome="error"
             )
         )
+    if report is not None and not timed_out and categories:
+        failures += _unrun_categories(checks, categories, seed)
     result = ChecksResult(
         passed=sum(c.outcome == "passed" for c in checks),
         failed=0,
@@ -486,6 +488,30 @@ def _result(
     )
     result.settle()
     return result
+
+
+def _unrun_categories(
+    checks: list[CheckOutcome], categories: list[str], seed: int
+) -> list[CheckFailure]:
+    """An error for each requested category of which no check ran (all skipped, or none).
+
+    A category asked for by name and verified by nothing is no Pass: the verdict says
+    Inconclusive (exit 3), with the reasons the checks gave for skipping.
+    """
+    unrun: list[CheckFailure] = []
+    for category in categories:
+        members = [c for c in checks if category in c.categories]
+        if any(c.outcome != "skipped" for c in members):
+            continue
+        reasons = list(dict.fromkeys(c.reason for c in members if c.reason))
+        why = f" ({'; '.join(reasons)})" if reasons else ""
+        message = (
+            f"all {len(members)} {category} checks were skipped{why}: nothing verified it"
+            if members
+            else f"no {category} check was selected: nothing verified it"
+        )
+        unrun.append(CheckFailure(f"category {category}", message, seed, outcome="error"))
+    return unrun
 
 
 def _mark_junit(path: Path, result: ChecksResult) -> None:
@@ -540,7 +566,7 @@ def _parser() -> argparse.ArgumentParser:
             "  pggit-chaos checks --dsn postgresql://postgres@db/app --category corruption\n"
             "  pggit-chaos checks --dsn URL --profile dev --junit checks.xml --seed 4269135873\n"
             "\nexit codes: 0 Pass, 1 Fail, 2 unusable input, 3 Inconclusive (a check could not"
-            " run)"
+            " run, or every check of a --category asked for was skipped)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -152,8 +152,14 @@ class Run:
         except ChaosError as exc:
             return self._finish(Phase.Error, str(exc).splitlines()[0], error=str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):
+            # Stopped by the user (Ctrl-C, SIGTERM): Aborted, as a stop by the abort annotation
+            # is in a cluster; not an Error of the run.
             self._summarise_workload()
-            self._finish(Phase.Error, "interrupted: fault reverted", error="interrupted")
+            journal = self.journal
+            done = ("nothing was injected" if journal.injected_at is None
+                    else "fault reverted" if journal.reverted_at is not None
+                    else "fault NOT reverted: run `pggit-chaos cleanup`")
+            self._finish(Phase.Aborted, f"interrupted: {done}", error="interrupted")
             raise
         finally:
             ticker.cancel()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -28,6 +30,7 @@ __all__ = [
     "SERVICE_ACCOUNTS",
     "Api",
     "ApiError",
+    "ApiUnreachable",
     "KubeClient",
     "PatchType",
     "failed_create",
@@ -95,34 +98,92 @@ class ApiError(ChaosError):
         return self.status == 409
 
 
+class ApiUnreachable(ApiError):
+    """No answer from the API server (refused, timed out, TLS failed): one line naming it."""
+
+    def __init__(self, host: str, cause: str, method: str, path: str) -> None:
+        ChaosError.__init__(
+            self,
+            f"cannot reach the Kubernetes API server {host} ({cause}): check that the cluster "
+            "is running and that the kubeconfig's current context points at it",
+        )
+        self.status, self.reason, self.api_message = 0, "Unreachable", cause
+        self.method, self.path = method, path
+
+
+#: Where a service account's namespace is mounted in a pod.
+_POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>:?\s*")
+
+
+def _cause(exc: BaseException) -> str:
+    """Why a connection failed, in words: ``connection refused``, ``timed out``."""
+    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the real one
+    if isinstance(reason, BaseException):
+        exc = reason
+    text = str(exc).rpartition("Failed to establish a new connection: ")[2]
+    text = _OBJECT_REPR.sub("", _ERRNO.sub("", text)).strip(" .()'\"")
+    return " ".join(text.split())[:200].lower() or type(exc).__name__
+
+
+def _no_kubeconfig(kubeconfig: str | None) -> str:
+    """The one-line error when no configuration was found, naming every place looked at."""
+    if kubeconfig is not None:
+        return f"no kubeconfig at --kubeconfig {kubeconfig} (no such file)"
+    home = Path("~/.kube/config").expanduser()
+    env = os.environ.get("KUBECONFIG")
+    tried = (
+        [f"$KUBECONFIG={env} (no such file; ~/.kube/config is not read when KUBECONFIG is set)"]
+        if env else ["$KUBECONFIG (not set)", f"~/.kube/config ({home}: no such file)"]
+    )
+    tried.append("in-cluster service account (KUBERNETES_SERVICE_HOST not set: not in a pod)")
+    return ("no Kubernetes configuration found; looked at " + ", ".join(tried)
+            + ": set KUBECONFIG or pass --kubeconfig FILE")
+
+
 class KubeClient:
     """JSON requests against one API server with one identity."""
 
-    def __init__(self, configuration: Any) -> None:
+    def __init__(self, configuration: Any, namespace: str = "default") -> None:
         from kubernetes.client import rest
 
         self.configuration = configuration
         self.host = str(configuration.host).rstrip("/")
+        #: The namespace of the kubeconfig's context (or the pod's), as kubectl defaults to.
+        self.namespace = namespace
         self._rest = rest.RESTClientObject(configuration)
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None,
                          context: str | None = None) -> KubeClient:
-        """In a pod: its service account; else ``kubeconfig``, ``$KUBECONFIG``, ~/.kube/config."""
+        """In a pod: its service account; else ``kubeconfig``, ``$KUBECONFIG``, ~/.kube/config.
+
+        Raises :class:`ConfigurationError` naming every place looked at when none is found.
+        """
         from kubernetes import client, config
 
         configuration = client.Configuration()
+        namespace = "default"
         try:
             if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config.load_incluster_config(  # type: ignore[no-untyped-call]
                     client_configuration=configuration)
-            else:
-                config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=kubeconfig, context=context,
-                                        client_configuration=configuration)
+                if _POD_NAMESPACE.is_file():
+                    namespace = _POD_NAMESPACE.read_text().strip() or namespace
+                return cls(configuration, namespace)
+            files = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            if not any(Path(f).expanduser().is_file() for f in files.split(os.pathsep) if f):
+                raise ConfigurationError(_no_kubeconfig(kubeconfig))
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=files, context=context, client_configuration=configuration)
+            contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                config_file=files)
+            chosen = next((c for c in contexts or [] if c.get("name") == context), active)
+            namespace = str(((chosen or {}).get("context") or {}).get("namespace") or namespace)
         except (config.ConfigException, OSError, TypeError) as exc:
-            raise ConfigurationError(f"no Kubernetes configuration: {exc}") from None
-        return cls(configuration)
+            raise ConfigurationError(f"unusable Kubernetes configuration: {exc}") from None
+        return cls(configuration, namespace)
 
     # -- requests -------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None,
@@ -139,6 +200,7 @@ class KubeClient:
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         try:
             response = self._rest.request(  # type: ignore[no-untyped-call]
@@ -147,7 +209,9 @@ class KubeClient:
         except ApiException as exc:  # the rest layer raises on some statuses
             raise ApiError(exc.status or 0, exc.reason or "", str(exc.body or ""), method,
                            path) from None
-        except Exception as exc:  # urllib3 connection errors and the like
+        except (HTTPError, OSError) as exc:  # refused, timed out, TLS: no answer at all
+            raise ApiUnreachable(self.host, _cause(exc), method, path) from None
+        except Exception as exc:  # anything else the rest layer raises, still one line
             raise ApiError(0, type(exc).__name__, str(exc), method, path) from None
         data = response.read() if hasattr(response, "read") else response.data
         text = data.decode() if isinstance(data, bytes) else str(data or "")

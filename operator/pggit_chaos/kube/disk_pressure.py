@@ -27,6 +27,7 @@ import psycopg
 
 from pggit_chaos.errors import FaultError, InsufficientPrivileges
 from pggit_chaos.faults.base import FaultEvidence, FaultIntent, Figure, WorkloadWindow
+from pggit_chaos.kube import names
 from pggit_chaos.kube.client import PODS, KubeClient
 from pggit_chaos.kube.faults import exec_api, exec_sh, postgres_container
 
@@ -218,7 +219,7 @@ class DiskPressure:
         if not self.allow_exec:
             raise InsufficientPrivileges(
                 "disk-pressure writes its balloon through pods/exec, which the operator's "
-                "settings do not allow (set allowExec in the chart, PGGIT_CHAOS_ALLOW_EXEC=true)")
+                f"settings do not allow: {names.EXEC_SWITCH}")
         self._api = exec_api(self.client)
         for pod, container in self.containers.items():
             try:

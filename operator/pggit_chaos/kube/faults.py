@@ -531,8 +531,8 @@ class PodPause:
         also readies the exec client so that the injection itself is quick)."""
         if not self.allow_exec:
             raise InsufficientPrivileges(
-                "pod-pause needs pods/exec, which the operator's settings do not allow "
-                "(set allowExec in the chart, PGGIT_CHAOS_ALLOW_EXEC=true)")
+                "pod-pause needs pods/exec, which the operator's settings do not allow: "
+                f"{names.EXEC_SWITCH}")
         self._api = exec_api(self.client)
         for pod, container in self.containers.items():
             try:

@@ -547,11 +547,10 @@ class Handlers:
                            "revert restores: it runs only on the embedded throwaway PostgreSQL "
                            "of `pggit-chaos run`, never in a cluster")
         if str(experiment.spec.fault.type) == "pod-pause" and not settings.allow_exec:
-            return Refusal("exec", "pod-pause needs pods/exec: set allowExec / "
-                                   "PGGIT_CHAOS_ALLOW_EXEC=true")
+            return Refusal("exec", f"pod-pause needs pods/exec: {names.EXEC_SWITCH}")
         if str(experiment.spec.fault.type) == "disk-pressure" and not settings.allow_exec:
-            return Refusal("exec", "disk-pressure writes its balloon through pods/exec: set "
-                                   "allowExec / PGGIT_CHAOS_ALLOW_EXEC=true")
+            return Refusal("exec", "disk-pressure writes its balloon through pods/exec: "
+                                   f"{names.EXEC_SWITCH}")
         selector = experiment.spec.target.selector
         own = settings.operator_labels()
         if own and namespace == settings.operator_namespace:

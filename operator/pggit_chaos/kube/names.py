@@ -10,6 +10,10 @@ import hashlib
 
 from pggit_chaos.spec.model import GROUP, VERSION
 
+#: What a refusal of an exec fault (pod-pause, disk-pressure) tells the user to set: the chart's
+#: switch and the operator's setting it becomes (``exec.enabled`` -> ``allow_exec``).
+EXEC_SWITCH = "set exec.enabled=true in the chart (PGGIT_CHAOS_ALLOW_EXEC=true)"
+
 #: The experiment resource, as (group, version, plural).
 EXPERIMENTS = (GROUP, VERSION, "pggitchaosexperiments")
 

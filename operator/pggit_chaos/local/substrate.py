@@ -40,7 +40,7 @@ from pggit_chaos.local.process import PodKill, cluster_undo
 from pggit_chaos.local.replica import PrimaryFailover, ReplicaPair, prepare_primary
 from pggit_chaos.local.server import EmbeddedPostgres
 from pggit_chaos.local.state import StateFile
-from pggit_chaos.pggit import mask_dsn
+from pggit_chaos.pggit import describe_target, mask_dsn
 from pggit_chaos.probe import probe_database
 from pggit_chaos.spec.model import MAX_SPIKE_CLIENTS, clock_offset_seconds
 
@@ -57,11 +57,12 @@ DEFAULT_DATABASE = "pggit"
 class LocalSubstrate:
     """One machine: an embedded PostgreSQL (or an existing database via ``dsn``)."""
 
-    name = "local"
-
     def __init__(self, state: StateFile | None = None, dsn: str | None = None) -> None:
         self.state = state if state is not None else StateFile()
         self._external_dsn = dsn
+        #: What the journal and report call the target: ``local`` (the embedded server), or the
+        #: database of ``dsn`` as ``dsn host:port/db`` (never its password).
+        self.name = "local" if dsn is None else f"dsn {describe_target(dsn)}"
         #: The embedded server once ``prepare`` has run (None with ``dsn=``).
         self.server: EmbeddedPostgres | None = None
         #: The server's network namespace (only for network-partition).

@@ -5,7 +5,9 @@ Whatever goes wrong — a missing file, YAML syntax, a non-mapping document, a b
 up as one :class:`~pggit_chaos.errors.InvalidExperiment` listing ``(field path, reason)``
 pairs, e.g. ``("spec.fault.cpuThrottle.cpuPercent", "must be at least 1")``; never a
 traceback. A folder stands for its ``*.yaml``/``*.yml`` files in name order, as with
-``kubectl apply -f``. YAML is read as kubectl reads it (:mod:`pggit_chaos.spec.kubeyaml`:
+``kubectl apply -f``; other Kubernetes objects there (a ConfigMap beside the experiments, any
+apiVersion outside ``chaos.pggit.io``) are skipped with a note, as ``kubectl`` users expect.
+YAML is read as kubectl reads it (:mod:`pggit_chaos.spec.kubeyaml`:
 ``y`` is true, ``1e9`` a number), so a file means to the model what it means to the CRD.
 Imports only pydantic and PyYAML, so a bad file is reported fast.
 """
@@ -23,7 +25,7 @@ from pydantic_core import ErrorDetails
 
 from pggit_chaos.errors import DOCUMENT, InvalidExperiment, problem_where
 from pggit_chaos.spec.kubeyaml import KubectlLoader
-from pggit_chaos.spec.model import DNS1123_LABEL, DNS1123_SUBDOMAIN, Experiment
+from pggit_chaos.spec.model import DNS1123_LABEL, DNS1123_SUBDOMAIN, GROUP, KIND, Experiment
 
 __all__ = [
     "DOCUMENT",
@@ -35,6 +37,7 @@ __all__ = [
     "load_experiments",
     "load_experiments_text",
     "load_paths",
+    "other_kind",
 ]
 
 #: Names of the files a folder contributes (``kubectl apply -f DIR`` takes the same).
@@ -57,6 +60,8 @@ class LoadedFile:
     path: str
     experiments: list[Experiment] = field(default_factory=list)
     error: InvalidExperiment | None = None
+    #: One note per other Kubernetes object the file holds (skipped, not an error).
+    skipped: list[str] = field(default_factory=list)
 
 
 def experiment_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -94,18 +99,20 @@ def load_each(paths: Sequence[str | Path]) -> list[LoadedFile]:
     loaded = [LoadedFile(where, error=InvalidExperiment([(DOCUMENT, why)], where))
               for where, why in problems]
     for path in files:
+        skipped: list[str] = []
         try:
-            loaded.append(LoadedFile(str(path), load_experiments(path)))
+            loaded.append(LoadedFile(str(path), load_experiments(path, skipped), skipped=skipped))
         except InvalidExperiment as error:
-            loaded.append(LoadedFile(str(path), error=error))
+            loaded.append(LoadedFile(str(path), error=error, skipped=skipped))
     return loaded
 
 
-def load_paths(paths: Sequence[str | Path]) -> list[Experiment]:
+def load_paths(paths: Sequence[str | Path], notes: list[str] | None = None) -> list[Experiment]:
     """Every experiment of every file and folder; all problems of all files raised together.
 
     The raised :class:`InvalidExperiment` has no source: each problem's path starts with its
-    file (``experiments/x.yaml: spec.duration``).
+    file (``experiments/x.yaml: spec.duration``). Other Kubernetes objects are skipped; one
+    line for each goes to ``notes``. Paths holding no experiment at all are an error.
     """
     loaded = load_each(paths)
     problems = [
@@ -116,11 +123,25 @@ def load_paths(paths: Sequence[str | Path]) -> list[Experiment]:
     ]
     if problems:
         raise InvalidExperiment(problems)
-    return [experiment for item in loaded for experiment in item.experiments]
+    skipped = [note for item in loaded for note in item.skipped]
+    if notes is not None:
+        notes.extend(skipped)
+    experiments = [experiment for item in loaded for experiment in item.experiments]
+    if not experiments:
+        given = ", ".join(str(path) for path in paths)
+        raise InvalidExperiment(
+            [(DOCUMENT, f"no {KIND} in it, only {len(skipped)} other Kubernetes "
+                        f"object{'' if len(skipped) == 1 else 's'} (skipped)")],
+            given,
+        )
+    return experiments
 
 
-def load_experiments(path: str | Path) -> list[Experiment]:
-    """Every experiment of a YAML file (one or many ``---`` documents; empty ones skipped)."""
+def load_experiments(path: str | Path, skipped: list[str] | None = None) -> list[Experiment]:
+    """Every experiment of a YAML file (one or many ``---`` documents; empty ones skipped).
+
+    Other Kubernetes objects are skipped; a note for each goes to ``skipped``.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -132,7 +153,7 @@ def load_experiments(path: str | Path) -> list[Experiment]:
             "save it as UTF-8"
         )
         raise InvalidExperiment([(DOCUMENT, reason)], str(path)) from None
-    return load_experiments_text(text, str(path))
+    return load_experiments_text(text, str(path), skipped)
 
 
 def _unreadable(error: OSError) -> str:
@@ -146,12 +167,35 @@ def _unreadable(error: OSError) -> str:
     return f"cannot read the file: {reason}"
 
 
-def load_experiments_text(text: str, source: str = "<text>") -> list[Experiment]:
+def other_kind(document: object) -> str | None:
+    """``ConfigMap settings (v1)`` when ``document`` is a Kubernetes object of another kind.
+
+    Another kind is one whose ``apiVersion`` is outside :data:`GROUP` *and* whose ``kind`` is
+    not :data:`KIND`: a misspelt kind or version of an experiment is still reported as invalid.
+    """
+    if not isinstance(document, Mapping):
+        return None
+    api_version, kind = document.get("apiVersion"), document.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str) or not kind:
+        return None
+    group = api_version.rpartition("/")[0]
+    if group == GROUP or kind == KIND:
+        return None
+    metadata = document.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    return f"{kind}{f' {name}' if isinstance(name, str) and name else ''} ({api_version})"
+
+
+def load_experiments_text(
+    text: str, source: str = "<text>", skipped: list[str] | None = None
+) -> list[Experiment]:
     """Every experiment of YAML ``text``; ``source`` names it in errors (``file#2``).
 
     All documents are checked before anything is raised. With one invalid document the
     error's source is ``file#N``; with several it is ``file`` and each path starts with the
-    document number (``#2 spec.duration``).
+    document number (``#2 spec.duration``). A document of another Kubernetes kind
+    (:func:`other_kind`) is skipped, with a note in ``skipped``; a text holding only such
+    documents gives no experiment and no error.
     """
     try:
         documents = [doc for doc in yaml.load_all(text, Loader=KubectlLoader)
@@ -165,6 +209,11 @@ def load_experiments_text(text: str, source: str = "<text>") -> list[Experiment]
     failures: list[tuple[int, InvalidExperiment]] = []
     for number, document in enumerate(documents, start=1):
         where = f"{source}#{number}" if many else source
+        other = other_kind(document)
+        if other is not None:
+            if skipped is not None:
+                skipped.append(f"{where}: skipped {other}: not a {KIND}")
+            continue
         try:
             experiments.append(load_experiment_object(document, where))
         except InvalidExperiment as error:

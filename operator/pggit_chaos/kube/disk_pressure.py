@@ -288,7 +288,7 @@ class DiskPressure:
                                  f"as asked ({self.fill}) in every pod", figures)
         summary = f"{self.volume} volume filled: {'; '.join(full)}"
         if self.fill == "enospc":
-            if "No space left on device" not in self.postgres_error:
+            if not any(marker in self.postgres_error for marker in ENOSPC_ERRORS):
                 return FaultEvidence(False, "disk-pressure did not bite: PostgreSQL did not "
                                      "report the full disk for a write that needed space "
                                      f"({self.postgres_error or 'no error'})", figures)
@@ -296,6 +296,11 @@ class DiskPressure:
         summary += (f"; workload: {window.failed} failed, {window.indeterminate} "
                     "indeterminate")
         return FaultEvidence(True, summary, figures)
+
+
+#: PostgreSQL's words for a write the full disk refused: a table that cannot grow, or (seen on
+#: the real node) a new session refused because its relation-cache init file cannot be written.
+ENOSPC_ERRORS = ("No space left on device", "could not extend file", "could not write init file")
 
 
 def _postgres_write_error(dsn: str) -> str:

@@ -10,6 +10,7 @@ that carries a name the run itself recorded in its state file (:class:`StateWatc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -29,9 +30,11 @@ def cgroups() -> list[str]:
     found: list[str] = []
     if not CGROUP_ROOT.exists():
         return found
-    for path in CGROUP_ROOT.rglob(f"{NAME_PREFIX}*"):
-        if path.is_dir():
-            found.append(str(path))
+    # os.walk, not rglob: other cgroups (a kubelet's pods, a service's) come and go during the
+    # walk, and os.walk skips a folder that vanished where rglob raises FileNotFoundError.
+    for folder, subfolders, _ in os.walk(CGROUP_ROOT):
+        found += [os.path.join(folder, name) for name in subfolders
+                  if name.startswith(NAME_PREFIX)]
     return found
 
 

@@ -44,8 +44,11 @@ def host_snapshot(state: Path) -> dict[str, object]:
             tables[f"{binary} {table}"] = sorted(done.stdout.splitlines())
     ipsets = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True,
                             check=False).stdout.split()
-    links = sorted(line.split(":")[1].strip().split("@")[0] for line in subprocess.run(
-        ["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout.splitlines())
+    # The node's bridge and the CNI's veths (other tests' links come and go beside it).
+    links = sorted(name for name in (line.split(":")[1].strip().split("@")[0] for line in
+                                     subprocess.run(["ip", "-o", "link"], capture_output=True,
+                                                    text=True, check=True).stdout.splitlines())
+                   if name == "pgcnode0" or name.startswith("veth"))
     cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/pgc-real-node"))
     mounts = sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
                     .splitlines() if line.split()[4].startswith(str(state)))

@@ -24,6 +24,7 @@ import yaml
 
 import leftovers
 from pggit_chaos.local.state import RESOURCE_TYPES, StateFile
+from waits import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted((ROOT / "experiments").glob("[0-9][0-9]-*.yaml"))
@@ -314,6 +315,10 @@ def test_cleanup_command_after_the_runner_is_killed_mid_fault(runner: Runner, ex
     )
     proc = runner.popen("run", str(experiment))
     _wait_for_injection(runner, proc)
+    # The intent is recorded before the fault is made: kill once the fault exists (a busy
+    # machine can take a while between the two).
+    wait_until(lambda: bool(runner.added()["cgroups"] + runner.added()["namespaces"]),
+               "the fault's cgroup or namespace", 60)
     proc.kill()
     proc.wait(30)
     assert runner.pending_intents(), "the killed run's intents must stay recorded"

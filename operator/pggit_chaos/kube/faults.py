@@ -438,7 +438,6 @@ class NetworkPartition:
 
     def _cut_established(self, killer: ConnectionKill,
                          before: psycopg.Connection[Any] | None) -> None:
-        assert killer is not None
         start = time.monotonic()
         while time.monotonic() - start < self.enforcement_timeout:
             probe = self._connect(f"{killer.application}-probe", 2)

@@ -10,7 +10,6 @@ each with its own bearer token so that the emulator records who made which reque
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,31 +28,12 @@ from pggit_chaos.kube.client import KubeClient
 
 __all__ = ["apply_manifest", "namespace"]
 
-FOLDER = Path(__file__).resolve().parent
-#: Test files of this folder that -k/-m deselected in this session (test_rbac_calls reads it).
-DESELECTED: set[Path] = set()
-
-
-def pytest_deselected(items: list[pytest.Item]) -> None:
-    DESELECTED.update(Path(str(item.path)).resolve() for item in items
-                      if FOLDER in Path(str(item.path)).resolve().parents)
-
-
 @pytest.fixture
 def emulator_server() -> Iterator[EmulatorServer]:
     """A fresh test API server on 127.0.0.1, stopped after the test."""
     with EmulatorServer(KubeEmulator()) as server:
         yield server
         api_calls.record(server.emulator)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """With PGGIT_CHAOS_RECORD_API_CALLS=1: rewrite the committed list of API calls."""
-    if os.environ.get(api_calls.RECORD_ENV) == "1" and api_calls.RECORDED:
-        merged = api_calls.load()
-        for identity, calls in api_calls.RECORDED.items():
-            merged[identity] |= calls
-        api_calls.write(merged)
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 Everything goes through real HTTP and ``pggit_chaos.kube.client.KubeClient`` (and kopf, in the
 last test), as the operator, the runner and the kubelet will.
+
+Why it stays: the emulator still serves the tests the real node cannot stage (each marked
+"Emulator-only"); these tests keep it faithful to a kube-apiserver where those rely on it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ it targets only the labelled pod, deletes it, and its evidence sees the new prim
 before the promotion the same evidence says the fault did not (yet) bite. The test kubelet
 (which runs one independent server per pod) does not model replication, so the whole operator
 → runner Job path is not run here.
+
+Why on the emulator: a replicated PostgreSQL whose primary carries a PostgreSQL operator's role
+label needs that operator (CloudNativePG), out of reach offline. The real node runs experiment 12
+against its single demo PostgreSQL, which ends Aborted before injection (no primary label):
+tests/realnode/test_real_cluster.py.
 """
 
 from __future__ import annotations

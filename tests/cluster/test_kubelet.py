@@ -4,6 +4,10 @@ Every test runs against the real test API server (``cluster.emulator`` over HTTP
 ``pods_need_kubelet=True`` (graceful pod deletion is finished by the kubelet, as on a cluster
 with nodes), real embedded PostgreSQL servers in network namespaces and cgroups, and Job
 containers run as real local processes (the ``pggit-chaos`` console script, this Python).
+
+Why it stays: the test kubelet runs the emulator-only tests' pods (each marked
+"Emulator-only"); these tests keep it honest. Everything a real kubelet can do for the product is
+exercised on the real node (tests/realnode).
 """
 
 from __future__ import annotations

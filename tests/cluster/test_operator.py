@@ -6,6 +6,14 @@ the runner's part by hand: they patch the experiment's status as the runner woul
 NetworkPolicy and labels of a network-partition, mark the runner Job Failed. The gates, the
 sweep and the hypothesis test call :class:`~pggit_chaos.kube.handlers.Handlers` directly (the
 work without kopf), which is what each kopf handler hands off to.
+
+Why on the emulator: these tests stage what a real cluster
+cannot produce on demand (a runner's part played by hand, an expired intent beside a live runner,
+an injected refusal or garbage answer, the instant between creating a Job and recording it) or
+need other chart settings than the real node's install; each says which in an "Emulator-only"
+line. What a real cluster can stage (one experiment per target, a missing Secret, a dry run, the
+runner killed, deleted or aborted mid-fault, the operator restarted, FailedCreate) runs on the
+real node: tests/realnode/test_real_cluster.py.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from cluster.emulator import EmulatorServer, KubeEmulator, iter_events, namespac
 from pggit_chaos.config import Settings
 from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import EXPERIMENTS, JOBS, NETWORK_POLICIES, PODS, KubeClient
-from pggit_chaos.kube.handlers import MIRRORED_ANNOTATION, Handlers
+from pggit_chaos.kube.handlers import Handlers
 from pggit_chaos.kube.operator import run_operator
 from pggit_chaos.spec.model import API_VERSION, KIND
 from waits import wait_until
@@ -226,34 +234,9 @@ def admitted(client: KubeClient, name: str, ns: str = NS) -> Body:
 
 
 # -- one experiment per target ---------------------------------------------------------------
-def test_one_experiment_per_target_the_second_waits_for_the_first(
-        cluster: KubeClient, emulator: KubeEmulator,
-        start_operator: Callable[..., Operator]) -> None:
-    start_operator(one_experiment_per_target=True)
-    create(cluster, experiment("first"))
-    admitted(cluster, "first")
-    create(cluster, experiment("second"))  # the same Secret: the same database
-    elsewhere = experiment("elsewhere")
-    elsewhere["spec"]["target"]["databaseSecretRef"] = {"name": "other-db"}
-    create(cluster, elsewhere)
-    dry = experiment("dry", dryRun=True)
-    create(cluster, dry)
-    status = wait_status(cluster, "second", lambda s: "waiting" in str(s.get("message")),
-                         "a waiting message")
-    assert status["phase"] == "Pending" and "first" in status["message"]
-    assert not runner_jobs(cluster, "second")
-    wait_until(lambda: "Waiting" in reasons(emulator, "second"), "a Waiting Event", REACT)
-    admitted(cluster, "elsewhere")  # another database: not held up
-    wait_phase(cluster, "dry", "Aborted")  # a dry run injects nothing: never waits
-    assert not runner_jobs(cluster, "second")
-    patch_status(cluster, "first", {"phase": "Passed", "verdict": "Pass",
-                                    "finishedAt": _rfc3339(datetime.now(UTC)),
-                                    "message": "every check passed"})
-    status = admitted(cluster, "second")
-    assert status["phase"] == "Pending" and "runner Job" in status["message"]
-    assert reasons(emulator, "second").count("Waiting") == 1
-
-
+# Emulator-only: orders three waiting experiments through the Handlers directly; which one a real
+# operator's watch sees first cannot be staged. (The second waiting for the first runs on the real
+# node.)
 def test_one_experiment_per_target_the_oldest_waiting_goes_first(
         cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator) -> None:
     handlers = handlers_for(operator_client, one_experiment_per_target=True)
@@ -287,6 +270,8 @@ def _refusal(client: KubeClient, operator_client: KubeClient, emulator: KubeEmul
     return str(status["message"])
 
 
+# Emulator-only: each gate is an operator setting; staging every one on the real node means one
+# chart install per gate.
 def test_each_gate_refuses_naming_itself_and_how_to_open_it(
         cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator) -> None:
     c, o, e = cluster, operator_client, emulator
@@ -325,6 +310,7 @@ def test_each_gate_refuses_naming_itself_and_how_to_open_it(
     assert "operator's own pods" in message and "operator-0" in message
 
 
+# Emulator-only: the gates' operator settings, as above.
 def test_gates_let_an_allowed_experiment_pass(cluster: KubeClient,
                                               operator_client: KubeClient) -> None:
     create(cluster, experiment("fine", target={"mode": "all"}))
@@ -335,6 +321,7 @@ def test_gates_let_an_allowed_experiment_pass(cluster: KubeClient,
     assert status["runId"] and len(status["runId"]) == 12
 
 
+# Emulator-only: needs the operator in watchAllNamespaces mode, a second chart install.
 def test_watching_all_namespaces_refuses_a_namespace_without_the_runners_account(
         cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator) -> None:
     """watchAllNamespaces with an opted-in namespace outside ``namespaces``: the chart made no
@@ -358,39 +345,9 @@ def test_watching_all_namespaces_refuses_a_namespace_without_the_runners_account
     assert status["phase"] == "Pending" and status["runnerJob"], status
 
 
-def test_a_runner_job_that_cannot_create_its_pod_says_so_in_status_at_once(
-        cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator,
-        kubeconfigs: dict[str, Path]) -> None:
-    """The Job controller's FailedCreate (here: the runner's ServiceAccount deleted after
-    admission) shows in the experiment's message and a Warning Event on the next look, not
-    only when the Job's deadline ends the run (before: "runner Job ... created" until then)."""
-    from cluster.kubelet import Kubelet
-    from pggit_chaos.kube.client import SERVICE_ACCOUNTS
-
-    handlers = handlers_for(operator_client)
-    create(cluster, experiment("orphan"))
-    handlers.reconcile(NS, "orphan")
-    job = str(status_of(cluster, "orphan")["runnerJob"])
-    cluster.delete(SERVICE_ACCOUNTS, NS, "pggit-chaos-runner")
-    with Kubelet(kubeconfigs, service_accounts={"pggit-chaos-runner": "runner"}) as kubelet:
-        wait_until(lambda: any(e["reason"] == "FailedCreate" for e in events(emulator, job)),
-                   "the Job controller's FailedCreate Event", REACT)
-        assert not kubelet.job_pod_names(NS, job)
-    handlers.reconcile(NS, "orphan")
-    status = status_of(cluster, "orphan")
-    assert status["phase"] == "Pending", status
-    assert status["message"] == (
-        f'runner Job {job} cannot create its pod (FailedCreate): Error creating: pods "{job}-" '
-        f"is forbidden: error looking up service account {NS}/pggit-chaos-runner: "
-        'serviceaccount "pggit-chaos-runner" not found; the Job controller retries until the '
-        "Job's deadline"), status
-    warned = [e for e in events(emulator, "orphan") if e["reason"] == "RunnerFailedCreate"]
-    assert len(warned) == 1 and warned[0]["type"] == "Warning", warned
-    handlers.reconcile(NS, "orphan")  # nothing new: no second Event
-    assert reasons(emulator, "orphan").count("RunnerFailedCreate") == 1
-
-
 # -- admission through kopf ---------------------------------------------------------------------
+# Emulator-only: seeds experiments past admission (as an older CRD let them in); a real server
+# checks every create against today's CRD.
 def test_invalid_spec_errors_and_the_next_experiment_still_runs(
         cluster: KubeClient, emulator: KubeEmulator,
         start_operator: Callable[..., Operator]) -> None:
@@ -419,43 +376,8 @@ def test_invalid_spec_errors_and_the_next_experiment_still_runs(
     assert not runner_jobs(cluster, "bad") and not runner_jobs(cluster, "nosecret")
 
 
-def test_dry_run_resolves_targets_and_creates_nothing(
-        cluster: KubeClient, emulator: KubeEmulator,
-        start_operator: Callable[..., Operator]) -> None:
-    start_operator()
-    create(cluster, experiment("plan", dryRun=True, target={"mode": "all"}))
-    status = wait_phase(cluster, "plan", "Aborted")
-    assert status["targets"] == ["pg-0", "pg-1"]  # pg-starting is not Ready
-    assert status["message"].startswith("dry run: would hit pods pg-0, pg-1")
-    assert not runner_jobs(cluster, "plan")
-    assert not cluster.list(NETWORK_POLICIES, NS)
-    assert "DryRun" in reasons(emulator, "plan")
-
-
-def test_one_runner_job_with_its_owner_across_a_restart(
-        cluster: KubeClient, start_operator: Callable[..., Operator]) -> None:
-    first = start_operator()
-    body = create(cluster, experiment("once"))
-    status = admitted(cluster, "once")
-    jobs = runner_jobs(cluster, "once")
-    assert [j["metadata"]["name"] for j in jobs] == [status["runnerJob"]]
-    owner = jobs[0]["metadata"]["ownerReferences"][0]
-    assert owner["uid"] == body["metadata"]["uid"] and owner["controller"] is True
-    first.stop()
-
-    second = start_operator()
-    patch_status(cluster, "once", {"phase": "SteadyState"})  # the runner moves on
-    wait_until(lambda: "SteadyState" in _mirrored(cluster, "once"), "the restarted operator "
-               "mirrored the runner's progress", REACT)
-    assert len(runner_jobs(cluster, "once")) == 1
-    assert status_of(cluster, "once")["runId"] == status["runId"]
-    second.stop()
-
-
-def _mirrored(client: KubeClient, name: str) -> str:
-    return str(get(client, name)["metadata"].get("annotations", {}).get(MIRRORED_ANNOTATION, ""))
-
-
+# Emulator-only: stops the operator between creating the Job and writing status; that instant
+# cannot be hit on demand in a real operator pod.
 def test_a_job_created_before_a_crash_is_adopted_not_doubled(
         cluster: KubeClient, operator_client: KubeClient) -> None:
     """The operator died between creating the Job and writing status: the next one adopts it."""
@@ -470,31 +392,6 @@ def test_a_job_created_before_a_crash_is_adopted_not_doubled(
     assert status["runId"] == "feedc0ffee12"
     assert status["runnerJob"] == job["metadata"]["name"]
     assert len(runner_jobs(cluster, "adopt")) == 1
-
-
-def test_missing_secret_turns_into_error_and_the_job_goes(
-        cluster: KubeClient, emulator: KubeEmulator,
-        start_operator: Callable[..., Operator]) -> None:
-    start_operator()
-    create(cluster, experiment("nosecret"))
-    status = admitted(cluster, "nosecret")
-    job = cluster.get(JOBS, NS, status["runnerJob"])
-    labels = dict(job["spec"]["template"]["metadata"]["labels"])
-    # The kubelet's view of the runner pod: its env's secretKeyRef cannot be resolved.
-    cluster.create(PODS, NS, {"apiVersion": "v1", "kind": "Pod",
-                              "metadata": {"name": f"{status['runnerJob']}-x", "labels": labels},
-                              "spec": job["spec"]["template"]["spec"]})
-    cluster.patch(PODS, NS, f"{status['runnerJob']}-x", {"status": {
-        "phase": "Pending", "containerStatuses": [{
-            "name": names.CONTAINER, "ready": False, "restartCount": 0, "image": "x",
-            "imageID": "", "state": {"waiting": {"reason": "CreateContainerConfigError",
-                                                 "message": 'secret "pggit-db" not found'}}}]}},
-        subresource="status")
-    status = wait_phase(cluster, "nosecret", "Error")
-    assert 'secret "pggit-db" not found' in status["message"]
-    assert "CreateContainerConfigError" in status["message"]
-    wait_until(lambda: not runner_jobs(cluster, "nosecret"), "the runner Job is deleted", REACT)
-    wait_until(lambda: "Error" in reasons(emulator, "nosecret"), "an Error Event", REACT)
 
 
 # -- crash paths ----------------------------------------------------------------------------------
@@ -518,34 +415,8 @@ def _fail_job(client: KubeClient, job_name: str, exit_code: int | None) -> None:
         "lastProbeTime": now, "lastTransitionTime": now}]}}, subresource="status")
 
 
-def test_runner_killed_mid_fault_errors_and_the_fault_is_reverted(
-        cluster: KubeClient, emulator: KubeEmulator,
-        start_operator: Callable[..., Operator]) -> None:
-    operator = start_operator()
-    create(cluster, experiment("killed"))
-    status = admitted(cluster, "killed")
-    partition(cluster, "killed", ["pg-0"])
-    wait_until(lambda: operator.value("pggit_chaos_active_faults",
-                                      {"fault": "network-partition"}) == 1,
-               "the active-faults gauge counts the intent", REACT)
-    assert partition_left(cluster)
-
-    _fail_job(cluster, status["runnerJob"], exit_code=137)
-    status = wait_phase(cluster, "killed", "Error")
-    assert status["message"].startswith(
-        "runner pod failed (exit 137) mid-fault; fault reverted from its intent"), status
-    assert not status.get("faultIntent")
-    assert status.get("revertedAt")
-    assert partition_left(cluster) == []
-    wait_until(lambda: {"FaultInjected", "FaultReverted", "Error"} <= set(
-        reasons(emulator, "killed")), "FaultInjected, FaultReverted and Error Events", REACT)
-    assert reasons(emulator, "killed").count("FaultReverted") == 1
-    wait_until(lambda: operator.value("pggit_chaos_experiments_total",
-                                      {"fault": "network-partition", "verdict": "Error"}) == 1,
-               "the Error run is counted", REACT)
-    assert operator.value("pggit_chaos_active_faults", {"fault": "network-partition"}) == 0
-
-
+# Emulator-only: a runner that exits 0 without a verdict cannot be produced on demand; the Job's
+# status is written by hand.
 def test_runner_ending_without_a_verdict_is_an_error(
         cluster: KubeClient, start_operator: Callable[..., Operator]) -> None:
     start_operator()
@@ -559,41 +430,8 @@ def test_runner_ending_without_a_verdict_is_an_error(
     assert "ended without a verdict" in status["message"]
 
 
-def test_delete_mid_fault_stops_the_runner_reverts_and_releases(
-        cluster: KubeClient, emulator: KubeEmulator,
-        start_operator: Callable[..., Operator]) -> None:
-    start_operator()
-    create(cluster, experiment("doomed"))
-    admitted(cluster, "doomed")
-    partition(cluster, "doomed", ["pg-0", "pg-1"])
-    wait_until(lambda: names.FINALIZER in get(cluster, "doomed")["metadata"].get(
-        "finalizers", []), "the operator's finalizer is on the experiment", REACT)
-
-    cluster.delete(EXPERIMENTS, NS, "doomed")
-    wait_until(lambda: cluster.find(EXPERIMENTS, NS, "doomed") is None,
-               "the finalizer is released and the experiment gone", REACT)
-    assert runner_jobs(cluster, "doomed") == []
-    assert partition_left(cluster) == []
-
-
-def test_abort_annotation_stops_a_running_experiment(
-        cluster: KubeClient, emulator: KubeEmulator,
-        start_operator: Callable[..., Operator]) -> None:
-    start_operator()
-    create(cluster, experiment("halt"))
-    admitted(cluster, "halt")
-    partition(cluster, "halt", ["pg-1"])
-    cluster.patch(EXPERIMENTS, NS, "halt",
-                  {"metadata": {"annotations": {names.ABORT_ANNOTATION: "true"}}})
-    status = wait_phase(cluster, "halt", "Aborted")
-    assert status["message"] == "aborted by annotation"
-    assert not status.get("faultIntent")
-    assert runner_jobs(cluster, "halt") == []
-    assert partition_left(cluster) == []
-    wait_until(lambda: {"FaultReverted", "Aborted"} <= set(reasons(emulator, "halt")),
-               "FaultReverted and Aborted Events", REACT)
-
-
+# Emulator-only: an intent already expired beside a live runner; a real runner's intent expires
+# only after its whole hold and grace.
 def test_expired_intent_is_reverted_while_the_runner_lives(
         cluster: KubeClient, emulator: KubeEmulator,
         start_operator: Callable[..., Operator]) -> None:
@@ -616,6 +454,8 @@ def test_expired_intent_is_reverted_while_the_runner_lives(
 
 
 # -- the sweep ------------------------------------------------------------------------------------
+# Emulator-only: the sweep called directly on orphans made by hand (an experiment deleted orphaning
+# its policy while no operator runs).
 def test_sweep_removes_orphaned_and_expired_partitions(
         cluster: KubeClient, operator_client: KubeClient) -> None:
     create(cluster, experiment("live"))
@@ -640,6 +480,8 @@ def test_sweep_removes_orphaned_and_expired_partitions(
 
 
 # -- metrics and Events across a restart ----------------------------------------------------------
+# Emulator-only: three runners' states played at once by hand; the real node's operator-restart
+# test covers one live run and its Events.
 def test_metrics_and_events_are_right_after_a_restart(
         cluster: KubeClient, emulator: KubeEmulator,
         start_operator: Callable[..., Operator]) -> None:
@@ -706,6 +548,7 @@ def experiment_bodies(draw: st.DrawFn) -> Body:
     return body
 
 
+# Emulator-only: hundreds of generated specs through the Handlers: minutes on a real server.
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(body=experiment_bodies())
@@ -731,6 +574,7 @@ def test_random_experiments_never_break_the_operator(
     assert status_of(cluster, valid).get("runnerJob")
 
 
+# Emulator-only: an injected 422 on one status write.
 def test_a_status_the_server_refuses_stops_the_runner_before_it_starts(
         cluster: KubeClient, operator_client: KubeClient, emulator: KubeEmulator) -> None:
     # A number of seconds for a duration: an older CRD stored it; the CRD (and, since the model
@@ -760,6 +604,7 @@ def test_a_status_the_server_refuses_stops_the_runner_before_it_starts(
     assert not runner_jobs(cluster, "legacy")
 
 
+# Emulator-only: an injected malformed answer from the API server.
 def test_the_operator_answers_the_next_one_after_garbage(
         cluster: KubeClient, emulator: KubeEmulator,
         start_operator: Callable[..., Operator]) -> None:
@@ -775,6 +620,7 @@ def test_the_operator_answers_the_next_one_after_garbage(
                "an InvalidSpec Event for each junk experiment", REACT)
 
 
+# Emulator-only: the operator process's own metrics port, no cluster involved.
 @pytest.mark.parametrize("watched", [(), (NS,)], ids=["cluster-wide", "namespaced"])
 def test_run_operator_serves_metrics_on_its_port(kubeconfigs: dict[str, Path],
                                                  emulator_server: EmulatorServer,

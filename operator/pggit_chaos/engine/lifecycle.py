@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from pggit_chaos.engine.history import History, percentile
 from pggit_chaos.engine.journal import (
+    AFTER_RECOVERY,
+    STEADY_STATE,
+    AssertionSummary,
     FaultEvidenceSummary,
     InvariantSummary,
     Journal,
@@ -180,6 +183,14 @@ class Run:
         self.health_finding = probe.finding
         if probe.detail != "healthy":
             self.journal.phases[-1].detail = f"steady state: {probe.detail}"
+        if spec.verification.assertions:
+            steady = await self._evaluate_assertions(STEADY_STATE)
+            failed = [result for result in steady if result.outcome == "failed"]
+            if failed:
+                # The user's own invariant does not hold before any fault: nothing to learn
+                # from breaking the database now, and the run fails on it.
+                lines = "; ".join(result.line for result in failed)
+                return self._finish(Phase.Failed, f"{lines} (nothing injected)")
 
         self.workload = Workload(
             self.substrate.workload_dsn,
@@ -340,6 +351,15 @@ class Run:
                 return time.monotonic()
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
+    async def _evaluate_assertions(self, phase: str) -> list[AssertionSummary]:
+        """The user's assertions at ``phase``, recorded in the journal."""
+        from pggit_chaos.engine.assertions import evaluate
+
+        results = await asyncio.to_thread(
+            evaluate, self.substrate.dsn, self.experiment.spec.verification.assertions, phase)
+        self.journal.assertions = [*self.journal.assertions, *results]
+        return results
+
     async def _verify(self) -> Journal:
         verification = self.experiment.spec.verification
         if self.journal.current_phase is not Phase.Verifying:
@@ -349,6 +369,15 @@ class Run:
             reasons.append(self.workload.setup_finding)
         #: Why the run cannot say Pass although nothing failed (the verdict is Inconclusive).
         unsure: list[str] = []
+        if verification.assertions:
+            started = time.monotonic()
+            await self._evaluate_assertions(AFTER_RECOVERY)
+            self._verify_steps.append(("assertions", time.monotonic() - started))
+            for result in self.journal.assertions:
+                if result.outcome == "failed":
+                    reasons.append(result.line)
+                elif result.outcome == "error":
+                    unsure.append(result.line)
         evidence = self.journal.fault_evidence
         if evidence is not None and not evidence.bit:
             unsure.append(evidence.summary)

@@ -28,7 +28,13 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pggit_chaos.engine.journal import Journal, Phase
+from pggit_chaos.engine.journal import (
+    AFTER_RECOVERY,
+    STEADY_STATE,
+    AssertionSummary,
+    Journal,
+    Phase,
+)
 
 __all__ = [
     "TIMELINE_SIZE_PX",
@@ -188,6 +194,20 @@ def write_junit(journal: Journal, path: Path) -> Path:
             case.system_out = invariant.message
         suite.add_testcase(case)
 
+    for name, results in _assertions_by_name(journal).items():
+        case = TestCase(name, classname=f"{suite_name}.assertions")
+        failed = [r for r in results if r.outcome == "failed"]
+        errored = [r for r in results if r.outcome == "error"]
+        if failed:
+            failure = Failure(failed[0].line, "AssertionFailed")
+            failure.text = "\n".join(r.line for r in results)
+            case.result = [failure]
+        elif errored:
+            case.result = [Error(errored[0].line, "AssertionNotEvaluated")]
+        else:
+            case.system_out = "\n".join(r.line for r in results)
+        suite.add_testcase(case)
+
     checks = journal.checks
     failures_by_name = {f.name: f for f in checks.failures}
     check_class = f"{suite_name}.checks"
@@ -283,6 +303,14 @@ def write_junit(journal: Journal, path: Path) -> Path:
     return path
 
 
+def _assertions_by_name(journal: Journal) -> dict[str, list[AssertionSummary]]:
+    """Each assertion's results (steady state, after recovery), in the spec's order."""
+    grouped: dict[str, list[AssertionSummary]] = {}
+    for result in journal.assertions:
+        grouped.setdefault(result.name, []).append(result)
+    return grouped
+
+
 def _check_failure_text(seed: int | None, example: str | None, message: str) -> str:
     lines = [message] if message else []
     if example:
@@ -293,6 +321,10 @@ def _check_failure_text(seed: int | None, example: str | None, message: str) -> 
 
 
 # -- Markdown summary ----------------------------------------------------------------------
+
+
+_ASSERTION_MARKS = {"passed": "✅ held", "failed": "❌ **fail**",
+                    "error": "⚠️ could not evaluate"}
 
 
 def _cell(text: object) -> str:
@@ -420,6 +452,16 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
                 lines.append(f"First examples for `{inv.name}`:")
                 lines += [f"- `{_cell(example)}`" for example in inv.examples[:10]]
                 lines.append("")
+    if journal.assertions:
+        lines += ["## Assertions", "", "| Assertion | Steady state | After recovery | Detail |",
+                  "|---|---|---|---|"]
+        for name, results in _assertions_by_name(journal).items():
+            at = {r.phase: r for r in results}
+            cells = [_ASSERTION_MARKS[at[p].outcome] if p in at else "— not reached"
+                     for p in (STEADY_STATE, AFTER_RECOVERY)]
+            detail = "; ".join(f"{r.phase}: {r.message}" for r in results if r.message)
+            lines.append(f"| {_cell(name)} | {cells[0]} | {cells[1]} | {_cell(detail)} |")
+        lines.append("")
     if journal.drift:
         lines += ["## Drift reported", ""]
         lines += [f"- {_cell(item)}" for item in journal.drift]
@@ -744,6 +786,12 @@ def render_verdict_table(journal: Journal) -> RenderableType:
                 else Text("not checked" if inv.state == "skipped" else "could not evaluate",
                           style="yellow"))
         table.add_row("invariant", Text(inv.name), Text.assemble(mark, "  ", inv.message))
+    for result in journal.assertions:
+        mark = (_mark(result.outcome == "passed") if result.outcome != "error"
+                else Text("could not evaluate", style="yellow"))
+        table.add_row("assertion", Text(result.name),
+                      Text.assemble(mark, f"  {result.phase}",
+                                    f": {result.message}" if result.message else ""))
     if journal.drift:
         table.add_row("drift", Text(f"{len(journal.drift)} reported", style="yellow"),
                       Text("; ".join(journal.drift[:3]) + (" …" if len(journal.drift) > 3 else "")))

@@ -43,6 +43,7 @@ __all__ = [
     "KIND",
     "MAX_SPIKE_CLIENTS",
     "VERSION",
+    "Assertion",
     "ClockSkew",
     "ConnectionKill",
     "CpuThrottle",
@@ -820,6 +821,38 @@ CheckCategory = Literal[
 ]
 
 
+#: At most this many user assertions per experiment (bounds the CRD's list).
+MAX_ASSERTIONS = 32
+
+
+class Assertion(_Model):
+    """One of your own invariants: a read-only query whose one value must equal expect."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=DNS1123_LABEL)] = (
+        Field(description="Names the assertion in the verdict, status, Events and reports.")
+    )
+    sql: Annotated[
+        StrictStr, Field(min_length=1, max_length=8192, json_schema_extra={"pattern": r"\S"})
+    ] = Field(
+        description="One query returning one row of one column; it runs in a READ ONLY "
+        "transaction (a write is refused by the server) with a statement timeout."
+    )
+    expect: Annotated[StrictStr, Field(max_length=1024)] = Field(
+        description="The value the query must return, as text (PostgreSQL's output: a "
+        "boolean is t or f, a count e.g. '0'); quote it in YAML."
+    )
+    timeout: Annotated[Duration, DurationRange(min="10ms", max="5m")] = Field(
+        default=Duration("10s"), description="Statement timeout of the query."
+    )
+
+    @field_validator("sql")
+    @classmethod
+    def _not_blank(cls, sql: str) -> str:
+        if not sql.strip():
+            raise _problem("must not be empty: one query returning one value")
+        return sql
+
+
 class Verification(_Model):
     """What is checked after recovery."""
 
@@ -852,6 +885,31 @@ class Verification(_Model):
     invariants: StrictBool = Field(
         default=True, description="Check the workload history against the database."
     )
+    assertions: Annotated[
+        list[Assertion],
+        Field(
+            max_length=MAX_ASSERTIONS,
+            json_schema_extra={
+                "default": [],
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+        ),
+    ] = Field(
+        default_factory=list,
+        description="Your own invariants (names unique): read-only queries checked at the "
+        "steady state (before the fault) and after recovery; a mismatch fails the run, a "
+        "query that cannot be evaluated makes it Inconclusive.",
+    )
+
+    @field_validator("assertions")
+    @classmethod
+    def _unique_names(cls, assertions: list[Assertion]) -> list[Assertion]:
+        names = [assertion.name for assertion in assertions]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise _problem(f"assertion names must be unique: {', '.join(duplicates)}")
+        return assertions
 
     @field_validator("checks")
     @classmethod

@@ -54,6 +54,7 @@ __all__ = [
     "Fault",
     "FaultLevel",
     "FaultType",
+    "Guards",
     "IndexCorruption",
     "LabelSelector",
     "LabelSelectorRequirement",
@@ -926,6 +927,28 @@ class Verification(_Model):
         return self
 
 
+class Guards(_Model):
+    """Blast-radius limits checked while the fault holds: exceeded, the run stops (Aborted)."""
+
+    max_lost_writes: Annotated[StrictInt, Field(ge=0), WHOLE] | None = Field(
+        default=None,
+        description="Most acknowledged writes (the workload's pgGit commits) that may be "
+        "missing from the database, checked whenever it answers during the fault; 0 = none.",
+    )
+    max_error_rate: Annotated[StrictFloat, Field(ge=0, le=1)] | None = Field(
+        default=None,
+        description="Most workload errors (failed or indeterminate operations) as a fraction "
+        "of the operations completed in the last errorRateWindow, e.g. 0.5.",
+    )
+    error_rate_window: Annotated[Duration, DurationRange(min="1s", max="10m")] = Field(
+        default=Duration("5s"), description="The sliding window of maxErrorRate."
+    )
+    min_samples: Annotated[StrictInt, Field(ge=1, le=1000000), WHOLE] = Field(
+        default=20,
+        description="maxErrorRate is judged only over at least this many operations.",
+    )
+
+
 ParameterValue = StrictStr | int
 PARAMETER_NAMES_REASON = "server parameter names are lower case letters, digits, _ and ."
 PARAMETER_VALUES_REASON = (
@@ -991,6 +1014,7 @@ class ExperimentSpec(_Model):
     workload: Workload = Field(default_factory=Workload)
     recovery: Recovery = Field(default_factory=Recovery)
     verification: Verification = Field(default_factory=Verification)
+    guards: Guards = Field(default_factory=Guards)
     local: Local = Field(default_factory=Local)
     dry_run: StrictBool = Field(
         default=False, description="Validate and resolve targets, inject nothing."

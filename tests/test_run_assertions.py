@@ -82,6 +82,12 @@ def test_a_holding_assertion_passes(runner: Runner) -> None:
     (journal,) = runner.journals()
     assert journal["verdict"] == "Pass", journal["reason"]
     assert [a["outcome"] for a in journal["assertions"]] == ["passed", "passed"]
+    # The run's report folder holds report.html; the report folder an index of its runs.
+    folder = report_folder(runner)
+    page = (folder / "report.html").read_text()
+    assert "commits-are-counted" in page and "data:image/png;base64," in page
+    index = (runner.reports / "index.html").read_text()
+    assert f'href="{folder.name}/report.html"' in index
     runner.assert_nothing_left()
 
 

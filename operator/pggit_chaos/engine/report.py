@@ -2,8 +2,9 @@
 
 Called by the CLI (``pggit-chaos run`` writes the folder and prints :func:`render_verdict_table`)
 and by the verification Job in a cluster. :func:`write_report` writes ``journal.json``,
-``junit.xml`` (for CI), ``summary.md`` (for a person) and ``timeline.png`` (the picture a user
-looks at first: operations/s and errors/s with the fault window shaded and recovery marked).
+``junit.xml`` (for CI), ``summary.md`` (for a person), ``report.html`` (the same as one page to
+forward: :mod:`pggit_chaos.engine.html_report`) and ``timeline.png`` (the picture a user looks at
+first: operations/s and errors/s with the fault window shaded and recovery marked).
 Each shows the fault's evidence (did it bite, and the figures that say so), recovery seconds as
 measured and what they count from, and a dry run as a plan, never as an abort.
 """
@@ -28,6 +29,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from pggit_chaos.engine.html_report import write_html_report
 from pggit_chaos.engine.journal import (
     AFTER_RECOVERY,
     STEADY_STATE,
@@ -89,6 +91,8 @@ class ReportFiles:
     summary: Path
     timeline: Path
     history: Path | None = None
+    html: Path | None = None
+    """``report.html``: the same, as one self-contained page to forward."""
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -497,7 +501,8 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
                               "    ```"]
             lines.append("")
 
-    lines += ["## Files", "", "- [journal.json](journal.json)", "- [junit.xml](junit.xml)",
+    lines += ["## Files", "", "- [report.html](report.html) (this report as one page)",
+              "- [journal.json](journal.json)", "- [junit.xml](junit.xml)",
               f"- [{timeline_name}]({timeline_name})"]
     if history_name:
         lines.append(f"- [{history_name}]({history_name}) (workload history)")
@@ -700,7 +705,8 @@ def write_timeline(journal: Journal, path: Path) -> Path:
 
 
 def write_report(journal: Journal, folder: Path, history_jsonl: Path | None = None) -> ReportFiles:
-    """Write journal.json, junit.xml, summary.md and timeline.png (and copy the history)."""
+    """Write journal.json, junit.xml, summary.md, timeline.png and report.html (and copy the
+    history)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     history: Path | None = None
@@ -715,8 +721,9 @@ def write_report(journal: Journal, folder: Path, history_jsonl: Path | None = No
     timeline = write_timeline(journal, folder / "timeline.png")
     summary = write_summary(journal, folder / "summary.md", timeline.name,
                             history.name if history else None)
+    html = write_html_report(journal, folder, timeline)
     return ReportFiles(folder=folder, journal=journal_path, junit=junit, summary=summary,
-                       timeline=timeline, history=history)
+                       timeline=timeline, history=history, html=html)
 
 
 # -- the CLI's verdict table ---------------------------------------------------------------

@@ -162,3 +162,11 @@ def test_status_and_events_name_the_assertions() -> None:
         "assertion broke failed after recovery: got '3', expected '0'")
     assert events["AssertionNotEvaluated"] == ('assertion broken-sql could not evaluate at the '
                                                'steady state: relation "nowhere" does not exist')
+
+
+def test_an_assertion_that_ends_its_connection_does_not_stop_the_next(orders: str) -> None:
+    results = evaluate(orders, [
+        assertion("SELECT pg_terminate_backend(pg_backend_pid())::text", "t", name="suicide"),
+        assertion("SELECT count(*) FROM customers", "2", name="then")], STEADY_STATE)
+    assert [(r.name, r.outcome) for r in results] == [("suicide", "error"), ("then", "passed")]
+    assert "terminat" in results[0].message, results[0].message

@@ -60,7 +60,8 @@ def evaluate_one(conn: psycopg.Connection[tuple[object, ...]], assertion: Assert
     except psycopg.Error as exc:
         return unsure(_first_line(exc))
     finally:
-        conn.read_only = False
+        if not (conn.closed or conn.broken):
+            conn.read_only = False
     got = None if raw is None else bytes(raw).decode("utf-8", errors="replace")
     if got == assertion.expect:
         return AssertionSummary(name=assertion.name, phase=phase, outcome="passed",
@@ -73,19 +74,31 @@ def evaluate_one(conn: psycopg.Connection[tuple[object, ...]], assertion: Assert
 
 def evaluate(dsn: str, assertions: Sequence[Assertion], phase: str,
              connect_timeout: float = 10.0) -> list[AssertionSummary]:
-    """Evaluate every assertion at ``phase`` over one connection to ``dsn``.
+    """Evaluate every assertion at ``phase``, over one connection to ``dsn`` while it lasts.
 
-    A connection that cannot be made makes each assertion *could not evaluate*.
+    A query that ends its own connection does not stop the next (it gets a new one); a
+    connection that cannot be made makes that assertion *could not evaluate*.
     """
-    if not assertions:
-        return []
+    results: list[AssertionSummary] = []
+    conn: psycopg.Connection[tuple[object, ...]] | None = None
     try:
-        conn = psycopg.connect(dsn, connect_timeout=max(2, round(connect_timeout)),
-                               application_name=APPLICATION_NAME)
-    except psycopg.Error as exc:
-        reason = f"no connection ({_first_line(exc)})"
-        return [AssertionSummary(name=a.name, phase=phase, outcome="error", expect=a.expect,
-                                 message=reason) for a in assertions]
-    with conn:
-        conn.autocommit = True  # conn.transaction() then issues BEGIN READ ONLY itself
-        return [evaluate_one(conn, assertion, phase) for assertion in assertions]
+        for assertion in assertions:
+            if conn is None or conn.closed or conn.broken:
+                if conn is not None:
+                    conn.close()
+                try:
+                    # autocommit: conn.transaction() then issues BEGIN READ ONLY itself.
+                    conn = psycopg.connect(dsn, connect_timeout=max(2, round(connect_timeout)),
+                                           application_name=APPLICATION_NAME, autocommit=True)
+                except psycopg.Error as exc:
+                    conn = None
+                    results.append(AssertionSummary(
+                        name=assertion.name, phase=phase, outcome="error",
+                        expect=assertion.expect,
+                        message=f"no connection ({_first_line(exc)})"))
+                    continue
+            results.append(evaluate_one(conn, assertion, phase))
+    finally:
+        if conn is not None:
+            conn.close()
+    return results

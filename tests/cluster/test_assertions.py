@@ -7,6 +7,7 @@ and the invariant checker are what is verified).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from cluster.test_experiments import (  # noqa: F401  (kubelet is a fixture)
 )
 from cluster.test_operator import start_operator  # noqa: F401  (the fixture)
 from pggit_chaos.kube.client import EXPERIMENTS, KubeClient
+from pggit_chaos.kube.report import fetch_report
 
 pytestmark = [pytest.mark.kube, pytest.mark.faults]
 
@@ -33,7 +35,7 @@ HOLDS = {"name": "one-is-one", "sql": "SELECT 1", "expect": "1"}
 
 def test_a_failing_assertion_fails_the_run_and_status_names_it(
         kubelet: Kubelet, admin_client: KubeClient, emulator: KubeEmulator,  # noqa: F811
-        start_operator: Any) -> None:  # noqa: F811
+        start_operator: Any, tmp_path: Path) -> None:  # noqa: F811
     start_operator(status_interval=0.5)
     body = manifest("06")
     body["metadata"]["name"] = "assertion-fails"
@@ -66,3 +68,9 @@ def test_a_failing_assertion_fails_the_run_and_status_names_it(
     assert said in str(messages["AssertionFailed"])
     journal = journal_of(admin_client, status)
     assert [a["outcome"] for a in journal["assertions"]] == ["passed"] * 3 + ["failed"]
+    # `pggit-chaos report` renders the run, report.html included, naming the assertion.
+    files = fetch_report("default/assertion-fails", tmp_path / "report", admin_client)
+    assert files.html is not None
+    page = files.html.read_text()
+    assert "no-run-schema" in page and "got &#39;1&#39;, expected &#39;0&#39;" in page
+    assert "data:image/png;base64," in page

@@ -170,3 +170,17 @@ def test_an_assertion_that_ends_its_connection_does_not_stop_the_next(orders: st
         assertion("SELECT count(*) FROM customers", "2", name="then")], STEADY_STATE)
     assert [(r.name, r.outcome) for r in results] == [("suicide", "error"), ("then", "passed")]
     assert "terminat" in results[0].message, results[0].message
+
+
+@pytest.mark.unit
+def test_assertions_alone_are_something_to_verify() -> None:
+    from test_crd import admit
+
+    only = _document([{"name": "a", "sql": "SELECT 1", "expect": "1"}])
+    only["spec"]["verification"].update({"checks": [], "invariants": False})
+    assert load_experiment_object(only).spec.verification.assertions[0].name == "a"
+    admit(only)  # and the API server agrees
+    nothing = _document([])
+    nothing["spec"]["verification"].update({"checks": [], "invariants": False})
+    with pytest.raises(InvalidExperiment, match="nothing to verify"):
+        load_experiment_object(nothing)

@@ -862,8 +862,10 @@ class Verification(_Model):
             "x-kubernetes-validations": [
                 {
                     "rule": "!has(self.checks) || size(self.checks) > 0 || "
-                    "!has(self.invariants) || self.invariants",
-                    "message": "nothing to verify: give checks or keep invariants true",
+                    "!has(self.invariants) || self.invariants || "
+                    "(has(self.assertions) && size(self.assertions) > 0)",
+                    "message": "nothing to verify: give checks or assertions, or keep "
+                    "invariants true",
                     "fieldPath": ".checks",
                 }
             ]
@@ -922,8 +924,9 @@ class Verification(_Model):
 
     @model_validator(mode="after")
     def _something_to_verify(self) -> Self:
-        if not self.checks and not self.invariants:
-            raise _problem("nothing to verify: give checks or keep invariants true", at="checks")
+        if not self.checks and not self.invariants and not self.assertions:
+            raise _problem("nothing to verify: give checks or assertions, or keep invariants "
+                           "true", at="checks")
         return self
 
 

@@ -7,11 +7,13 @@ against ``maxLostWrites: 0``; and guards that are never exceeded, which change n
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pggit_chaos.engine.history import History, OpType
 from test_run import EXPERIMENTS, IS_ROOT, ROOT, Runner, write_experiment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
@@ -106,3 +108,38 @@ def test_bad_guards_are_refused_naming_the_field(guards: dict[str, object], fiel
     with pytest.raises(InvalidExperiment) as error:
         load_experiment_object(document)
     assert field in str(error.value)
+
+
+def _history(outcomes: list[tuple[float, OpType]], now_ago: float = 0.0) -> History:
+    """A History whose clock reads the last outcome's time (plus ``now_ago``)."""
+    end = max((t for t, _ in outcomes), default=0.0) + now_ago
+    history = History(start=time.monotonic() - end)
+    for n, (t, kind) in enumerate(outcomes):
+        history.record(n, "invoke", "commit", {"message": f"m{n}"}, at=max(0.0, t - 0.01))
+        history.record(n, kind, "commit", {"message": f"m{n}"}, at=t)
+    return history
+
+
+@pytest.mark.unit
+def test_the_error_rate_counts_the_window_after_the_injection_with_enough_samples() -> None:
+    from pggit_chaos.engine.guards import error_rate
+    from pggit_chaos.spec.model import Guards
+
+    guards = Guards.model_validate({"maxErrorRate": 0.5, "errorRateWindow": "2s",
+                                    "minSamples": 4})
+    # 3 of 4 failed in the last 2 s: 0.75 > 0.5.
+    errors: list[tuple[float, OpType]] = [(10.0, "ok"), (10.5, "fail"), (11.0, "info"),
+                                          (11.5, "fail")]
+    trip = error_rate(_history(errors), guards, since=0.0)
+    assert trip is not None and trip.guard == "maxErrorRate" and trip.measured == 0.75
+    assert trip.line.startswith("guard maxErrorRate tripped: error rate 0.75 (3 of 4 ")
+    # Too few samples: not judged.
+    assert error_rate(_history(errors[1:]), guards, since=0.0) is None
+    # Errors older than the window, or before the injection, do not count.
+    old: list[tuple[float, OpType]] = [(1.0, "fail"), (1.1, "fail"), (1.2, "fail"),
+                                       *[(10.0 + i / 10, "ok") for i in range(4)]]
+    assert error_rate(_history(old), guards, since=0.0) is None
+    assert error_rate(_history(errors), guards, since=11.2) is None
+    # At the limit is within it.
+    half: list[tuple[float, OpType]] = [(10.0, "ok"), (10.5, "fail"), (11.0, "ok"), (11.5, "fail")]
+    assert error_rate(_history(half), guards, since=0.0) is None

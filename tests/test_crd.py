@@ -768,6 +768,10 @@ def rule_documents() -> list[dict[str, Any]]:
         parts = rule.path.split(".")
         if parts[1] == "fault":
             fault_type = next(t for t, a in SECTION_OF.items() if a == parts[2])
+        if rule.path == "spec.verification.assertions[*].timeout":  # a list item's field
+            documents.append(put(minimal(fault_type), "spec.verification.assertions", [
+                {"name": "a", "sql": "SELECT 1", "expect": "1", "timeout": outside}]))
+            continue
         documents.append(put(minimal(fault_type), rule.path, outside))
     return documents
 

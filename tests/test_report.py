@@ -284,7 +284,7 @@ def test_to_status_shape(verdict: str) -> None:
     assert set(status) == {
         "phase", "verdict", "startedAt", "injectedAt", "revertedAt", "recoveredAt",
         "finishedAt", "recoverySeconds", "faultIntent", "faultEvidence", "workload", "checks",
-        "conditions"}
+        "assertions", "conditions"}
     assert status["phase"] == ("Passed" if verdict == "Pass" else "Failed")
     assert status["verdict"] == verdict
     for key in ("startedAt", "injectedAt", "revertedAt", "recoveredAt", "finishedAt"):

@@ -140,8 +140,9 @@ def test_every_example_experiment_passes_and_leaves_nothing(
     assert evidence is not None and evidence["bit"], evidence
     assert evidence["figures"] and evidence["summary"]
     assert "fault bit" in result.stdout
-    folder = next(runner.reports.iterdir())
-    for name in ("journal.json", "junit.xml", "summary.md", "timeline.png", "history.jsonl"):
+    folder = next(p for p in runner.reports.iterdir() if p.is_dir())  # not index.html
+    for name in ("journal.json", "junit.xml", "summary.md", "timeline.png", "history.jsonl",
+                 "report.html"):
         assert (folder / name).stat().st_size > 0, name
     assert "report:" in result.stdout
     runner.assert_nothing_left()
@@ -370,7 +371,7 @@ def test_a_fault_that_cannot_bite_is_inconclusive(runner: Runner) -> None:
     assert not evidence["bit"] and evidence["figures"]["limit_hits"] == 0
     assert all(inv["passed"] for inv in journal["invariants"])  # nothing failed either
     assert "INCONCLUSIVE" in result.stdout and "fault bit" in result.stdout
-    summary = next(runner.reports.iterdir()) / "summary.md"
+    summary = next(p for p in runner.reports.iterdir() if p.is_dir()) / "summary.md"
     assert "The fault did not bite" in summary.read_text()
     runner.assert_nothing_left()
 

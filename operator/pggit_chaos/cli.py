@@ -409,7 +409,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     ref = f"{given_namespace or args.namespace or client.namespace}/{name}"
     folder = Path(args.output or Path("chaos-reports") / ref.replace("/", "-"))
     files = fetch_report(ref, folder, client)
-    print(f"report of {ref}: {files.summary} (and timeline.png, junit.xml in {folder})")
+    print(f"report of {ref}: {files.html} (and summary.md, timeline.png, junit.xml in "
+          f"{folder})")
     return 0
 
 

@@ -255,6 +255,7 @@ def run_experiment_locally(
     there (schema, branch, commits, pgGit rows) unless ``keep_evidence``.
     """
     from pggit_chaos import metrics
+    from pggit_chaos.engine.html_report import write_index
     from pggit_chaos.engine.report import write_report
     from pggit_chaos.local.state import StateFile
     from pggit_chaos.local.substrate import LocalSubstrate
@@ -293,6 +294,7 @@ def run_experiment_locally(
         return journal, None, interrupted
     history_path = run.history.to_jsonl(folder / "history.jsonl") if len(run.history) else None
     write_report(journal, folder, history_path)
+    write_index(report_base)  # index.html of the runs in the report folder (a folder's run)
     metrics.record_journal(journal)
     # The run's metrics as a node_exporter textfile, since a local run's process ends here.
     write_to_textfile(str(folder / "metrics.prom"), REGISTRY)

@@ -22,6 +22,9 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 __all__ = [
+    "AFTER_RECOVERY",
+    "STEADY_STATE",
+    "AssertionSummary",
     "CheckFailureSummary",
     "CheckResultSummary",
     "ChecksSummary",
@@ -50,6 +53,8 @@ CheckOutcome = Literal["passed", "failed", "error", "skipped", "differs"]
 STATUS_MESSAGE_LIMIT = 1024
 #: At most this many check failures are copied into the CR status (the journal keeps all).
 STATUS_FAILURES_LIMIT = 20
+#: At most this many assertion results in the CR status: 32 assertions at two moments each.
+STATUS_ASSERTIONS_LIMIT = 64
 
 
 def _utcnow() -> datetime:
@@ -226,6 +231,35 @@ class InvariantSummary(_Model):
     def state(self) -> str:
         """The outcome, also for journals that only say passed or not."""
         return self.outcome or ("passed" if self.passed else "failed")
+
+
+#: The two moments a user assertion is evaluated at, as the reports name them.
+STEADY_STATE = "steady state"
+AFTER_RECOVERY = "after recovery"
+
+
+class AssertionSummary(_Model):
+    """One user assertion evaluated at one moment (``steady state`` or ``after recovery``)."""
+
+    name: str
+    phase: str
+    outcome: Literal["passed", "failed", "error"]
+    """``failed``: the value differs from ``expect``; ``error``: it could not be evaluated."""
+    got: str | None = None
+    """The query's value as text (None: NULL, or not evaluated)."""
+    expect: str = ""
+    message: str = ""
+
+    @property
+    def line(self) -> str:
+        """``assertion NAME failed at the steady state: got '3', expected '0'``, or
+        ``could not evaluate assertion NAME after recovery: <the server's error>``."""
+        moment = "at the steady state" if self.phase == STEADY_STATE else self.phase
+        if self.outcome == "passed":
+            return f"assertion {self.name} held {moment}"
+        if self.outcome == "failed":
+            return f"assertion {self.name} failed {moment}: {self.message}"
+        return f"could not evaluate assertion {self.name} {moment}: {self.message}"
 
 
 class CheckFailureSummary(_Model):
@@ -431,6 +465,8 @@ class Journal(_Model):
     recovered_offset: float | None = None
     invariants: list[InvariantSummary] = Field(default_factory=list)
     drift: list[str] = Field(default_factory=list)
+    assertions: list[AssertionSummary] = Field(default_factory=list)
+    """The user's assertions, each at the steady state and (if reached) after recovery."""
     checks: ChecksSummary = Field(default_factory=ChecksSummary)
     verdict: Verdict | None = None
     reason: str = ""
@@ -664,6 +700,12 @@ class Journal(_Model):
                     for f in checks.failures[:STATUS_FAILURES_LIMIT]
                 ],
             },
+            "assertions": [
+                {"name": a.name, "phase": a.phase, "outcome": a.outcome,
+                 "got": None if a.got is None else _clip(a.got, 256),
+                 "message": _clip(a.message)}
+                for a in self.assertions[:STATUS_ASSERTIONS_LIMIT]
+            ],
             "conditions": self.conditions(),
         }
 

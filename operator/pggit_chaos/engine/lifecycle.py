@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from pggit_chaos.engine.history import History, percentile
 from pggit_chaos.engine.journal import (
+    AFTER_RECOVERY,
+    STEADY_STATE,
+    AssertionSummary,
     FaultEvidenceSummary,
     InvariantSummary,
     Journal,
@@ -32,6 +35,7 @@ from pggit_chaos.errors import ChaosError, FaultError, NoTargets, PgGitDefect
 from pggit_chaos.faults.base import DrivesWorkload, FaultEvidence, WorkloadWindow
 
 if TYPE_CHECKING:
+    from pggit_chaos.engine.guards import Trip
     from pggit_chaos.engine.invariants import InvariantReport
     from pggit_chaos.engine.journal import ChecksSummary
     from pggit_chaos.engine.substrate import Substrate
@@ -119,6 +123,8 @@ class Run:
         #: A defect of the installed pgGit the steady-state probe found (a failing
         #: health_check()): the run goes on with the fallback steady state, and fails on it.
         self.health_finding = ""
+        #: The guard that stopped the hold early (the run then ends Aborted), if any.
+        self.tripped: Trip | None = None
 
     # -- phases ---------------------------------------------------------------------------------
     def _enter(self, phase: Phase, detail: str = "") -> None:
@@ -180,6 +186,14 @@ class Run:
         self.health_finding = probe.finding
         if probe.detail != "healthy":
             self.journal.phases[-1].detail = f"steady state: {probe.detail}"
+        if spec.verification.assertions:
+            steady = await self._evaluate_assertions(STEADY_STATE)
+            failed = [result for result in steady if result.outcome == "failed"]
+            if failed:
+                # The user's own invariant does not hold before any fault: nothing to learn
+                # from breaking the database now, and the run fails on it.
+                lines = "; ".join(result.line for result in failed)
+                return self._finish(Phase.Failed, f"{lines} (nothing injected)")
 
         self.workload = Workload(
             self.substrate.workload_dsn,
@@ -196,7 +210,7 @@ class Run:
         try:
             await asyncio.sleep(self.baseline)
             recovered = await self._inject_hold_revert_recover(fault)
-            if recovered:
+            if recovered and self.tripped is None:
                 # Recovery is over once the database is healthy: the settle (the workload
                 # shown running again) belongs to verification, not to the recovery time.
                 self._enter(Phase.Verifying, f"the workload settles {self.settle:g} s and "
@@ -206,6 +220,13 @@ class Run:
         finally:
             await self._stop_workload()
         self._summarise_workload()
+        if self.tripped is not None:
+            held = self.journal.fault_window.seconds if self.journal.fault_window else None
+            after = f" after {held:.1f} s" if held is not None else ""
+            health = ("" if recovered else "; the database was NOT healthy within the "
+                      f"recovery timeout of {spec.recovery.timeout}")
+            return self._finish(Phase.Aborted,
+                                f"{self.tripped.line}: fault reverted{after}{health}")
         if not recovered:
             return self._finish(
                 Phase.Failed,
@@ -233,7 +254,7 @@ class Run:
                 # pod-kill: the server comes back while the fault is held, so recovery is
                 # measured from the injection by probing during the hold.
                 watcher = asyncio.create_task(self._first_healthy(injected_at + timeout))
-            await asyncio.sleep(spec.duration.seconds)
+            await self._hold(spec.duration.seconds, window_start)
         finally:
             if watcher is not None and not watcher.done():
                 watcher.cancel()
@@ -270,6 +291,33 @@ class Run:
             self.observer.on_phase(self.journal)
         await self._record_evidence(fault)
         return healthy_at is not None
+
+    async def _hold(self, seconds: float, since: float) -> None:
+        """Hold the fault ``seconds``, or less if a guard trips (:attr:`tripped`).
+
+        ``since`` is the injection on the history's clock: the error rate counts from there.
+        """
+        guards = self.experiment.spec.guards
+        if guards.max_error_rate is None and guards.max_lost_writes is None:
+            await asyncio.sleep(seconds)
+            return
+        from pggit_chaos.engine import guards as guard
+
+        end = time.monotonic() + seconds
+        next_lost_look = time.monotonic()
+        while (remaining := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(guard.CHECK_INTERVAL, remaining))
+            trip = guard.error_rate(self.history, guards, since)
+            if trip is None and guards.max_lost_writes is not None \
+                    and time.monotonic() >= next_lost_look:
+                next_lost_look = time.monotonic() + guard.LOST_WRITES_INTERVAL
+                trip = await asyncio.to_thread(guard.lost_writes, self.substrate.dsn,
+                                               self.history, guards)
+            if trip is not None:
+                self.tripped = trip
+                self.journal.phases[-1].detail += f"; {trip.line}: stopped early"
+                self.observer.on_phase(self.journal)
+                return
 
     async def _record_evidence(self, fault: Fault) -> None:
         """Ask the fault what the system showed of it (after the revert, counters read)."""
@@ -340,6 +388,15 @@ class Run:
                 return time.monotonic()
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
+    async def _evaluate_assertions(self, phase: str) -> list[AssertionSummary]:
+        """The user's assertions at ``phase``, recorded in the journal."""
+        from pggit_chaos.engine.assertions import evaluate
+
+        results = await asyncio.to_thread(
+            evaluate, self.substrate.dsn, self.experiment.spec.verification.assertions, phase)
+        self.journal.assertions = [*self.journal.assertions, *results]
+        return results
+
     async def _verify(self) -> Journal:
         verification = self.experiment.spec.verification
         if self.journal.current_phase is not Phase.Verifying:
@@ -349,6 +406,15 @@ class Run:
             reasons.append(self.workload.setup_finding)
         #: Why the run cannot say Pass although nothing failed (the verdict is Inconclusive).
         unsure: list[str] = []
+        if verification.assertions:
+            started = time.monotonic()
+            await self._evaluate_assertions(AFTER_RECOVERY)
+            self._verify_steps.append(("assertions", time.monotonic() - started))
+            for result in self.journal.assertions:
+                if result.outcome == "failed":
+                    reasons.append(result.line)
+                elif result.outcome == "error":
+                    unsure.append(result.line)
         evidence = self.journal.fault_evidence
         if evidence is not None and not evidence.bit:
             unsure.append(evidence.summary)

@@ -2,8 +2,9 @@
 
 Called by the CLI (``pggit-chaos run`` writes the folder and prints :func:`render_verdict_table`)
 and by the verification Job in a cluster. :func:`write_report` writes ``journal.json``,
-``junit.xml`` (for CI), ``summary.md`` (for a person) and ``timeline.png`` (the picture a user
-looks at first: operations/s and errors/s with the fault window shaded and recovery marked).
+``junit.xml`` (for CI), ``summary.md`` (for a person), ``report.html`` (the same as one page to
+forward: :mod:`pggit_chaos.engine.html_report`) and ``timeline.png`` (the picture a user looks at
+first: operations/s and errors/s with the fault window shaded and recovery marked).
 Each shows the fault's evidence (did it bite, and the figures that say so), recovery seconds as
 measured and what they count from, and a dry run as a plan, never as an abort.
 """
@@ -28,7 +29,14 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pggit_chaos.engine.journal import Journal, Phase
+from pggit_chaos.engine.html_report import write_html_report
+from pggit_chaos.engine.journal import (
+    AFTER_RECOVERY,
+    STEADY_STATE,
+    AssertionSummary,
+    Journal,
+    Phase,
+)
 
 __all__ = [
     "TIMELINE_SIZE_PX",
@@ -83,6 +91,8 @@ class ReportFiles:
     summary: Path
     timeline: Path
     history: Path | None = None
+    html: Path | None = None
+    """``report.html``: the same, as one self-contained page to forward."""
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -188,6 +198,20 @@ def write_junit(journal: Journal, path: Path) -> Path:
             case.system_out = invariant.message
         suite.add_testcase(case)
 
+    for name, results in _assertions_by_name(journal).items():
+        case = TestCase(name, classname=f"{suite_name}.assertions")
+        failed = [r for r in results if r.outcome == "failed"]
+        errored = [r for r in results if r.outcome == "error"]
+        if failed:
+            failure = Failure(failed[0].line, "AssertionFailed")
+            failure.text = "\n".join(r.line for r in results)
+            case.result = [failure]
+        elif errored:
+            case.result = [Error(errored[0].line, "AssertionNotEvaluated")]
+        else:
+            case.system_out = "\n".join(r.line for r in results)
+        suite.add_testcase(case)
+
     checks = journal.checks
     failures_by_name = {f.name: f for f in checks.failures}
     check_class = f"{suite_name}.checks"
@@ -283,6 +307,14 @@ def write_junit(journal: Journal, path: Path) -> Path:
     return path
 
 
+def _assertions_by_name(journal: Journal) -> dict[str, list[AssertionSummary]]:
+    """Each assertion's results (steady state, after recovery), in the spec's order."""
+    grouped: dict[str, list[AssertionSummary]] = {}
+    for result in journal.assertions:
+        grouped.setdefault(result.name, []).append(result)
+    return grouped
+
+
 def _check_failure_text(seed: int | None, example: str | None, message: str) -> str:
     lines = [message] if message else []
     if example:
@@ -293,6 +325,10 @@ def _check_failure_text(seed: int | None, example: str | None, message: str) -> 
 
 
 # -- Markdown summary ----------------------------------------------------------------------
+
+
+_ASSERTION_MARKS = {"passed": "✅ held", "failed": "❌ **fail**",
+                    "error": "⚠️ could not evaluate"}
 
 
 def _cell(text: object) -> str:
@@ -420,6 +456,16 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
                 lines.append(f"First examples for `{inv.name}`:")
                 lines += [f"- `{_cell(example)}`" for example in inv.examples[:10]]
                 lines.append("")
+    if journal.assertions:
+        lines += ["## Assertions", "", "| Assertion | Steady state | After recovery | Detail |",
+                  "|---|---|---|---|"]
+        for name, results in _assertions_by_name(journal).items():
+            at = {r.phase: r for r in results}
+            cells = [_ASSERTION_MARKS[at[p].outcome] if p in at else "— not reached"
+                     for p in (STEADY_STATE, AFTER_RECOVERY)]
+            detail = "; ".join(f"{r.phase}: {r.message}" for r in results if r.message)
+            lines.append(f"| {_cell(name)} | {cells[0]} | {cells[1]} | {_cell(detail)} |")
+        lines.append("")
     if journal.drift:
         lines += ["## Drift reported", ""]
         lines += [f"- {_cell(item)}" for item in journal.drift]
@@ -455,7 +501,8 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
                               "    ```"]
             lines.append("")
 
-    lines += ["## Files", "", "- [journal.json](journal.json)", "- [junit.xml](junit.xml)",
+    lines += ["## Files", "", "- [report.html](report.html) (this report as one page)",
+              "- [journal.json](journal.json)", "- [junit.xml](junit.xml)",
               f"- [{timeline_name}]({timeline_name})"]
     if history_name:
         lines.append(f"- [{history_name}]({history_name}) (workload history)")
@@ -658,7 +705,8 @@ def write_timeline(journal: Journal, path: Path) -> Path:
 
 
 def write_report(journal: Journal, folder: Path, history_jsonl: Path | None = None) -> ReportFiles:
-    """Write journal.json, junit.xml, summary.md and timeline.png (and copy the history)."""
+    """Write journal.json, junit.xml, summary.md, timeline.png and report.html (and copy the
+    history)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     history: Path | None = None
@@ -673,8 +721,9 @@ def write_report(journal: Journal, folder: Path, history_jsonl: Path | None = No
     timeline = write_timeline(journal, folder / "timeline.png")
     summary = write_summary(journal, folder / "summary.md", timeline.name,
                             history.name if history else None)
+    html = write_html_report(journal, folder, timeline)
     return ReportFiles(folder=folder, journal=journal_path, junit=junit, summary=summary,
-                       timeline=timeline, history=history)
+                       timeline=timeline, history=history, html=html)
 
 
 # -- the CLI's verdict table ---------------------------------------------------------------
@@ -744,6 +793,12 @@ def render_verdict_table(journal: Journal) -> RenderableType:
                 else Text("not checked" if inv.state == "skipped" else "could not evaluate",
                           style="yellow"))
         table.add_row("invariant", Text(inv.name), Text.assemble(mark, "  ", inv.message))
+    for result in journal.assertions:
+        mark = (_mark(result.outcome == "passed") if result.outcome != "error"
+                else Text("could not evaluate", style="yellow"))
+        table.add_row("assertion", Text(result.name),
+                      Text.assemble(mark, f"  {result.phase}",
+                                    f": {result.message}" if result.message else ""))
     if journal.drift:
         table.add_row("drift", Text(f"{len(journal.drift)} reported", style="yellow"),
                       Text("; ".join(journal.drift[:3]) + (" …" if len(journal.drift) > 3 else "")))

@@ -228,6 +228,18 @@ def event_reasons(status: Mapping[str, Any], fault: str) -> list[tuple[str, str,
         reasons.append(("Verifying", "Normal",
                         f"verification Job {job} runs the checks" if job else "verifying"))
     if phase in TERMINAL:
+        # The user's assertions, once every moment has been evaluated: one Event for those
+        # that failed, one for those that could not be evaluated, each naming them.
+        for outcome, reason, said in (("failed", "AssertionFailed", "failed"),
+                                      ("error", "AssertionNotEvaluated", "could not evaluate")):
+            found = [a for a in status.get("assertions") or []
+                     if isinstance(a, dict) and a.get("outcome") == outcome]
+            if found:
+                reasons.append((reason, "Warning", "; ".join(
+                    f"assertion {a.get('name')} {said} "
+                    f"{'at the ' if a.get('phase') == 'steady state' else ''}{a.get('phase')}: "
+                    f"{a.get('message')}"
+                    for a in found)))
         reason, type_ = PHASE_REASONS[str(phase)]
         verdict = status.get("verdict")
         message = status.get("message") or (f"verdict {verdict}" if verdict else str(phase))

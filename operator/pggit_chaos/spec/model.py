@@ -43,6 +43,7 @@ __all__ = [
     "KIND",
     "MAX_SPIKE_CLIENTS",
     "VERSION",
+    "Assertion",
     "ClockSkew",
     "ConnectionKill",
     "CpuThrottle",
@@ -53,6 +54,7 @@ __all__ = [
     "Fault",
     "FaultLevel",
     "FaultType",
+    "Guards",
     "IndexCorruption",
     "LabelSelector",
     "LabelSelectorRequirement",
@@ -820,6 +822,38 @@ CheckCategory = Literal[
 ]
 
 
+#: At most this many user assertions per experiment (bounds the CRD's list).
+MAX_ASSERTIONS = 32
+
+
+class Assertion(_Model):
+    """One of your own invariants: a read-only query whose one value must equal expect."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=DNS1123_LABEL)] = (
+        Field(description="Names the assertion in the verdict, status, Events and reports.")
+    )
+    sql: Annotated[
+        StrictStr, Field(min_length=1, max_length=8192, json_schema_extra={"pattern": r"\S"})
+    ] = Field(
+        description="One query returning one row of one column; it runs in a READ ONLY "
+        "transaction (a write is refused by the server) with a statement timeout."
+    )
+    expect: Annotated[StrictStr, Field(max_length=1024)] = Field(
+        description="The value the query must return, as text (PostgreSQL's output: a "
+        "boolean is t or f, a count e.g. '0'); quote it in YAML."
+    )
+    timeout: Annotated[Duration, DurationRange(min="10ms", max="5m")] = Field(
+        default=Duration("10s"), description="Statement timeout of the query."
+    )
+
+    @field_validator("sql")
+    @classmethod
+    def _not_blank(cls, sql: str) -> str:
+        if not sql.strip():
+            raise _problem("must not be empty: one query returning one value")
+        return sql
+
+
 class Verification(_Model):
     """What is checked after recovery."""
 
@@ -828,8 +862,10 @@ class Verification(_Model):
             "x-kubernetes-validations": [
                 {
                     "rule": "!has(self.checks) || size(self.checks) > 0 || "
-                    "!has(self.invariants) || self.invariants",
-                    "message": "nothing to verify: give checks or keep invariants true",
+                    "!has(self.invariants) || self.invariants || "
+                    "(has(self.assertions) && size(self.assertions) > 0)",
+                    "message": "nothing to verify: give checks or assertions, or keep "
+                    "invariants true",
                     "fieldPath": ".checks",
                 }
             ]
@@ -852,6 +888,31 @@ class Verification(_Model):
     invariants: StrictBool = Field(
         default=True, description="Check the workload history against the database."
     )
+    assertions: Annotated[
+        list[Assertion],
+        Field(
+            max_length=MAX_ASSERTIONS,
+            json_schema_extra={
+                "default": [],
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+        ),
+    ] = Field(
+        default_factory=list,
+        description="Your own invariants (names unique): read-only queries checked at the "
+        "steady state (before the fault) and after recovery; a mismatch fails the run, a "
+        "query that cannot be evaluated makes it Inconclusive.",
+    )
+
+    @field_validator("assertions")
+    @classmethod
+    def _unique_names(cls, assertions: list[Assertion]) -> list[Assertion]:
+        names = [assertion.name for assertion in assertions]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise _problem(f"assertion names must be unique: {', '.join(duplicates)}")
+        return assertions
 
     @field_validator("checks")
     @classmethod
@@ -863,9 +924,32 @@ class Verification(_Model):
 
     @model_validator(mode="after")
     def _something_to_verify(self) -> Self:
-        if not self.checks and not self.invariants:
-            raise _problem("nothing to verify: give checks or keep invariants true", at="checks")
+        if not self.checks and not self.invariants and not self.assertions:
+            raise _problem("nothing to verify: give checks or assertions, or keep invariants "
+                           "true", at="checks")
         return self
+
+
+class Guards(_Model):
+    """Blast-radius limits checked while the fault holds: exceeded, the run stops (Aborted)."""
+
+    max_lost_writes: Annotated[StrictInt, Field(ge=0), WHOLE] | None = Field(
+        default=None,
+        description="Most acknowledged writes (the workload's pgGit commits) that may be "
+        "missing from the database, checked whenever it answers during the fault; 0 = none.",
+    )
+    max_error_rate: Annotated[StrictFloat, Field(ge=0, le=1)] | None = Field(
+        default=None,
+        description="Most workload errors (failed or indeterminate operations) as a fraction "
+        "of the operations completed in the last errorRateWindow, e.g. 0.5.",
+    )
+    error_rate_window: Annotated[Duration, DurationRange(min="1s", max="10m")] = Field(
+        default=Duration("5s"), description="The sliding window of maxErrorRate."
+    )
+    min_samples: Annotated[StrictInt, Field(ge=1, le=1000000), WHOLE] = Field(
+        default=20,
+        description="maxErrorRate is judged only over at least this many operations.",
+    )
 
 
 ParameterValue = StrictStr | int
@@ -933,6 +1017,7 @@ class ExperimentSpec(_Model):
     workload: Workload = Field(default_factory=Workload)
     recovery: Recovery = Field(default_factory=Recovery)
     verification: Verification = Field(default_factory=Verification)
+    guards: Guards = Field(default_factory=Guards)
     local: Local = Field(default_factory=Local)
     dry_run: StrictBool = Field(
         default=False, description="Validate and resolve targets, inject nothing."

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PHASES",
+    "AssertionStatus",
     "ChecksStatus",
     "Condition",
     "ExperimentStatus",
@@ -117,6 +118,17 @@ class ChecksStatus(_Status):
     failures: Annotated[list[FailureStatus], Field(max_length=20)] = Field(default_factory=list)
 
 
+class AssertionStatus(_Status):
+    """One of the user's assertions at one moment (steady state, after recovery)."""
+
+    name: Annotated[str, Field(max_length=63)]
+    phase: Literal["steady state", "after recovery"]
+    outcome: Literal["passed", "failed", "error"] = Field(
+        description="failed: the value differs from expect; error: it could not be evaluated.")
+    got: Annotated[str, Field(max_length=256)] | None = None
+    message: Text = ""
+
+
 class ExperimentStatus(_Status):
     """What the experiment did and found; every field optional (absent until known)."""
 
@@ -141,6 +153,10 @@ class ExperimentStatus(_Status):
     fault_evidence: FaultEvidenceStatus | None = None
     workload: WorkloadStatus | None = None
     checks: ChecksStatus | None = None
+    assertions: Annotated[list[AssertionStatus], Field(max_length=64)] = Field(
+        default_factory=list,
+        description="The user's assertions (spec.verification.assertions), each at the "
+        "steady state and after recovery.")
     conditions: Annotated[
         list[Condition],
         Field(

@@ -673,3 +673,64 @@ def test_a_verification_job_that_cannot_create_its_pod_says_so_in_status(
     assert final["checks"]["passed"] > 0, final["checks"]
 
 
+
+
+# -- the user's assertions and guards, in the runner Job ------------------------------------------
+#: Holds at the steady state (no workload yet), not after it: the runner's schema exists then.
+NO_RUN_SCHEMA = {"name": "no-run-schema", "expect": "0",
+                 "sql": r"SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'chaos\_run\_%'"}
+HOLDS = {"name": "one-is-one", "sql": "SELECT 1", "expect": "1"}
+
+
+def event_messages(client: KubeClient, name: str) -> dict[str, str]:
+    return {str(e["reason"]): str(e.get("message")) for e in client.list(
+        EVENTS, NS, field_selector=f"involvedObject.name={name}")}
+
+
+def test_a_failing_assertion_fails_the_run_and_status_names_it(
+        cluster: KubeClient, tmp_path: Path) -> None:
+    from pggit_chaos.kube.report import fetch_report
+
+    body = manifest("06", "rn-assertion-fails")
+    body["spec"]["verification"] = {"checks": [], "assertions": [HOLDS, NO_RUN_SCHEMA]}
+    name = start(cluster, body)
+    status = wait_terminal(cluster, name)["status"]
+    assert status["phase"] == "Failed", describe(cluster, name)
+    assert status["verdict"] == "Fail"
+    said = "assertion no-run-schema failed after recovery: got '1', expected '0'"
+    assert said in status["message"], status
+    assert [(a["name"], a["phase"], a["outcome"], a.get("got")) for a in status["assertions"]] \
+        == [("one-is-one", "steady state", "passed", "1"),
+            ("no-run-schema", "steady state", "passed", "0"),
+            ("one-is-one", "after recovery", "passed", "1"),
+            ("no-run-schema", "after recovery", "failed", "1")]
+    assert status.get("faultIntent") is None and status.get("revertedAt")
+    wait_until(lambda: {"AssertionFailed", "Failed"} <= set(event_messages(cluster, name)),
+               "the AssertionFailed and Failed Events", 60)
+    assert said in event_messages(cluster, name)["AssertionFailed"]
+    journal = journal_of(cluster, status)
+    assert [a["outcome"] for a in journal["assertions"]] == ["passed"] * 3 + ["failed"]
+    # `pggit-chaos report` renders the run, report.html included, naming the assertion.
+    files = fetch_report(f"{NS}/{name}", tmp_path / "report", cluster)
+    assert files.html is not None
+    page = files.html.read_text()
+    assert "no-run-schema" in page and "got &#39;1&#39;, expected &#39;0&#39;" in page
+    assert "data:image/png;base64," in page
+
+
+def test_a_tripped_guard_aborts_the_run_reverts_and_status_names_it(
+        cluster: KubeClient) -> None:
+    """connection-kill's kills make workload errors; a low maxErrorRate stops the hold early."""
+    body = manifest("06", "rn-guarded", duration="60s",
+                    guards={"maxErrorRate": 0.001, "errorRateWindow": "2s", "minSamples": 5})
+    body["spec"]["verification"] = {"checks": []}
+    name = start(cluster, body)
+    status = wait_terminal(cluster, name)["status"]
+    assert status["phase"] == "Aborted", describe(cluster, name)
+    assert status["message"].startswith("guard maxErrorRate tripped: error rate "), status
+    assert "fault reverted after" in status["message"]
+    assert status.get("faultIntent") is None and status.get("revertedAt")
+    held = _moment(status["revertedAt"]) - _moment(status["injectedAt"])
+    assert held < timedelta(seconds=50), status  # stopped early: the hold asked for 60 s
+    wait_until(lambda: "guard maxErrorRate" in event_messages(cluster, name).get("Aborted", ""),
+               "an Aborted Event naming the guard", 60)

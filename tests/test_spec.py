@@ -962,12 +962,13 @@ def test_printer_columns_point_at_what_the_runner_and_substrate_write() -> None:
     body = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
             "spec": experiment.to_manifest()["spec"], "status": status}
     [version] = build_crd()["spec"]["versions"]
-    found = {c["name"]: _json_path(body, c["jsonPath"]) for c in version["additionalPrinterColumns"]}
+    found = {column["name"]: _json_path(body, column["jsonPath"])
+             for column in version["additionalPrinterColumns"]}
     assert found == {"Fault": "pod-kill", "Targets": ["pggit-postgres-0"], "Phase": "Failed",
                      "Verdict": "Fail", "Lost": 3, "Recovery": 2.5,
                      "Age": "2026-01-01T00:00:00Z", "Message": "3 acknowledged writes lost"}
     assert _json_path(body, ".status.workload.lostWrites") is None  # the check can fail
-    with pytest.raises(KeyError, match="status has no field workload.lost_writes"):
+    with pytest.raises(KeyError, match=r"status has no field workload\.lost_writes"):
         status_path("workload", "lost_writes")
 
 

@@ -4,7 +4,9 @@ Called by the CLI once every document of every file is valid (the CLI validates 
 light :mod:`pggit_chaos.spec.loader` before importing this module, so a bad file is reported
 fast). Composes the local substrate, the engine, the local checks runner, the report writers
 and the metrics; shows a live progress line and a final verdict table. A run that ends before
-anything was injected prints one error line on stderr instead of a table.
+anything was injected prints one error line on stderr instead of a table. Each outcome is
+compared with what the experiment expects (:mod:`pggit_chaos.spec.expect`); several
+experiments end with one summary table and one combined JUnit file.
 """
 
 from __future__ import annotations

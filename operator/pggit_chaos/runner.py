@@ -481,16 +481,16 @@ def _summarise(ran: Sequence[_Ran], planned: int, base: Path, stamp: datetime, *
         return
     table = Table(title=f"{len(ran)} of {planned} experiments"
                   + (" (interrupted)" if interrupted else ""), title_justify="left")
+    reports = [_shown(item.folder) if item.folder is not None else "-" for item in ran]
     for column in ("experiment", "expected", "got", "result", "time", "report"):
         table.add_column(column, overflow="fold")
     styles = {Result.met: "green", Result.skipped: "yellow", Result.unexpected: "bold red"}
-    for item in ran:
+    for item, report in zip(ran, reports, strict=True):
         j = item.judgement
         result = Text(str(j.result), style=styles[j.result])
         if j.result is Result.skipped:
             result.append(f": {j.reason}")
-        table.add_row(item.name, str(j.expected), j.got, result, f"{item.seconds:.0f}s",
-                      _shown(item.folder) if item.folder is not None else "-")
+        table.add_row(item.name, str(j.expected), j.got, result, f"{item.seconds:.0f}s", report)
     console.print(table)
     junit = write_run_junit(ran, base / f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-run-junit.xml")
     met = sum(1 for item in ran if item.judgement.result is Result.met)

@@ -26,6 +26,8 @@ from cluster.kubelet import Kubelet, connect
 from cluster.test_operator import start_operator  # noqa: F401  (the fixture)
 from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, NETWORK_POLICIES, PODS, KubeClient
+from pggit_chaos.spec.expect import Result, expectation_of
+from pggit_chaos.spec.loader import load_experiments
 from waits import wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.faults]
@@ -52,6 +54,14 @@ def manifest(number: str, **spec: Any) -> Body:
     for key, value in spec.items():
         body["spec"][key] = value
     return body
+
+
+def judged_in_cluster(number: str, status: Body) -> Result:
+    """How ``experiments/NN-*.yaml``'s own annotations judge a status in a cluster: the
+    comparison ``scripts/kind-e2e`` makes, here on what the real runner and operator wrote."""
+    (experiment,) = load_experiments(next(EXPERIMENTS_DIR.glob(f"{number}-*.yaml")))
+    return expectation_of(experiment, in_cluster=True).judge(
+        str(status.get("phase", "")), str(status.get("message", ""))).result
 
 
 @pytest.fixture
@@ -160,6 +170,7 @@ def test_clock_skew_is_refused_before_injection(
     assert "clock-skew is refused in a cluster" in status["message"]
     assert "privileged daemon on the node" in status["message"]
     assert status.get("injectedAt") is None
+    assert judged_in_cluster("13", status) is Result.met  # its expect-in-cluster annotation
 
 
 @pytest.fixture

@@ -101,7 +101,8 @@ EXPERIMENTS_FOUND = _experiments()
 EXPERIMENT_NAMES = [(ns, name) for ns, name, _ in EXPERIMENTS_FOUND]
 DESTRUCTIVE = [name for _, name, fault in EXPERIMENTS_FOUND if fault in DESTRUCTIVE_FAULTS]
 ORDINARY = [(ns, name) for ns, name, fault in EXPERIMENTS_FOUND if fault not in DESTRUCTIVE_FAULTS]
-#: What the operator writes for a destructive experiment (handlers' destructive gate).
+#: What the operator writes for a destructive experiment (handlers' destructive gate), and
+#: the runner for clock-skew: the files' expect-in-cluster annotations name these texts.
 CLOCK = [name for _, name, fault in EXPERIMENTS_FOUND if fault == "clock-skew"]
 REFUSED = {**{name: "refused by the destructive gate: index-corruption destroys data that no "
               "revert" for name in DESTRUCTIVE},
@@ -244,7 +245,7 @@ def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: P
     polls = [_rows({}, "<none>"), _rows({}, "Injecting"), _rows({}, "Passed")]
     run = run_script(tmp_path, fakes, {"polls": polls, "messages": REFUSED})
     assert run.code == 0, run.stderr
-    assert "every experiment Passed" in run.stdout
+    assert "every experiment ended as expected" in run.stdout
 
     helm = run.calls[run.index("helm", "upgrade", "--install")]
     assert helm[1:6] == ["upgrade", "--install", "pggit-chaos", "charts/pggit-chaos",
@@ -285,10 +286,13 @@ def test_all_passed_runs_the_whole_sequence_and_exits_0(tmp_path: Path, fakes: P
     phases = (run.artifacts / "phases.txt").read_text().split("\n")
     assert len([line for line in phases if line.endswith("Passed")]) == \
         len(ORDINARY) - len(CLOCK)
+    # Refused as the files' expect-in-cluster annotations say they must be.
     for name in DESTRUCTIVE:
-        assert f"{name}: index-corruption refused in a cluster, as it must be" in run.stdout
+        assert f"ok default/{name}: Aborted, as expected" in run.stdout
     for name in CLOCK:
-        assert f"{name}: clock-skew refused in a cluster, as it must be" in run.stdout
+        assert f"ok default/{name}: Error, as expected" in run.stdout
+    outcomes = (run.artifacts / "outcomes.tsv").read_text().splitlines()
+    assert len(outcomes) == len(EXPERIMENT_NAMES)
     raw = run.calls[run.index("kubectl", "get", "--raw")]
     assert raw[-1] == ("/api/v1/namespaces/pggit-chaos-system/services/"
                        "pggit-chaos-metrics:metrics/proxy/metrics")
@@ -315,8 +319,8 @@ def test_one_experiment_not_passed_fails_the_run(
     run = run_script(tmp_path, fakes, {"polls": [_rows({victim[1]: bad_phase}, "Passed")],
                                        "messages": REFUSED})
     assert run.code == 1
-    assert f"FAIL {victim[0]}/{victim[1]}: phase {bad_phase}" in run.stderr
-    assert "1 experiment(s) did not pass" in run.stderr
+    assert f"FAIL {victim[0]}/{victim[1]}: expected Passed, got {bad_phase}" in run.stderr
+    assert "1 experiment(s) did not end as expected" in run.stderr
     # The later files still ran, and the artifacts are collected, the failing report among them.
     assert run.count("kubectl", "apply") == len(EXPERIMENT_FILES)
     assert (run.artifacts / "reports" / f"{victim[0]}-{victim[1]}" / "summary.md").is_file()
@@ -332,8 +336,9 @@ def test_timeout_fails_skips_the_rest_and_still_collects(tmp_path: Path, fakes: 
     assert run.count("kubectl", "get", "--filename", EXPERIMENT_FILES[0], "--no-headers") >= 2
     for skipped in EXPERIMENT_FILES[1:]:
         assert f"not applied (timed out before): {skipped}" in run.stderr
-    assert f"FAIL {EXPERIMENT_NAMES[0][0]}/{EXPERIMENT_NAMES[0][1]}: phase Verifying" in run.stderr
-    assert f"{len(EXPERIMENT_FILES)} experiment(s) did not pass" in run.stderr
+    assert (f"FAIL {EXPERIMENT_NAMES[0][0]}/{EXPERIMENT_NAMES[0][1]}: expected Passed, "
+            "got Verifying") in run.stderr
+    assert f"{len(EXPERIMENT_FILES)} experiment(s) did not end as expected" in run.stderr
     assert run.count("pggit-chaos", "report") == 1
     assert run.count("kubectl", "get", "--raw") == 1
 
@@ -398,8 +403,9 @@ def test_a_destructive_experiment_must_be_refused_by_its_gate(
     run = run_script(tmp_path, fakes, {"polls": [_rows({name: phase}, "Passed")],
                                        "messages": {**REFUSED, name: message}})
     assert run.code == 1
-    assert f"destructive index-corruption not refused (phase {phase}: {message})" in run.stderr
-    assert "1 experiment(s) did not pass" in run.stderr
+    assert (f"FAIL default/{name}: expected Aborted (refused by the destructive gate), got "
+            f"{phase}{f': {message}' if message else ''}") in run.stderr
+    assert "1 experiment(s) did not end as expected" in run.stderr
 
 
 @pytest.mark.skipif(not CLOCK, reason="no clock-skew experiment in experiments/")
@@ -414,7 +420,8 @@ def test_clock_skew_must_be_refused_in_a_cluster(
     run = run_script(tmp_path, fakes, {"polls": [_rows({name: phase}, "Passed")],
                                        "messages": {**REFUSED, name: message}})
     assert run.code == 1
-    assert f"clock-skew not refused (phase {phase}: {message})" in run.stderr
+    assert (f"FAIL default/{name}: expected Error (clock-skew is refused in a cluster), got "
+            f"{phase}{f': {message}' if message else ''}") in run.stderr
 
 
 FAILOVER = [name for _, name, fault in EXPERIMENTS_FOUND if fault == "primary-failover"]
@@ -439,7 +446,7 @@ def test_failover_without_a_primary_is_skipped_and_any_other_abort_fails(
     if code == 0:
         assert f"skipped default/{name}" in run.stdout + run.stderr
     else:
-        assert f"FAIL default/{name}: phase Aborted: {message}" in run.stderr
+        assert f"FAIL default/{name}: expected Passed, got Aborted: {message}" in run.stderr
 
 
 DISK = [name for _, name, fault in EXPERIMENTS_FOUND if fault == "disk-pressure"]
@@ -462,7 +469,56 @@ def test_disk_pressure_on_a_shared_disk_is_skipped_and_any_other_error_fails(
     if code == 0:
         assert f"skipped default/{name}" in run.stdout + run.stderr
     else:
-        assert f"FAIL default/{name}: phase Error: {message}" in run.stderr
+        assert f"FAIL default/{name}: expected Passed, got Error: {message}" in run.stderr
+
+
+def _own_folder(tmp_path: Path, annotations: dict[str, str]) -> Path:
+    """A folder of one experiment (a copy of 01 with these annotations)."""
+    folder = tmp_path / "own"
+    folder.mkdir()
+    doc = yaml.safe_load((EXPERIMENTS / "01-pod-kill.yaml").read_text())
+    doc["metadata"]["name"] = "own"
+    doc["metadata"]["annotations"] = annotations
+    (folder / "own.yaml").write_text(yaml.safe_dump(doc))
+    return folder
+
+
+@pytest.mark.parametrize(("phase", "message", "code"), [
+    ("Failed", "1 check(s) failed: test_x", 0),   # what the file expects in a cluster
+    ("Passed", "", 1),                            # a Pass where a Fail is expected
+    ("Error", "no such database", 0),             # a declared skip
+    ("Error", "not healthy in time", 1),          # an Error the skip does not name
+])
+def test_the_expectations_come_from_the_files_annotations(
+    tmp_path: Path, fakes: Path, phase: str, message: str, code: int
+) -> None:
+    folder = _own_folder(tmp_path, {
+        "chaos.pggit.io/expect": "Passed",
+        "chaos.pggit.io/expect-in-cluster": "Failed: test_x",
+        "chaos.pggit.io/skip-when-in-cluster": "Aborted: nothing\nError: no such database",
+    })
+    run = run_script(tmp_path, fakes, {"polls": [{"own": phase}], "messages": {"own": message}},
+                     "--experiments", str(folder))
+    assert run.code == code, run.stdout + run.stderr
+    if code == 0 and phase == "Error":
+        assert f"skipped default/own: Error: {message}" in run.stdout
+    elif code == 0:
+        assert "ok default/own: Failed, as expected" in run.stdout
+    else:
+        assert (f"FAIL default/own: expected Failed (test_x), got {phase}"
+                f"{f': {message}' if message else ''}") in run.stderr
+
+
+def test_a_bad_expectation_stops_the_script_before_the_cluster(
+    tmp_path: Path, fakes: Path
+) -> None:
+    folder = _own_folder(tmp_path, {"chaos.pggit.io/expect-in-cluster": "Refused"})
+    run = run_script(tmp_path, fakes, {"polls": [{}]}, "--experiments", str(folder))
+    assert run.code == 2
+    assert ("own.yaml: metadata.annotations['chaos.pggit.io/expect-in-cluster']: must be one of "
+            "Passed, Failed, Inconclusive, Aborted, Error") in run.stderr
+    assert "are invalid" in run.stderr
+    assert not run.calls, "neither helm nor kubectl ran"
 
 
 def test_the_script_installs_what_the_chart_renders(tmp_path: Path, fakes: Path) -> None:

@@ -150,11 +150,14 @@ def test_every_example_experiment_passes_and_leaves_nothing(
 
 @pytest.mark.skipif(not IS_ROOT, reason="the embedded server runs as postgres: needs root")
 def test_index_corruption_experiment_fails_naming_the_index(runner: Runner) -> None:
-    """09 destroys a pgGit index on purpose: the verdict is Fail (exit 1), the amcheck check
-    names the index the fault's evidence names, and the run says that Fail is expected."""
+    """09 destroys a pgGit index on purpose: the verdict is Fail, the amcheck check names the
+    index the fault's evidence names, and the run says that Fail is expected: its annotation
+    expects it, so the run exits 0."""
     assert [p.name for p in DESTRUCTIVE] == ["09-index-corruption.yaml"]
     result = runner.run("run", str(DESTRUCTIVE[0]))
-    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ("expected: Failed (test_pggit_btree_indexes_pass_amcheck); got Failed: as expected"
+            in result.stdout)
     (journal,) = runner.journals()
     assert journal["verdict"] == "Fail", journal["reason"]
     assert "test_pggit_btree_indexes_pass_amcheck" in journal["reason"]
@@ -432,3 +435,123 @@ def test_leftovers_are_what_the_run_added_not_what_the_host_had(
             _iptables("-D", *leak)
     finally:
         runner.close()
+
+
+# ------------------------------------------------------------ a folder: expectations, summary
+
+QUICK_PASS = """\
+apiVersion: chaos.pggit.io/v1alpha1
+kind: PgGitChaosExperiment
+metadata:
+  name: quick-pass
+  annotations: {ANNOTATIONS}
+spec:
+  target: {{selector: {{matchLabels: {{app: db}}}}}}
+  fault: {{type: connection-kill, connectionKill: {{interval: 1s}}}}
+  duration: 1s
+  workload: {{clients: 2, rate: 20}}
+  recovery: {{timeout: 30s}}
+  verification: {{checks: [corruption]}}
+"""
+#: A server that refuses to start: the run ends in Error at once, with PostgreSQL's reason.
+BAD_SERVER = """\
+apiVersion: chaos.pggit.io/v1alpha1
+kind: PgGitChaosExperiment
+metadata:
+  name: {NAME}
+  annotations: {ANNOTATIONS}
+spec:
+  target: {{selector: {{matchLabels: {{app: db}}}}}}
+  fault: {{type: connection-kill}}
+  duration: 1s
+  local: {{postgresql: {{max_connections: -5}}}}
+"""
+
+
+def _folder(tmp: Path, files: dict[str, str]) -> Path:
+    folder = tmp / "experiments"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def _cases(runner: Runner) -> dict[str, Any]:
+    from junitparser import JUnitXml
+
+    (path,) = runner.reports.glob("*-run-junit.xml")
+    (suite,) = list(JUnitXml.fromfile(str(path)))
+    return {case.name: case for case in suite}
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the embedded server runs as postgres: needs root")
+def test_a_folder_whose_experiments_end_as_expected_exits_0_with_one_table(
+    runner: Runner,
+) -> None:
+    folder = _folder(runner.tmp, {
+        "a-pass.yaml": QUICK_PASS.format(ANNOTATIONS="{}"),
+        "b-error.yaml": BAD_SERVER.format(NAME="bad-server", ANNOTATIONS=(
+            '{"chaos.pggit.io/expect": "Error: outside the valid range"}')),
+        "c-skip.yaml": BAD_SERVER.format(NAME="bad-server-skipped", ANNOTATIONS=(
+            '{"chaos.pggit.io/skip-when": "Error: max_connections"}')),
+    })
+    result = runner.run("run", str(folder))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # One table at the end, one row per experiment: expected, got, result, time, report.
+    summary = result.stdout[result.stdout.index("3 of 3 experiments"):]
+    for column in ("experiment", "expected", "got", "result", "time", "report"):
+        assert column in summary
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in summary.splitlines() if line.startswith("│") and
+            line.split("│")[1].strip()}
+    assert rows["quick-pass"][:3] == ["Passed", "Passed", "as expected"]
+    assert rows["bad-server"][1:3] == ["Error", "as expected"]
+    assert rows["bad-server-skipped"][:2] == ["Passed", "Error"]
+    assert rows["bad-server-skipped"][2].startswith("skipped")
+    assert "2 as expected, 1 skipped, 0 unexpected" in summary
+    # The combined JUnit: each experiment one testcase, the declared skip skipped.
+    cases = _cases(runner)
+    assert set(cases) == {"quick-pass", "bad-server", "bad-server-skipped"}
+    assert cases["quick-pass"].is_passed and cases["bad-server"].is_passed
+    assert cases["bad-server-skipped"].is_skipped
+    assert float(cases["quick-pass"].time) > 0
+    (journal,) = [j for j in runner.journals() if j["verdict"] == "Pass"]
+    assert journal["injected_at"] and journal["reverted_at"]
+    runner.assert_nothing_left()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the embedded server runs as postgres: needs root")
+def test_a_folder_with_an_outcome_not_expected_exits_non_zero_naming_both(
+    runner: Runner,
+) -> None:
+    folder = _folder(runner.tmp, {
+        "a-pass.yaml": QUICK_PASS.format(
+            ANNOTATIONS='{"chaos.pggit.io/expect": "Failed"}'),
+        "b-error.yaml": BAD_SERVER.format(NAME="bad-server", ANNOTATIONS=(
+            '{"chaos.pggit.io/expect": "Error: max_connections"}')),
+    })
+    result = runner.run("run", str(folder))
+    # A Pass where a Fail was expected is a Fail of the run (exit 1), not a Pass.
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 as expected, 0 skipped, 1 unexpected" in result.stdout
+    cases = _cases(runner)
+    (failure,) = cases["quick-pass"].result
+    assert failure.message.startswith("expected Failed, got Passed"), failure.message
+    assert cases["bad-server"].is_passed
+    runner.assert_nothing_left()
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_bad_expectation_is_refused_before_anything_runs(runner: Runner, command: str) -> None:
+    folder = _folder(runner.tmp, {
+        "a-pass.yaml": QUICK_PASS.format(ANNOTATIONS="{}"),
+        "b-bad.yaml": QUICK_PASS.format(
+            ANNOTATIONS='{"chaos.pggit.io/expect": "Fial"}').replace("quick-pass", "bad"),
+    })
+    result = runner.run(command, str(folder))
+    assert result.returncode == 2
+    line = next(line for line in result.stderr.splitlines() if "b-bad.yaml" in line)
+    assert "metadata.annotations['chaos.pggit.io/expect']" in line
+    assert "Passed, Failed, Inconclusive, Aborted, Error" in line and "'Fial'" in line
+    assert "Traceback" not in result.stderr
+    assert not runner.reports.exists(), "nothing ran"

@@ -912,11 +912,16 @@ def test_crd_names_and_version() -> None:
     columns = {column["name"]: column["jsonPath"] for column in version["additionalPrinterColumns"]}
     assert columns == {
         "Fault": ".spec.fault.type",
+        "Targets": ".status.targets",
         "Phase": ".status.phase",
         "Verdict": ".status.verdict",
+        "Lost": ".status.workload.lost",
         "Recovery": ".status.recoverySeconds",
         "Age": ".metadata.creationTimestamp",
+        "Message": ".status.message",
     }
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Message"]  # kubectl get pgce -o wide only
     assert spec["names"]["categories"] == ["chaos"]
     root = version["schema"]["openAPIV3Schema"]
     status = root["properties"]["status"]
@@ -926,6 +931,45 @@ def test_crd_names_and_version() -> None:
         status["properties"]
     )
     assert root["properties"]["metadata"] == {"type": "object"}
+
+
+def _json_path(body: dict[str, Any], path: str) -> Any:
+    node: Any = body
+    for part in path.strip(".").split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def test_printer_columns_point_at_what_the_runner_and_substrate_write() -> None:
+    """Every column's JSONPath, evaluated on a CR whose status is what the real code writes
+    (the runner's status from a finished journal that lost writes, the Kubernetes substrate's
+    targets patch): each finds its value. A wrong path (``.status.workload.lostWrites``,
+    ``.status.target``) finds nothing and fails here."""
+    from datetime import UTC, datetime
+
+    from pggit_chaos.engine.journal import Journal, Phase, WorkloadSummary
+    from pggit_chaos.kube.runner import journal_status
+    from pggit_chaos.spec.crd import status_path
+
+    experiment = load_experiments(ROOT / "experiments" / "01-pod-kill.yaml")[0]
+    journal = Journal(experiment=experiment.name, spec=experiment.to_manifest(),
+                      started_at=datetime.now(UTC), recovery_seconds=2.5,
+                      workload=WorkloadSummary(invoked=100, ok=90, lost=3))
+    journal.finish(Phase.Failed, "3 acknowledged writes lost")
+    status = {**journal_status(journal), "targets": ["pggit-postgres-0"]}  # substrate's patch
+    body = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": experiment.to_manifest()["spec"], "status": status}
+    [version] = build_crd()["spec"]["versions"]
+    found = {column["name"]: _json_path(body, column["jsonPath"])
+             for column in version["additionalPrinterColumns"]}
+    assert found == {"Fault": "pod-kill", "Targets": ["pggit-postgres-0"], "Phase": "Failed",
+                     "Verdict": "Fail", "Lost": 3, "Recovery": 2.5,
+                     "Age": "2026-01-01T00:00:00Z", "Message": "3 acknowledged writes lost"}
+    assert _json_path(body, ".status.workload.lostWrites") is None  # the check can fail
+    with pytest.raises(KeyError, match=r"status has no field workload\.lost_writes"):
+        status_path("workload", "lost_writes")
 
 
 def test_only_the_free_maps_keep_unknown_fields() -> None:

@@ -238,14 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
             "Run each experiment: start a throwaway PostgreSQL with pgGit (or use --dsn), run "
             "a workload, inject the fault, revert it, wait for recovery, verify, and print a "
             "verdict per experiment with the folder of its report. Every file is validated "
-            "first; a folder stands for its *.yaml and *.yml files in name order."
+            "first; a folder stands for its *.yaml and *.yml files in name order. Each outcome "
+            "is compared with the one the file expects (annotation chaos.pggit.io/expect; "
+            "default Passed): the exit code is 0 when every experiment got what it expects. "
+            "Several experiments end with one table (expected, got, time, report) and one "
+            "JUnit file in the report folder."
         ),
         epilog=_epilog(
             "pggit-chaos run experiments/01-pod-kill.yaml",
-            "pggit-chaos run experiments/              # every experiment, one verdict each",
+            "pggit-chaos run experiments/              # every experiment, then one table",
             "pggit-chaos run --dry-run experiments/02-cpu-throttle.yaml",
             "pggit-chaos run --dsn postgresql://me@db/app experiments/08-trigger-disable.yaml",
-        ),
+            codes=False,
+        )
+        + "\n\nexit codes: 0 every experiment got the outcome it expects (Pass, unless its "
+        "chaos.pggit.io/expect annotation says otherwise), else the worst of: 1 Fail (or a Pass "
+        "where something else was expected), 2 invalid input or error (one line on stderr "
+        "saying what and what to do), 3 Inconclusive (nothing failed, but the fault did not "
+        "bite or a check could not run); 130 interrupted (the fault is reverted and the "
+        "journal still written)",
     )
     run.add_argument(
         "files", nargs="*", metavar="FILE|DIR", help="experiment YAML files or folders of them"

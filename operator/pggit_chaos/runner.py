@@ -4,7 +4,9 @@ Called by the CLI once every document of every file is valid (the CLI validates 
 light :mod:`pggit_chaos.spec.loader` before importing this module, so a bad file is reported
 fast). Composes the local substrate, the engine, the local checks runner, the report writers
 and the metrics; shows a live progress line and a final verdict table. A run that ends before
-anything was injected prints one error line on stderr instead of a table.
+anything was injected prints one error line on stderr instead of a table. Each outcome is
+compared with what the experiment expects (:mod:`pggit_chaos.spec.expect`); several
+experiments end with one summary table and one combined JUnit file.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +28,7 @@ import psycopg
 from prometheus_client import REGISTRY, write_to_textfile
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 from rich.text import Text
 
 from pggit_chaos.config import load_settings
@@ -31,6 +36,7 @@ from pggit_chaos.engine.journal import ChecksSummary, Journal, Phase
 from pggit_chaos.engine.lifecycle import Progress, Run, execute_until_signalled
 from pggit_chaos.errors import PROG, ChaosError, InvalidExperiment, error_line, message_of
 from pggit_chaos.spec import Experiment
+from pggit_chaos.spec.expect import Expectation, Judgement, Result, expectation_of
 from pggit_chaos.spec.loader import load_paths
 from pggit_chaos.target_cleanup import RUN_PREFIX, lease, remove_run
 
@@ -364,6 +370,33 @@ def run_files(
     )
 
 
+@dataclass
+class _Ran:
+    """One experiment of a ``run``: how it ended, against what it expects."""
+
+    name: str
+    judgement: Judgement
+    seconds: float
+    folder: Path | None
+
+
+def _code_of(journal: Journal) -> int:
+    """The exit code of one run's outcome, as README documents them."""
+    if journal.current_phase in (Phase.Error, Phase.Aborted):
+        return EXIT_ERROR
+    if journal.verdict == "Inconclusive":
+        return EXIT_INCONCLUSIVE
+    return EXIT_PASS if journal.verdict == "Pass" else EXIT_FAIL
+
+
+def _code_of_judged(journal: Journal, judgement: Judgement) -> int:
+    """0 when the outcome is the expected one or a declared skip; else the outcome's own
+    code, and 1 (a Fail) for a Pass where something else was expected."""
+    if judgement.ok:
+        return EXIT_PASS
+    return _code_of(journal) or EXIT_FAIL
+
+
 def run_experiments(
     experiments: Sequence[Experiment],
     *,
@@ -373,7 +406,14 @@ def run_experiments(
     quiet: bool = False,
     keep_evidence: bool = False,
 ) -> int:
-    """The `pggit-chaos run` command: 0 all Pass, 1 any Fail, 2 error, 3 Inconclusive, 130."""
+    """The `pggit-chaos run` command: each experiment's outcome against the one it expects.
+
+    0 when every experiment ended as its annotations expect (without them: Passed; a declared
+    skip counts as expected), else the worst code of the others (1 Fail, 2 error, 3
+    Inconclusive; a Pass where a Fail was expected is 1), 130 when interrupted. With more than
+    one experiment the run ends with one summary table and one combined JUnit file in the
+    report folder.
+    """
     from pggit_chaos.engine.report import print_verdict_table
 
     if dsn is not None:
@@ -390,17 +430,29 @@ def run_experiments(
 
         start_metrics_server(settings.metrics_port)
     worst = EXIT_PASS
+    ran: list[_Ran] = []
+    stamp = datetime.now(UTC)
     for experiment in experiments:
+        expectation = expectation_of(experiment, in_cluster=False)
+        began = time.monotonic()
         journal, folder, interrupted = run_experiment_locally(
             experiment, dsn=dsn, report_base=base, quiet=quiet, keep_evidence=keep_evidence
         )
+        judgement = expectation.judge(journal.current_phase.value, journal.reason or "")
+        if not journal.dry_run_plan:
+            ran.append(_Ran(experiment.name, judgement, time.monotonic() - began, folder))
         if _never_started(journal):
             # Nothing was injected: no verdict to show, one line saying why.
             if interrupted:
                 print(f"{PROG}: interrupted before anything was injected", file=sys.stderr)
+                _summarise(ran, len(experiments), base, stamp, interrupted=True)
                 return EXIT_INTERRUPTED
-            print(error_line(f"{experiment.name}: {journal.reason}"), file=sys.stderr)
-            worst = _worse(worst, EXIT_ERROR)
+            if judgement.ok:
+                print(f"{PROG}: note: {experiment.name}: {judgement.got} {judgement.result}: "
+                      f"{journal.reason}", file=sys.stderr)
+            else:
+                print(error_line(f"{experiment.name}: {journal.reason}"), file=sys.stderr)
+            worst = _worse(worst, _code_of_judged(journal, judgement))
             continue
         if journal.dry_run_plan:
             console.print(f"[bold]{experiment.name}[/]: planned (dry run), nothing injected. "
@@ -412,15 +464,73 @@ def run_experiments(
         if folder is not None:
             console.print(f"report: {folder}")
         if interrupted:
+            _summarise(ran, len(experiments), base, stamp, interrupted=True)
             return EXIT_INTERRUPTED
-        if journal.current_phase in (Phase.Error, Phase.Aborted):
+        if expectation != Expectation():
+            console.print(f"expected: {judgement.expected}; got {judgement.got}: "
+                          f"{judgement.result}", markup=False, highlight=False)
+        if journal.current_phase in (Phase.Error, Phase.Aborted) and not judgement.ok:
             print(error_line(f"{experiment.name}: {journal.reason}"), file=sys.stderr)
-            worst = _worse(worst, EXIT_ERROR)
-        elif journal.verdict == "Inconclusive":
-            worst = _worse(worst, EXIT_INCONCLUSIVE)
-        elif journal.verdict != "Pass":
-            worst = _worse(worst, EXIT_FAIL)
+        worst = _worse(worst, _code_of_judged(journal, judgement))
+    _summarise(ran, len(experiments), base, stamp, interrupted=False)
     return worst
+
+
+def _summarise(ran: Sequence[_Ran], planned: int, base: Path, stamp: datetime, *,
+               interrupted: bool) -> None:
+    """After more than one experiment: one table, one combined JUnit file (its path printed)."""
+    if planned < 2 or not ran:
+        return
+    table = Table(title=f"{len(ran)} of {planned} experiments"
+                  + (" (interrupted)" if interrupted else ""), title_justify="left")
+    reports = [_shown(item.folder) if item.folder is not None else "-" for item in ran]
+    for column in ("experiment", "expected", "got", "result", "time", "report"):
+        table.add_column(column, overflow="fold")
+    styles = {Result.met: "green", Result.skipped: "yellow", Result.unexpected: "bold red"}
+    for item, report in zip(ran, reports, strict=True):
+        j = item.judgement
+        result = Text(str(j.result), style=styles[j.result])
+        if j.result is Result.skipped:
+            result.append(f": {j.reason}")
+        table.add_row(item.name, str(j.expected), j.got, result, f"{item.seconds:.0f}s", report)
+    console.print(table)
+    junit = write_run_junit(ran, base / f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-run-junit.xml")
+    met = sum(1 for item in ran if item.judgement.result is Result.met)
+    skipped = sum(1 for item in ran if item.judgement.result is Result.skipped)
+    unexpected = len(ran) - met - skipped
+    console.print(f"{met} as expected, {skipped} skipped, {unexpected} unexpected; "
+                  f"junit: {_shown(junit)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when inside it (``chaos-reports/...``)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def write_run_junit(ran: Sequence[_Ran], path: Path) -> Path:
+    """One testsuite ``pggit-chaos run``, one testcase per experiment: a mismatch is a
+    failure naming expected and got, a declared skip is skipped."""
+    from junitparser import Failure, JUnitXml, Skipped, TestCase, TestSuite
+
+    suite = TestSuite("pggit-chaos run")
+    for item in ran:
+        j = item.judgement
+        case = TestCase(item.name, classname="pggit-chaos.run", time=round(item.seconds, 3))
+        if j.result is Result.unexpected:
+            case.result = [Failure(f"expected {j.expected}, got {j.got}: {j.reason}".strip())]
+        elif j.result is Result.skipped:
+            case.result = [Skipped(f"{j.got}: {j.reason}")]
+        case.system_out = f"expected {j.expected}, got {j.got}" + (
+            f"; report: {item.folder}" if item.folder is not None else "")
+        suite.add_testcase(case)
+    xml = JUnitXml()
+    xml.add_testsuite(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    xml.write(str(path), pretty=True)
+    return path
 
 
 def _never_started(journal: Journal) -> bool:

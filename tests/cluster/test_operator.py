@@ -35,6 +35,8 @@ from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import EXPERIMENTS, JOBS, NETWORK_POLICIES, PODS, KubeClient
 from pggit_chaos.kube.handlers import Handlers
 from pggit_chaos.kube.operator import run_operator
+from pggit_chaos.spec.expect import Result, expectation_of
+from pggit_chaos.spec.loader import load_experiments
 from pggit_chaos.spec.model import API_VERSION, KIND
 from waits import wait_until
 
@@ -295,6 +297,11 @@ def test_each_gate_refuses_naming_itself_and_how_to_open_it(
     wreck["spec"]["fault"]["indexCorruption"] = {"destructive": True}
     message = _refusal(c, o, e, wreck)
     assert "destructive gate" in message and "never in a cluster" in message
+    # What experiments/09's expect-in-cluster annotation holds a cluster to (kind-e2e).
+    (example,) = load_experiments(next(
+        (Path(__file__).resolve().parents[2] / "experiments").glob("09-*.yaml")))
+    assert expectation_of(example, in_cluster=True).judge("Aborted", message).result \
+        is Result.met
 
     message = _refusal(c, o, e, experiment("cap", target={"mode": "all"}), max_target_pods=1)
     assert "2 pods" in message and "PGGIT_CHAOS_MAX_TARGET_PODS" in message

@@ -38,6 +38,8 @@ from pggit_chaos.kube.client import (
     Api,
     KubeClient,
 )
+from pggit_chaos.spec.expect import Result, expectation_of
+from pggit_chaos.spec.loader import load_experiments
 from realnode.conftest import (
     DEMO_LABELS,
     DEMO_POD,
@@ -427,6 +429,14 @@ def file_run(client: KubeClient, number: str) -> Body:
     return wait_terminal(client, start(client, manifest(number, f"rn-file-{number}")))
 
 
+def judged_in_cluster(number: str, status: Body) -> Result:
+    """How ``experiments/NN-*.yaml``'s own annotations judge a status in a cluster: the
+    comparison ``scripts/kind-e2e`` makes, here on what the real runner and operator wrote."""
+    (experiment,) = load_experiments(next(EXPERIMENTS_DIR.glob(f"{number}-*.yaml")))
+    return expectation_of(experiment, in_cluster=True).judge(
+        str(status.get("phase", "")), str(status.get("message", ""))).result
+
+
 def within(given: Any, stored: Any) -> bool:
     """``given`` (a file's spec) is what the server stored, apart from the defaults it added."""
     if isinstance(given, dict):
@@ -454,6 +464,7 @@ def test_an_experiment_file_passes_and_its_status_says_everything(
     body = file_run(cluster, number)
     name, status = body["metadata"]["name"], body["status"]
     assert status["phase"] == "Passed" and status["verdict"] == "Pass", describe(cluster, name)
+    assert judged_in_cluster(number, status) is Result.met
     assert status["faultEvidence"]["bit"] is True, status["faultEvidence"]
     assert status["workload"]["ok"] > 0 and status["workload"]["lost"] == 0, status["workload"]
     assert status.get("faultIntent") is None and status.get("revertedAt")
@@ -483,6 +494,7 @@ def test_clock_skew_is_refused_before_injection(cluster: KubeClient) -> None:
     assert "clock-skew is refused in a cluster" in status["message"]
     assert "privileged daemon on the node" in status["message"]
     assert status.get("injectedAt") is None
+    assert judged_in_cluster("13", status) is Result.met  # its expect-in-cluster annotation
 
 
 def test_dry_run_resolves_targets_and_creates_nothing(cluster: KubeClient) -> None:
@@ -529,6 +541,8 @@ def test_a_balloon_above_max_balloon_is_refused_before_injection(cluster: KubeCl
     assert "more than maxBalloonMi (16)" in final["message"], final["message"]
     assert "nothing was injected" in final["message"], final["message"]
     assert not final.get("injectedAt") and final.get("faultIntent") is None
+    # experiments/11's skip-when-in-cluster annotation names this refusal: kind-e2e skips it.
+    assert judged_in_cluster("11", final) is Result.skipped
     assert balloons(cluster) == []
     assert abs(available(data_volume(cluster)) - before) < 64 << 20
 
@@ -568,6 +582,7 @@ def test_primary_failover_without_a_primary_label_is_aborted_before_injection(
     assert status["phase"] == "Aborted", describe(cluster, body["metadata"]["name"])
     assert "carries the primary label cnpg.io/instanceRole=primary" in status["message"], status
     assert status.get("injectedAt") is None
+    assert judged_in_cluster("12", status) is Result.skipped  # its skip-when-in-cluster
 
 
 def restore_account(client: KubeClient, account: Body) -> None:

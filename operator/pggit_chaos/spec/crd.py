@@ -46,7 +46,9 @@ __all__ = [
     "SINGULAR",
     "build_crd",
     "crd_yaml",
+    "printer_columns",
     "schema_of",
+    "status_path",
     "status_schema_of",
     "write_crd",
 ]
@@ -202,23 +204,51 @@ def _structural(
     return result
 
 
+def status_path(*names: str) -> str:
+    """``.status.<alias>...`` of the status model's fields named (Python names), checked:
+    a field the model does not have raises, so no printer column can point at nothing."""
+    model: type[BaseModel] | None = ExperimentStatus
+    parts = []
+    for name in names:
+        field = model.model_fields.get(name) if model is not None else None
+        if model is None or field is None:
+            raise KeyError(f"status has no field {'.'.join(names)}")
+        parts.append(field.alias or name)
+        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
+        model = next((c for c in candidates
+                      if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return ".status." + ".".join(parts)
+
+
+def printer_columns() -> list[dict[str, Any]]:
+    """``kubectl get pgce``: Fault, Targets, Phase, Verdict, Lost, Recovery, Age; and with
+    ``-o wide`` (priority 1) the Message."""
+    return [
+        {"name": "Fault", "type": "string", "jsonPath": ".spec.fault.type"},
+        {"name": "Targets", "type": "string", "jsonPath": status_path("targets"),
+         "description": "The pods the fault hits"},
+        {"name": "Phase", "type": "string", "jsonPath": status_path("phase")},
+        {"name": "Verdict", "type": "string", "jsonPath": status_path("verdict")},
+        {"name": "Lost", "type": "integer", "jsonPath": status_path("workload", "lost"),
+         "description": "Acknowledged writes lost"},
+        {
+            "name": "Recovery",
+            "type": "number",
+            "jsonPath": status_path("recovery_seconds"),
+            "description": "Seconds from revert until healthy",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Message", "type": "string", "jsonPath": status_path("message"),
+         "priority": 1, "description": "Why it ended as it did"},
+    ]
+
+
 def build_crd() -> dict[str, Any]:
     """The complete ``apiextensions.k8s.io/v1`` CustomResourceDefinition, as plain data."""
     spec_schema = schema_of()
     status_schema = status_schema_of()
     root_description = (Experiment.__doc__ or "").strip().splitlines()[0]
-    columns = [
-        {"name": "Fault", "type": "string", "jsonPath": ".spec.fault.type"},
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Verdict", "type": "string", "jsonPath": ".status.verdict"},
-        {
-            "name": "Recovery",
-            "type": "number",
-            "jsonPath": ".status.recoverySeconds",
-            "description": "Seconds from revert until healthy",
-        },
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
+    columns = printer_columns()
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -4,7 +4,9 @@ Called by the CLI (``pggit-chaos run|validate``), the operator (a CR body) and t
 Whatever goes wrong — a missing file, YAML syntax, a non-mapping document, a bad field — ends
 up as one :class:`~pggit_chaos.errors.InvalidExperiment` listing ``(field path, reason)``
 pairs, e.g. ``("spec.fault.cpuThrottle.cpuPercent", "must be at least 1")``; never a
-traceback. A folder stands for its ``*.yaml``/``*.yml`` files in name order, as with
+traceback. A file's outcome annotations (``chaos.pggit.io/expect``, ...:
+:mod:`pggit_chaos.spec.expect`) are checked here too; the operator does not act on them. A
+folder stands for its ``*.yaml``/``*.yml`` files in name order, as with
 ``kubectl apply -f``; other Kubernetes objects there (a ConfigMap beside the experiments, any
 apiVersion outside ``chaos.pggit.io``) are skipped with a note, as ``kubectl`` users expect.
 YAML is read as kubectl reads it (:mod:`pggit_chaos.spec.kubeyaml`:
@@ -24,6 +26,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from pggit_chaos.errors import DOCUMENT, InvalidExperiment, problem_where
+from pggit_chaos.spec.expect import expectation_problems
 from pggit_chaos.spec.kubeyaml import KubectlLoader
 from pggit_chaos.spec.model import DNS1123_LABEL, DNS1123_SUBDOMAIN, GROUP, KIND, Experiment
 
@@ -215,7 +218,11 @@ def load_experiments_text(
                 skipped.append(f"{where}: skipped {other}: not a {KIND}")
             continue
         try:
-            experiments.append(load_experiment_object(document, where))
+            experiment = load_experiment_object(document, where)
+            problems = expectation_problems(experiment.metadata.annotations)
+            if problems:
+                raise InvalidExperiment(problems, where)
+            experiments.append(experiment)
         except InvalidExperiment as error:
             failures.append((number, error))
     if len(failures) == 1:

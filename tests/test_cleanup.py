@@ -255,6 +255,76 @@ def test_a_failed_revert_keeps_its_intent_for_cleanup(pggit_dsn: str, state_path
 
 
 @pytest.mark.faults
+def test_an_interrupt_mid_inject_reverts_after_the_inject(pggit_dsn: str, state_path: Path
+                                                          ) -> None:
+    """Ctrl-C while inject() is still running (a slow machine): the inject cannot be stopped
+    in its thread, so the revert waits for it, and "fault reverted" is said only then. (The
+    revert ran at once and found nothing to undo, the intent was cleared, and the inject then
+    disabled pgGit's triggers, left so after a run that said it reverted.)"""
+    import asyncio
+    import threading
+
+    from pggit_chaos.engine.lifecycle import Run
+    from pggit_chaos.faults.base import Fault
+    from pggit_chaos.faults.sql import TriggerDisable
+    from pggit_chaos.local.substrate import LocalSubstrate
+
+    entered, proceed = threading.Event(), threading.Event()
+    pending_at_revert: list[list[str]] = []
+
+    class SlowInject(TriggerDisable):
+        """trigger-disable on a machine that takes a while to get to the ALTER."""
+
+        def inject(self) -> None:
+            entered.set()
+            assert proceed.wait(60)
+            super().inject()
+
+        def revert(self) -> None:
+            pending_at_revert.append([i.type for i in StateFile(state_path).pending()])
+            super().revert()
+
+    class Substrate(LocalSubstrate):
+        def _sql_fault(self, fault_type: str, settings: Any) -> Fault:
+            return SlowInject(self.dsn, list(settings.triggers))
+
+    experiment = Experiment.new("interrupted-inject", {
+        "target": {"selector": {"matchLabels": {"app": "pg"}}},
+        "fault": {"type": "trigger-disable"}, "duration": "30s",
+        "workload": {"clients": 1, "rate": 20},
+        "verification": {"checks": []},
+    })
+    substrate = Substrate(StateFile(state_path), dsn=pggit_dsn)
+    run = Run(experiment, substrate, None, baseline=0.2)
+
+    async def interrupt_mid_inject() -> None:
+        task = asyncio.ensure_future(run.execute())
+        while not entered.is_set():
+            assert not task.done(), run.journal.reason
+            await asyncio.sleep(0.01)
+        task.cancel()
+        # The inject goes on in its thread after the cancel (the revert holds the loop).
+        threading.Timer(0.5, proceed.set).start()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(interrupt_mid_inject())
+    finally:
+        proceed.set()
+        substrate.close()
+    journal = run.journal
+    assert journal.reason == "interrupted: fault reverted", journal.reason
+    assert journal.injected_at is not None and journal.reverted_at is not None
+    assert journal.reverted_at >= journal.injected_at
+    assert pending_at_revert == [["trigger-disable"]]  # cleared only after the revert
+    query = "SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname LIKE 'pggit%'"
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        assert {str(state) for _, state in conn.execute(query).fetchall()} == {"O"}
+    assert StateFile(state_path).pending() == []
+
+
+@pytest.mark.faults
 def test_cleanup_after_crash_with_lock_contention(pggit_dsn: str, state_path: Path) -> None:
     fault = {"type": "lock-contention", "lockContention": {"table": "pggit.commits"}}
     report = _run_and_kill(_experiment(fault), state_path, pggit_dsn)

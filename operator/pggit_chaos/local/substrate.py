@@ -36,7 +36,7 @@ from pggit_chaos.local.cgroup import CpuThrottle, MemoryPressure, PodPause, Serv
 from pggit_chaos.local.clock import ClockSkew, start_with_faketime
 from pggit_chaos.local.disk_pressure import DiskPressure, FaultFilesystem
 from pggit_chaos.local.index_corruption import IndexCorruption
-from pggit_chaos.local.netns import Netns
+from pggit_chaos.local.netns import Netns, subnet_lock
 from pggit_chaos.local.network import NetworkPartition
 from pggit_chaos.local.process import PodKill, cluster_undo
 from pggit_chaos.local.replica import PrimaryFailover, ReplicaPair, prepare_primary
@@ -120,12 +120,13 @@ class LocalSubstrate:
         try:
             host = "127.0.0.1"
             if spec.fault.type == "network-partition":
-                netns = Netns.plan()
-                self._record_resource(FaultIntent(
-                    type="netns", target=netns.name, undo=netns.undo(),
-                    description=f"network namespace of {experiment.name}"))
-                self.netns = netns
-                netns.create()
+                with subnet_lock():  # no other run picks the same subnet meanwhile
+                    netns = Netns.plan()
+                    self._record_resource(FaultIntent(
+                        type="netns", target=netns.name, undo=netns.undo(),
+                        description=f"network namespace of {experiment.name}"))
+                    self.netns = netns
+                    netns.create()
                 host = netns.ns_address
             if spec.fault.type == "memory-pressure":
                 cgroup = ServerCgroup("memory")

@@ -336,3 +336,33 @@ def test_a_requested_category_whose_checks_all_skip_is_inconclusive(
     assert runner.main(["--dsn", pggit_dsn, "--category", "resource"]) == 3
     out = capsys.readouterr().out
     assert "INCONCLUSIVE" in out and "category resource" in out
+
+
+def test_the_users_pytest_settings_do_not_reach_the_checks(
+    pggit_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks' pytest runs in an environment the runner controls: a user's PYTEST_ADDOPTS
+    and PYTEST_PLUGINS, and a pytest.ini in a folder above TMPDIR, change nothing: every check
+    runs, the one broken promise fails. (They reached the child pytest: with PYTEST_PLUGINS
+    naming a plugin the checks cannot import, pytest did not start and the checks ended
+    Inconclusive; the ini's addopts were the checks' too.)"""
+    import tempfile
+
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:  # tracking switched off
+        conn.execute("ALTER EVENT TRIGGER pggit_ddl_trigger DISABLE")
+    alone = run_checks(pggit_dsn, categories=["corruption"], quiet=True, seed=3)
+    assert alone.exit_code == 1 and len(alone.checks) > 1
+    user_basetemp = tmp_path / "user-basetemp"
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"-x -q --basetemp={user_basetemp}")
+    monkeypatch.setenv("PYTEST_PLUGINS", "pggit_chaos_no_such_plugin")
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --collect-only\n")
+    below = tmp_path / "tmp"
+    below.mkdir()
+    monkeypatch.setenv("TMPDIR", str(below))
+    monkeypatch.setattr(tempfile, "tempdir", str(below))
+    result = run_checks(pggit_dsn, categories=["corruption"], quiet=True, seed=3)
+    assert result.exit_code == 1 and result.verdict == alone.verdict, result.to_dict()
+    assert [f.name for f in result.failures] == ["test_event_triggers_present_and_enabled"]
+    assert [(c.name, c.outcome) for c in result.checks] == \
+        [(c.name, c.outcome) for c in alone.checks]
+    assert not user_basetemp.exists()

@@ -8,6 +8,7 @@ namespace, iptables rule, postgres process or cluster folder, and an empty state
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,13 @@ def _run_and_kill(experiment: Experiment, state_path: Path, dsn: str = "") -> di
         if proc.stderr:
             proc.stderr.close()
     return report
+
+
+def _postgres_ids() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam("postgres")
+    return entry.pw_uid, entry.pw_gid
 
 
 def _assert_no_cluster_left(report: dict[str, Any]) -> None:
@@ -246,6 +255,76 @@ def test_a_failed_revert_keeps_its_intent_for_cleanup(pggit_dsn: str, state_path
 
 
 @pytest.mark.faults
+def test_an_interrupt_mid_inject_reverts_after_the_inject(pggit_dsn: str, state_path: Path
+                                                          ) -> None:
+    """Ctrl-C while inject() is still running (a slow machine): the inject cannot be stopped
+    in its thread, so the revert waits for it, and "fault reverted" is said only then. (The
+    revert ran at once and found nothing to undo, the intent was cleared, and the inject then
+    disabled pgGit's triggers, left so after a run that said it reverted.)"""
+    import asyncio
+    import threading
+
+    from pggit_chaos.engine.lifecycle import Run
+    from pggit_chaos.faults.base import Fault
+    from pggit_chaos.faults.sql import TriggerDisable
+    from pggit_chaos.local.substrate import LocalSubstrate
+
+    entered, proceed = threading.Event(), threading.Event()
+    pending_at_revert: list[list[str]] = []
+
+    class SlowInject(TriggerDisable):
+        """trigger-disable on a machine that takes a while to get to the ALTER."""
+
+        def inject(self) -> None:
+            entered.set()
+            assert proceed.wait(60)
+            super().inject()
+
+        def revert(self) -> None:
+            pending_at_revert.append([i.type for i in StateFile(state_path).pending()])
+            super().revert()
+
+    class Substrate(LocalSubstrate):
+        def _sql_fault(self, fault_type: str, settings: Any) -> Fault:
+            return SlowInject(self.dsn, list(settings.triggers))
+
+    experiment = Experiment.new("interrupted-inject", {
+        "target": {"selector": {"matchLabels": {"app": "pg"}}},
+        "fault": {"type": "trigger-disable"}, "duration": "30s",
+        "workload": {"clients": 1, "rate": 20},
+        "verification": {"checks": []},
+    })
+    substrate = Substrate(StateFile(state_path), dsn=pggit_dsn)
+    run = Run(experiment, substrate, None, baseline=0.2)
+
+    async def interrupt_mid_inject() -> None:
+        task = asyncio.ensure_future(run.execute())
+        while not entered.is_set():
+            assert not task.done(), run.journal.reason
+            await asyncio.sleep(0.01)
+        task.cancel()
+        # The inject goes on in its thread after the cancel (the revert holds the loop).
+        threading.Timer(0.5, proceed.set).start()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(interrupt_mid_inject())
+    finally:
+        proceed.set()
+        substrate.close()
+    journal = run.journal
+    assert journal.reason == "interrupted: fault reverted", journal.reason
+    assert journal.injected_at is not None and journal.reverted_at is not None
+    assert journal.reverted_at >= journal.injected_at
+    assert pending_at_revert == [["trigger-disable"]]  # cleared only after the revert
+    query = "SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname LIKE 'pggit%'"
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        assert {str(state) for _, state in conn.execute(query).fetchall()} == {"O"}
+    assert StateFile(state_path).pending() == []
+
+
+@pytest.mark.faults
 def test_cleanup_after_crash_with_lock_contention(pggit_dsn: str, state_path: Path) -> None:
     fault = {"type": "lock-contention", "lockContention": {"table": "pggit.commits"}}
     report = _run_and_kill(_experiment(fault), state_path, pggit_dsn)
@@ -336,3 +415,75 @@ def test_revert_intent_refuses_what_it_did_not_create() -> None:
     with pytest.raises(FaultError, match="not pggit-chaos's"):
         revert_intent(FaultIntent(type="netns", target="x", undo={"kind": "netns",
                                                                    "name": "default"}))
+
+
+@pytest.mark.faults
+@system_faults
+def test_cleanup_stops_an_initdb_still_filling_the_folder(tmp_path: Path) -> None:
+    """A runner killed while its server starts leaves initdb (and its postgres) running in the
+    recorded folder: cleanup stops them too, then removes the folder. (It looked only for a
+    postmaster by its -D: initdb was left running and went on writing into a removed folder.)"""
+    from pggit_chaos.local.process import cluster_undo, working_in
+    from pggit_chaos.local.server import (
+        EmbeddedPostgres,
+        _make_traversable,
+        _run_as_server_user,
+    )
+
+    server = EmbeddedPostgres(base_dir=tmp_path)
+    base = server.reserve()
+    intent = FaultIntent(type="embedded-postgres", target=str(server.data_dir),
+                         undo=cluster_undo(server))
+    base.mkdir()
+    os.chown(base, *_postgres_ids())
+    _make_traversable(base)
+    initdb = subprocess.Popen(
+        [*_run_as_server_user(), str(server.bindir / "initdb"), "-D", str(server.data_dir),
+         "-U", "postgres", "--auth=trust", "--no-sync"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (server.data_dir / "global").exists():  # initdb is writing the folder
+            assert initdb.poll() is None, initdb.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        os.kill(initdb.pid, signal.SIGSTOP)  # the runner that started it is gone: it stays
+        assert initdb.pid in working_in(base)
+        done = revert_intent(intent)
+        assert "killed" in done and f"removed {base}" in done, done
+        assert not _alive(initdb.pid)  # reaped by cleanup: it is this test's child
+        assert working_in(base) == [] and not base.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            initdb.kill()
+        initdb.wait(10)
+
+
+@pytest.mark.faults
+@system_faults
+def test_close_keeps_the_record_of_what_it_could_not_remove(state_path: Path) -> None:
+    """The server's folder cannot be removed (a filesystem is mounted in it): close() says so
+    and the record stays for cleanup, which removes the folder once it can. (close() cleared
+    the record whatever happened, and the folder was left with nothing to find it.)"""
+    from pggit_chaos.local.substrate import LocalSubstrate
+
+    substrate = LocalSubstrate(StateFile(state_path))
+    substrate.prepare(_experiment({"type": "pod-kill"}))
+    assert substrate.server is not None
+    base = substrate.server.base
+    assert base is not None
+    busy = base / "busy"
+    busy.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "pggit-chaos-test", str(busy)],
+                   check=True)
+    try:
+        with pytest.raises(FaultError, match=r"embedded PostgreSQL: could not remove .*still "
+                                             r"recorded: run `pggit-chaos cleanup`"):
+            substrate.close()
+        assert [i.type for i in StateFile(state_path).pending()] == ["embedded-postgres"]
+        assert base.exists()
+    finally:
+        subprocess.run(["umount", str(busy)], check=True)
+    lines = cleanup(StateFile(state_path), force=True)  # its owner is this test process
+    assert [line.split()[0] for line in lines] == ["reverted"], lines
+    assert not base.exists() and StateFile(state_path).pending() == []

@@ -391,3 +391,70 @@ def test_cleanup_with_nothing_recorded(tmp_path: Path) -> None:
     result = cli("cleanup", "--state-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "nothing to clean up" in result.stdout
+
+
+@pytest.mark.unit
+def test_a_signal_during_resource_removal_is_held_until_it_is_over() -> None:
+    """A second Ctrl-C or a SIGTERM while the run removes its resources waits for the removal
+    and is then delivered to the handler there was (it cut close() short before)."""
+    import signal
+
+    from pggit_chaos.cli import Terminated, install_signal_handlers
+    from pggit_chaos.runner import signals_held
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    install_signal_handlers()
+    done: list[str] = []
+    try:
+        with pytest.raises(Terminated), signals_held():
+            signal.raise_signal(signal.SIGTERM)
+            done.append("removed")  # reached: the signal did not interrupt the block
+        assert done == ["removed"]
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+@pytest.mark.unit
+def test_a_run_gives_back_the_signal_handlers_it_replaced(tmp_path: Path) -> None:
+    """After a run, SIGTERM is the CLI's again (it was left at SIG_DFL: a SIGTERM while the
+    resources were being removed killed the process outright, leaving them)."""
+    import asyncio
+    import signal
+
+    from pggit_chaos.cli import _raise_terminated
+    from pggit_chaos.engine.lifecycle import Run, execute_until_signalled
+    from pggit_chaos.local import StateFile
+    from pggit_chaos.local.substrate import LocalSubstrate
+    from pggit_chaos.spec import Experiment
+
+    experiment = Experiment.new("dry", {
+        "target": {"selector": {"matchLabels": {"app": "pg"}}},
+        "fault": {"type": "pod-kill"}, "dryRun": True,
+    })
+    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        run = Run(experiment, LocalSubstrate(StateFile(tmp_path / "state.json")), None)
+        asyncio.run(execute_until_signalled(run))
+        assert signal.getsignal(signal.SIGTERM) is _raise_terminated
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.unit
+def test_an_interrupt_says_what_is_still_recorded(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """'faults reverted, resources removed' only when the state file holds nothing of this
+    process (it was printed on every interrupt, whatever was left)."""
+    from pggit_chaos.cli import _left_by_this_process
+    from pggit_chaos.faults import FaultIntent
+    from pggit_chaos.local import StateFile
+
+    monkeypatch.setenv("PGGIT_CHAOS_STATE_DIR", str(tmp_path))
+    assert _left_by_this_process() == "faults reverted, resources removed"
+    folder = "/tmp/pggit-chaos-pg-0123456789ab/data"
+    StateFile.in_dir(tmp_path).record(FaultIntent(
+        type="embedded-postgres", target=folder, undo={"kind": "embedded-postgres"}))
+    said = _left_by_this_process()
+    assert said.startswith("NOT everything was undone") and folder in said, said
+    assert said.endswith("run `pggit-chaos cleanup`"), said

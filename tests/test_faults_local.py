@@ -364,6 +364,58 @@ def test_network_partition_hangs_clients_and_heals(tmp_path: Path) -> None:
     assert state.pending() == []
 
 
+PLAN_AND_CREATE = r"""
+import json, sys, time
+from pathlib import Path
+from pggit_chaos.errors import FaultError
+from pggit_chaos.local.netns import Netns, subnet_lock
+
+ident, subnet, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+while not go.exists():  # every runner starts planning at the same moment
+    time.sleep(0.001)
+try:
+    with subnet_lock():
+        netns = Netns.plan(ident, subnets=[subnet])
+        netns.create()
+    print(json.dumps({"name": netns.name, "host_address": netns.host_address}), flush=True)
+except FaultError as exc:
+    print(json.dumps({"error": str(exc)}), flush=True)
+"""
+
+
+def test_concurrent_runs_never_pick_the_same_subnet(tmp_path: Path) -> None:
+    """Three runners (real processes) plan a namespace at the same moment with one free subnet
+    between them: one gets it, the others are told none is free. (Without the lock several saw
+    it free and used it: veths with the same address on the host.)"""
+    import json
+
+    from pggit_chaos.local.netns import delete_netns, used_subnets
+
+    subnet = next(x for x in range(254, 0, -1) if x not in used_subnets())
+    go = tmp_path / "go"
+    idents = [f"t{os.getpid() % 10000:04d}{n}" for n in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", PLAN_AND_CREATE, ident, str(subnet),
+                               str(go)], stdout=subprocess.PIPE, text=True)
+             for ident in idents]
+    try:
+        time.sleep(1.0)  # both started and waiting
+        go.touch()
+        outcomes = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+        made = [o for o in outcomes if "name" in o]
+        refused = [o["error"] for o in outcomes if "error" in o]
+        assert len(made) == 1 and made[0]["host_address"] == f"10.251.{subnet}.1", outcomes
+        assert len(refused) == 2, outcomes
+        assert all("no free 10.251.X.0/30 subnet" in error for error in refused), outcomes
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for ident in idents:
+            delete_netns({"name": f"pggit-chaos-{ident}", "host_if": f"pgc{ident[:8]}h"})
+    assert not any(netns_exists(f"pggit-chaos-{ident}") for ident in idents)
+
+
 def test_connection_kill_terminates_clients_but_not_probes(pggit_dsn: str) -> None:
     client = psycopg.connect(pggit_dsn, autocommit=True, application_name="test-client")
     probe = psycopg.connect(pggit_dsn, autocommit=True, application_name="pggit-chaos-probe-t")

@@ -335,6 +335,48 @@ def test_cleanup_command_after_the_runner_is_killed_mid_fault(runner: Runner, ex
     runner.assert_nothing_left()
 
 
+def _poll(predicate: Any, what: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Return as soon as ``predicate()`` holds (every 5 ms: the moment to catch is short)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"gave up waiting until {what}"
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the embedded server runs as the postgres user")
+@pytest.mark.parametrize("moment", ["folder", "postmaster"])
+def test_cleanup_after_the_runner_is_killed_while_the_server_starts(
+    runner: Runner, moment: str
+) -> None:
+    """SIGKILL once the throwaway server's folder exists (initdb is filling it), or once its
+    postmaster runs: the folder was recorded before it was made, so `pggit-chaos cleanup`
+    stops what still runs from it and removes it. (The folder was recorded only after initdb:
+    a kill during initdb left /tmp/pggit-chaos-pg-* that cleanup did not know of.)"""
+    experiment = write_experiment(
+        runner.tmp / "pod-kill.yaml", EXPERIMENTS[0], **{"spec.duration": "60s"}
+    )
+    proc = runner.popen("run", str(experiment))
+    if moment == "folder":
+        _poll(lambda: any(runner.tmpdir.glob("pggit-chaos-pg-*")), "the server's folder exists",
+              proc)
+    else:
+        _poll(lambda: any("listen_addresses=" in line
+                          for line in leftovers.postgres_processes(str(runner.tmpdir))),
+              "the server's postmaster runs", proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    (folder,) = runner.tmpdir.glob("pggit-chaos-pg-*")
+    assert [i.type for i in StateFile.in_dir(runner.state).pending()] == ["embedded-postgres"]
+    result = runner.run("cleanup", "--state-dir", str(runner.state))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" not in result.stdout
+    assert f"removed {folder}" in result.stdout, result.stdout
+    if moment == "postmaster":  # it survives its runner (a session of its own): stopped here
+        assert re.search(r"killed [1-9]\d* postgres process", result.stdout), result.stdout
+    runner.assert_nothing_left()
+
+
 STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) +(\S+) +\+\d+\.\ds")
 
 

@@ -14,6 +14,7 @@ bad experiment file answer before psycopg, matplotlib, hypothesis or rich are lo
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from types import FrameType
 from typing import NoReturn
 
 from pggit_chaos import __version__
-from pggit_chaos.errors import EXIT_ERROR, PROG, ChaosError, error_line, error_lines
+from pggit_chaos.errors import EXIT_ERROR, PROG, ChaosError, error_line, error_lines, message_of
 
 EXIT_OK, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 3, 130
 
@@ -447,6 +448,23 @@ def _debug() -> bool:
         return False
 
 
+def _left_by_this_process() -> str:
+    """What an interrupt left: said only from the state file, never assumed."""
+    try:
+        from pggit_chaos.config import load_settings
+        from pggit_chaos.local.state import StateFile
+
+        state = StateFile.in_dir(load_settings().state_dir)
+        left = [e.intent for e in state.entries() if e.owner_pid == os.getpid()]
+    except Exception as exc:  # the state file cannot tell: say so, do not claim a revert
+        return f"the state file could not be read ({message_of(exc)}): run `{PROG} cleanup`"
+    if not left:
+        return "faults reverted, resources removed"
+    what = ", ".join(f"{intent.type} {intent.target}" for intent in left)
+    return (f"NOT everything was undone, still recorded in {state.path}: {what}: "
+            f"run `{PROG} cleanup`")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -465,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error_line(f"{exc}: see `{exc.prog} --help`"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted: faults reverted, resources removed", file=sys.stderr)
+        print(f"{PROG}: interrupted: {_left_by_this_process()}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ChaosError as exc:  # one line per problem, saying what to do
         _print_error(exc)

@@ -15,14 +15,17 @@ import asyncio
 import contextlib
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import psycopg
 from prometheus_client import REGISTRY, write_to_textfile
@@ -232,6 +235,29 @@ def checks_summary(result: object, profile: str) -> ChecksSummary:
     )
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the block: one that arrives meanwhile is delivered (to the
+    handler there was before) once the block is over. Outside the main thread: no change."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
 def _report_folder(base: Path, experiment: Experiment) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     safe = re.sub(r"[^a-z0-9.-]", "-", experiment.name.lower())
@@ -292,7 +318,10 @@ def run_experiment_locally(
             details = "".join(traceback.format_exception(exc))
             run.journal.finish(Phase.Error, message_of(exc), error=details)
     finally:
-        substrate.close()
+        # Ctrl-C and SIGTERM wait until the resources are removed (a signal arriving now is
+        # delivered once they are): a second Ctrl-C must not leave half of them behind.
+        with signals_held():
+            substrate.close()
     journal = run.journal
     if dry_run:
         shutil.rmtree(folder, ignore_errors=True)

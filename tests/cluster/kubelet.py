@@ -89,7 +89,7 @@ from pggit_chaos.local.cgroup import (
     read_flat_keyed,
     revert_cgroup,
 )
-from pggit_chaos.local.netns import Netns
+from pggit_chaos.local.netns import Netns, subnet_lock
 from pggit_chaos.local.server import EmbeddedPostgres, child_pids
 
 __all__ = [
@@ -848,17 +848,18 @@ class Kubelet:
         for ordinal in range(replicas):
             # Random first: the veth names keep only the first 8 characters (IFNAMSIZ).
             ident = f"k{uuid.uuid4().hex[:7]}{self.token}"
-            netns = Netns.plan(ident)
-            cgroups = PodCgroups(ident)
-            server = _PodPostgres(procs_files=cgroups.procs_files(), host=netns.ns_address,
-                                  port=POSTGRES_PORT, netns=netns.name,
-                                  settings=dict(settings or {}), start_timeout=timeout)
-            replica = _Replica(target, ordinal, f"{name}-{ordinal}", netns, cgroups, server,
-                               labels=dict(target.labels))
-            self.made += [netns.name, f"{CGROUP_PREFIX}{ident}"]
-            with self._lock:
-                target.replicas.append(replica)
-            netns.create()
+            with subnet_lock():  # as a local run does: no two pick the same subnet
+                netns = Netns.plan(ident)
+                cgroups = PodCgroups(ident)
+                server = _PodPostgres(procs_files=cgroups.procs_files(), host=netns.ns_address,
+                                      port=POSTGRES_PORT, netns=netns.name,
+                                      settings=dict(settings or {}), start_timeout=timeout)
+                replica = _Replica(target, ordinal, f"{name}-{ordinal}", netns, cgroups, server,
+                                   labels=dict(target.labels))
+                self.made += [netns.name, f"{CGROUP_PREFIX}{ident}"]
+                with self._lock:
+                    target.replicas.append(replica)
+                netns.create()
             self._setup_chains(replica)
             cgroups.create()
             cgroups.apply(target.resources)

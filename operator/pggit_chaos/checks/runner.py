@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -158,6 +158,10 @@ def _pytest_command(
         sys.executable,
         "-m",
         "pytest",
+        # Plugin autoload is off in the child (child_environment): only these two, so that
+        # whatever else is installed beside us (pytest-randomly, xdist, ...) changes nothing.
+        "-p",
+        HYPOTHESIS_PLUGIN,
         "-p",
         "pggit_chaos.checks.plugin",
         "--pyargs",
@@ -179,6 +183,20 @@ def _pytest_command(
     if destructive:
         cmd.append("--destructive")
     return cmd
+
+
+#: Hypothesis's pytest plugin (its ``pytest11`` entry point): ``--hypothesis-seed`` is its.
+HYPOTHESIS_PLUGIN = "_hypothesis_pytestplugin"
+
+
+def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The checks' pytest runs in an environment of our making: the caller's, without any
+    ``PYTEST_*`` variable (a user's ``PYTEST_ADDOPTS`` such as ``-x`` or ``--basetemp``, their
+    ``PYTEST_PLUGINS``, a ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` of their own, the variables of a
+    pytest or xdist worker we run inside) and with plugin autoload off."""
+    env = {key: value for key, value in base.items() if not key.startswith("PYTEST_")}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return env
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
@@ -360,11 +378,14 @@ def run_checks(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pggit-chaos-checks-") as tmp:
         work = Path(tmp)
+        # pytest's rootdir is the working folder; an ini file of ours there ends pytest's
+        # search upwards (an ini in a folder above TMPDIR is not the checks').
+        (work / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
         report_path = work / "report.json"
         junit_path = Path(junit).resolve() if junit else work / "junit.xml"
         junit_path.parent.mkdir(parents=True, exist_ok=True)
         run_id = secrets.token_hex(4)
-        env = dict(os.environ)
+        env = child_environment(os.environ)
         env.update(
             {
                 ENV_RUN_ID: run_id,

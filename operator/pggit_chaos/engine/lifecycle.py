@@ -10,9 +10,11 @@ every path out of the hold — success, exception, Ctrl-C, SIGTERM (task cancell
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -50,6 +52,17 @@ SETTLE_SECONDS = 1.0
 BUCKET_SECONDS = 0.5
 #: The reason a dry run ends with (its phase is Aborted: nothing was injected).
 DRY_RUN_REASON = "dry run: nothing injected"
+
+
+def _in_thread(call: Callable[[], None]) -> concurrent.futures.Future[None]:
+    """Start ``call`` in a thread of its own; its future says when it has returned (an
+    asyncio task wrapping it can be cancelled, the thread cannot)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="pggit-chaos-inject")
+    try:
+        return pool.submit(call)
+    finally:
+        pool.shutdown(wait=False)
 
 
 @dataclass
@@ -246,8 +259,9 @@ class Run:
         # fault takes effect before its call returns (trigger-disable's ALTER, for one).
         window_start = self.history.now()
         watcher: asyncio.Task[float | None] | None = None
+        injecting = _in_thread(fault.inject)
         try:
-            await asyncio.to_thread(fault.inject)
+            await asyncio.wrap_future(injecting)
             self.journal.mark_injected(intent.to_dict())
             self.observer.on_phase(self.journal)
             if fault.recovery_from_injection:
@@ -258,6 +272,14 @@ class Run:
         finally:
             if watcher is not None and not watcher.done():
                 watcher.cancel()
+            # Interrupted mid-inject: the inject still runs in its thread and cannot be stopped.
+            # Wait for it (blocking, uncancellable) before reverting: a revert that ran first
+            # would find nothing to undo, and the fault would be made after it, with the intent
+            # cleared and "fault reverted" reported.
+            if not injecting.cancel():
+                concurrent.futures.wait([injecting])
+                if self.journal.injected_at is None and injecting.exception() is None:
+                    self.journal.mark_injected(intent.to_dict())
             # Revert in this thread, uncancellable: a second Ctrl-C must not skip it. Only a
             # confirmed revert clears the intent: after a failed one it stays recorded (state
             # file, experiment status) for `pggit-chaos cleanup` / the operator to revert.
@@ -532,10 +554,17 @@ async def execute_until_signalled(run: Run) -> Journal:
 
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(run.execute())
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    before = {signum: signal.getsignal(signum) for signum in signals}
+    for signum in signals:
         loop.add_signal_handler(signum, task.cancel)
     try:
         return await task
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             loop.remove_signal_handler(signum)
+            # remove_signal_handler leaves SIGTERM at SIG_DFL: a SIGTERM while the caller
+            # removes its resources would then kill the process outright. Put back what was.
+            previous = before[signum]
+            if previous is not None:
+                signal.signal(signum, previous)

@@ -3,19 +3,25 @@
 Used by the local substrate when the experiment's fault is ``network-partition``: the
 postmaster runs inside the namespace (``EmbeddedPostgres(netns=..., host=ns_address)``) and
 clients reach it through a private /30 the run picks itself (``10.251.X.0/30``, X unused on
-this machine). ``cleanup`` deletes a namespace a dead runner left with :func:`delete_netns`,
-and only namespaces whose name starts with :data:`NETNS_PREFIX`.
+this machine). Picking and creating happen under :func:`subnet_lock`, a lock of the whole
+machine, so that two runs at once never pick the same X. ``cleanup`` deletes a namespace a
+dead runner left with :func:`delete_netns`, and only namespaces whose name starts with
+:data:`NETNS_PREFIX`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import os
 import random
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pggit_chaos.errors import FaultError, InsufficientPrivileges, MissingDependency
@@ -24,6 +30,27 @@ from pggit_chaos.errors import FaultError, InsufficientPrivileges, MissingDepend
 NETNS_PREFIX = "pggit-chaos-"
 #: The /16 whose /30 subnets the runs use (10.251.X.0/30).
 SUBNET_BASE = "10.251"
+#: The lock every run takes while it picks a subnet and creates its namespace. One file for
+#: the whole machine, not one per state folder: runs with state folders of their own (a test
+#: suite's) share the machine's addresses all the same.
+SUBNET_LOCK = Path("/run/lock/pggit-chaos-netns.lock") if Path("/run/lock").is_dir() \
+    else Path("/tmp/pggit-chaos-netns.lock")
+
+
+@contextlib.contextmanager
+def subnet_lock(path: Path = SUBNET_LOCK) -> Iterator[None]:
+    """Hold the machine's subnet lock (``fcntl``): from :meth:`Netns.plan` until
+    :meth:`Netns.create` has put the host's address in place, where the next run's
+    :func:`used_subnets` sees it."""
+    try:
+        handle = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise FaultError(f"cannot open the network namespaces' lock {path}: {exc}") from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def run_ip(*args: str, netns: str | None = None, check: bool = True, timeout: float = 15.0
@@ -81,11 +108,12 @@ class Netns:
     prefix: int = 30
 
     @classmethod
-    def plan(cls, run_id: str | None = None) -> Netns:
-        """Pick names and a free /30 (nothing is created yet)."""
+    def plan(cls, run_id: str | None = None, subnets: Iterable[int] = range(1, 255)) -> Netns:
+        """Pick names and a free /30 among ``10.251.X.0/30`` for X in ``subnets`` (nothing is
+        created yet). Call it holding :func:`subnet_lock` until :meth:`create` returns."""
         run_id = run_id or uuid.uuid4().hex[:8]
         taken = used_subnets()
-        free = [x for x in range(1, 255) if x not in taken]
+        free = [x for x in subnets if x not in taken]
         if not free:
             raise FaultError(f"no free {SUBNET_BASE}.X.0/30 subnet for a network namespace")
         network = ipaddress.ip_network(f"{SUBNET_BASE}.{random.choice(free)}.0/30")

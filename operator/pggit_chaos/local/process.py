@@ -3,7 +3,8 @@
 Built by the local substrate around an :class:`~pggit_chaos.local.server.EmbeddedPostgres`.
 Also home of :func:`kill_stray_cluster`, which ``cleanup`` uses to remove a throwaway cluster
 whose runner died: it kills the postmaster of that data folder (only if its command line still
-names that folder) with its backends, and deletes the folder.
+names that folder) with its backends, and any PostgreSQL program still working in the folder
+(an initdb of a runner killed while the server was starting), and deletes the folder.
 """
 
 from __future__ import annotations
@@ -21,12 +22,8 @@ from typing import Any
 
 from pggit_chaos.errors import FaultError
 from pggit_chaos.faults.base import FaultEvidence, FaultIntent, Figure, WorkloadWindow
-from pggit_chaos.local.server import EmbeddedPostgres, child_pids
+from pggit_chaos.local.server import CLUSTER_PREFIX, SOCKET_PREFIX, EmbeddedPostgres, child_pids
 
-#: Folder names of throwaway clusters (``EmbeddedPostgres`` uses this mkdtemp prefix).
-CLUSTER_PREFIX = "pggit-chaos-pg-"
-#: Its socket folder when the cluster folder's path is too long for a unix socket.
-SOCKET_PREFIX = "pggit-chaos-sock-"
 #: Server log messages that only crash recovery writes (PostgreSQL 10 and later).
 CRASH_RECOVERY_MESSAGES = (
     "database system was interrupted",
@@ -269,19 +266,64 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
+#: Programs that work in a cluster's folder: the server and its backends, and the tools the
+#: embedded server runs (a runner killed mid-initdb leaves initdb and its postgres running).
+PG_PROGRAMS = frozenset({"postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_ctl"})
+
+
+def _under(path: str, folders: tuple[str, ...]) -> bool:
+    return any(path == folder or path.startswith(folder + "/") for folder in folders)
+
+
+def working_in(base: str | os.PathLike[str]) -> list[int]:
+    """PIDs of live PostgreSQL programs (:data:`PG_PROGRAMS`) whose working folder is in
+    ``base`` or whose command line names a path in it (a postmaster, its backends, an initdb
+    or pg_basebackup still filling the folder)."""
+    folders = tuple({str(Path(base)), os.path.realpath(base)})
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if Path(os.readlink(entry / "exe")).name not in PG_PROGRAMS:
+                continue
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        pid = int(entry.name)
+        if _gone(pid):
+            continue
+        if _under(cwd, folders) or any(_under(arg, folders) for arg in _cmdline(pid)):
+            found.append(pid)
+    return found
+
+
 def kill_stray_cluster(undo: dict[str, Any], timeout: float = 10.0) -> str:
-    """Kill the cluster's postmaster and backends (if still running) and delete its folder."""
+    """Kill the cluster's postmaster and backends (if still running), any initdb or other
+    PostgreSQL program still working in its folder, and delete the folder."""
     data_dir = str(undo["data_dir"])
     base = Path(str(undo["base"]))
+    ours = base.name.startswith(CLUSTER_PREFIX)
     lines = []
     victims: list[int] = []
-    for postmaster in postmasters_of(data_dir):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(postmaster, signal.SIGSTOP)
-        victims += [postmaster, *child_pids(postmaster)]
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    # Rounds until nothing is found: an initdb stopped mid-fork may have a child the last scan
+    # missed (each round stops everything it finds first, so nothing forks meanwhile).
+    for _ in range(10):
+        found: list[int] = []
+        for postmaster in postmasters_of(data_dir):
+            found += [postmaster, *child_pids(postmaster)]
+        if ours:
+            found += working_in(base)
+        found = [pid for pid in dict.fromkeys(found) if pid not in victims]
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        victims += found
     deadline = time.monotonic() + timeout
     pending = list(victims)
     while pending and time.monotonic() < deadline:
@@ -292,7 +334,7 @@ def kill_stray_cluster(undo: dict[str, Any], timeout: float = 10.0) -> str:
         raise FaultError(f"postgres processes {pending} of {data_dir} did not die")
     lines.append(f"killed {len(victims)} postgres process(es) of {data_dir}" if victims
                  else f"no postgres process of {data_dir} was running")
-    if base.name.startswith(CLUSTER_PREFIX) and base.exists():
+    if ours and base.exists():
         shutil.rmtree(base, ignore_errors=True)
         if base.exists():
             raise FaultError(f"could not remove {base}")

@@ -108,7 +108,7 @@ class StandbyPostgres(EmbeddedPostgres):
 
     def init(self) -> None:
         """Folders as any embedded server's, then the data folder from the primary."""
-        if self.base is not None:
+        if self.initialised:
             return
         super().init()
         shutil.rmtree(self.data_dir)
@@ -118,7 +118,7 @@ class StandbyPostgres(EmbeddedPostgres):
                "-c", "fast", "--no-sync"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
-            self.destroy()
+            self._abandon()
             raise EmbeddedPostgresError(f"pg_basebackup failed: {result.stderr.strip()[-500:]}")
 
 

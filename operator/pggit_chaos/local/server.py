@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -33,6 +34,10 @@ _INSTALL_HINT = (
     f"or point {BINDIR_ENV} at the folder holding initdb and postgres"
 )
 _SERVER_USER = "postgres"
+#: Folder names of throwaway clusters (what ``cleanup`` is allowed to remove).
+CLUSTER_PREFIX = "pggit-chaos-pg-"
+#: Its socket folder (in /tmp) when the cluster folder's path is too long for a unix socket.
+SOCKET_PREFIX = "pggit-chaos-sock-"
 #: Longest socket folder path: the socket file name (``/.s.PGSQL.65535``) must fit in 107 bytes.
 _SOCKET_DIR_MAX = 90
 
@@ -179,6 +184,25 @@ def _make_traversable(path: Path) -> None:
             os.chmod(parent, mode | 0o001)
 
 
+def _unused_folder(parent: Path, prefix: str) -> Path:
+    """A folder name under ``parent`` that does not exist yet (not created: see ``reserve``)."""
+    for _ in range(100):
+        candidate = parent / f"{prefix}{secrets.token_hex(6)}"
+        if not os.path.lexists(candidate):
+            return candidate
+    raise EmbeddedPostgresError(f"no unused folder name {prefix}* in {parent}")
+
+
+def _make_folder(path: Path) -> None:
+    """Create a folder ``reserve`` chose; one that exists already is not ours to use."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError as exc:
+        raise EmbeddedPostgresError(f"{path} exists already: it is not this server's") from exc
+    except OSError as exc:
+        raise EmbeddedPostgresError(f"cannot create {path}: {exc}") from exc
+
+
 def _format_setting(value: object) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -217,8 +241,11 @@ class EmbeddedPostgres:
         self.start_timeout = start_timeout
         self._before_initdb = before_initdb
         self._base_parent = base_dir
+        #: The cluster's folder, once chosen (``reserve``); it exists once ``init`` made it.
         self.base: Path | None = None
         self._socket_dir: Path | None = None
+        #: The folders ``init`` created (only those are removed by ``destroy``).
+        self._created: list[Path] = []
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
         #: Extra environment of the server (clock-skew: libfaketime's LD_PRELOAD and file).
@@ -260,33 +287,60 @@ class EmbeddedPostgres:
         return self.process.pid if self.process is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def reserve(self) -> Path:
+        """Choose the cluster's folder (and its socket folder) without creating either.
+
+        A caller that must never leak them (the local substrate) records these paths in its
+        state file first and calls ``init`` afterwards: a runner killed at any moment in
+        between leaves nothing that ``pggit-chaos cleanup`` cannot find.
+        """
+        if self.base is None:
+            parent = Path(self._base_parent) if self._base_parent is not None \
+                else Path(tempfile.gettempdir())
+            self.base = _unused_folder(parent, CLUSTER_PREFIX)
+            # A unix socket path is limited to 107 bytes: fall back to a short folder in /tmp.
+            self._socket_dir = self.base / "sock"
+            if len(str(self._socket_dir)) > _SOCKET_DIR_MAX:
+                self._socket_dir = _unused_folder(Path("/tmp"), SOCKET_PREFIX)
+        return self.base
+
+    @property
+    def initialised(self) -> bool:
+        """True once ``init`` has created the cluster's folder."""
+        return self.base is not None and self.base in self._created
+
     def init(self) -> None:
         """Create the folder and run initdb (UTF-8, trust auth on the loopback and socket)."""
-        if self.base is not None:
+        if self.initialised:
             return
-        self.base = Path(tempfile.mkdtemp(prefix="pggit-chaos-pg-", dir=self._base_parent))
+        base = self.reserve()
         with _live_lock:
             _live.add(self)
-        os.chmod(self.base, 0o755)
-        _make_traversable(self.base)
         try:
-            extra_initdb = list(self._before_initdb(self.base)) if self._before_initdb else []
-        except BaseException:
-            self.destroy()
+            _make_folder(base)
+        except EmbeddedPostgresError:
+            self._abandon()
             raise
-        # A unix socket path is limited to 107 bytes: fall back to a short folder in /tmp.
-        self._socket_dir = self.base / "sock"
-        if len(str(self._socket_dir)) > _SOCKET_DIR_MAX:
-            self._socket_dir = Path(tempfile.mkdtemp(prefix="pggit-chaos-sock-", dir="/tmp"))
-            os.chmod(self._socket_dir, 0o755)
-            _chown_to_server_user(self._socket_dir)
-        else:
-            self._socket_dir.mkdir()
-        _chown_to_server_user(self.base)
+        self._created.append(base)
+        os.chmod(base, 0o755)
+        _make_traversable(base)
+        try:
+            extra_initdb = list(self._before_initdb(base)) if self._before_initdb else []
+            if self.socket_dir.parent != base:
+                _make_folder(self.socket_dir)
+                self._created.append(self.socket_dir)
+                os.chmod(self.socket_dir, 0o755)
+                _chown_to_server_user(self.socket_dir)
+            else:
+                self.socket_dir.mkdir()
+        except BaseException:
+            self._abandon()
+            raise
+        _chown_to_server_user(base)
         try:
             _check_server_user_can_run(self.bindir)
         except MissingDependency:
-            self.destroy()
+            self._abandon()
             raise
         cmd = [
             *_run_as_server_user(),
@@ -304,7 +358,7 @@ class EmbeddedPostgres:
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            self.destroy()
+            self._abandon()
             raise EmbeddedPostgresError(f"initdb failed: {result.stderr.strip()[-500:]}")
         with open(self.data_dir / "pg_hba.conf", "a", encoding="utf-8") as hba:
             hba.write("host all all 0.0.0.0/0 trust\n")
@@ -424,16 +478,27 @@ class EmbeddedPostgres:
         self.start()
 
     def destroy(self) -> None:
-        """Stop the server and remove its folder; safe to call twice."""
+        """Stop the server and remove the folders it created; safe to call twice.
+
+        Raises :class:`EmbeddedPostgresError` naming a folder that could not be removed.
+        """
         try:
             self.kill() if self.process is not None and not self.running else self.stop()
         finally:
-            if self.base is not None:
-                shutil.rmtree(self.base, ignore_errors=True)
-            if self._socket_dir is not None:
-                shutil.rmtree(self._socket_dir, ignore_errors=True)
+            for folder in self._created:
+                shutil.rmtree(folder, ignore_errors=True)
             with _live_lock:
                 _live.discard(self)
+        left = [str(folder) for folder in self._created if os.path.lexists(folder)]
+        if left:
+            raise EmbeddedPostgresError(f"could not remove {', '.join(left)}")
+        self._created = []
+
+    def _abandon(self) -> None:
+        """``destroy`` on a failed start: the start's own error is the one to raise (a folder
+        that could not be removed stays listed, for the next ``destroy`` to retry and report)."""
+        with contextlib.suppress(EmbeddedPostgresError):
+            self.destroy()
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -466,7 +531,7 @@ class EmbeddedPostgres:
         try:
             self.start()
         except BaseException:
-            self.destroy()
+            self._abandon()
             raise
         return self
 

@@ -16,7 +16,9 @@ change, a user's database is not.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ from pggit_chaos.local.cgroup import CpuThrottle, MemoryPressure, PodPause, Serv
 from pggit_chaos.local.clock import ClockSkew, start_with_faketime
 from pggit_chaos.local.disk_pressure import DiskPressure, FaultFilesystem
 from pggit_chaos.local.index_corruption import IndexCorruption
-from pggit_chaos.local.netns import Netns
+from pggit_chaos.local.netns import Netns, subnet_lock
 from pggit_chaos.local.network import NetworkPartition
 from pggit_chaos.local.process import PodKill, cluster_undo
 from pggit_chaos.local.replica import PrimaryFailover, ReplicaPair, prepare_primary
@@ -118,12 +120,13 @@ class LocalSubstrate:
         try:
             host = "127.0.0.1"
             if spec.fault.type == "network-partition":
-                netns = Netns.plan()
-                self._record_resource(FaultIntent(
-                    type="netns", target=netns.name, undo=netns.undo(),
-                    description=f"network namespace of {experiment.name}"))
-                self.netns = netns
-                netns.create()
+                with subnet_lock():  # no other run picks the same subnet meanwhile
+                    netns = Netns.plan()
+                    self._record_resource(FaultIntent(
+                        type="netns", target=netns.name, undo=netns.undo(),
+                        description=f"network namespace of {experiment.name}"))
+                    self.netns = netns
+                    netns.create()
                 host = netns.ns_address
             if spec.fault.type == "memory-pressure":
                 cgroup = ServerCgroup("memory")
@@ -148,15 +151,18 @@ class LocalSubstrate:
                                       else None, host=host,
                                       netns=self.netns.name if self.netns else None,
                                       cgroup=self.cgroup.path if self.cgroup else None)
+            # Its folders are recorded before they exist: a runner killed in initdb leaves
+            # nothing that `pggit-chaos cleanup` does not know of.
+            server.reserve()
+            self.server = server
+            self._record_resource(FaultIntent(
+                type="embedded-postgres", target=str(server.data_dir), undo=cluster_undo(server),
+                description=f"throwaway cluster of {experiment.name}"))
             server.init()
             if spec.fault.type == "primary-failover":
                 prepare_primary(server)
             if spec.fault.type == "clock-skew":
                 self.clock_file = start_with_faketime(server)
-            self.server = server
-            self._record_resource(FaultIntent(
-                type="embedded-postgres", target=str(server.data_dir), undo=cluster_undo(server),
-                description=f"throwaway cluster of {experiment.name}"))
             server.start()
             database = spec.target.database
             self.dbname = database if database != "postgres" else DEFAULT_DATABASE
@@ -172,18 +178,22 @@ class LocalSubstrate:
                 # A thread of this process: it dies with the runner, nothing to record.
                 self.latency_route = open_route(server.dsn(self.dbname))
         except BaseException:
-            self.close()
+            # The start's own error is the one to raise; what could not be removed stays
+            # recorded and the runner's own close() reports it.
+            with contextlib.suppress(FaultError):
+                self.close()
             raise
 
     def _start_standby(self, server: EmbeddedPostgres, settings: Any) -> None:
         """primary-failover: a streaming standby of ``server`` (a resource of the run)."""
         pair = ReplicaPair(server, settings.replication)
         standby = pair.standby
-        standby.init()
+        standby.reserve()
+        self.replicas = pair
         self._record_resource(FaultIntent(
             type="embedded-postgres", target=str(standby.data_dir), undo=cluster_undo(standby),
             description="streaming standby of the throwaway cluster"))
-        self.replicas = pair
+        standby.init()
         pair.start()
 
     # -- faults -------------------------------------------------------------------------------
@@ -352,51 +362,50 @@ class LocalSubstrate:
 
     # -- teardown -----------------------------------------------------------------------------
     def close(self) -> None:
+        """Remove every resource of the run: the servers, then their namespace, cgroup and
+        filesystem. A resource's record is cleared only once it is gone; what could not be
+        removed stays recorded (``pggit-chaos cleanup`` retries it) and is reported in one
+        :class:`FaultError` after everything else was tried."""
         with self._lock:
             errors: list[str] = []
+
+            def remove(label: str, action: Callable[[], object], kind: str,
+                       target: str | None = None) -> bool:
+                try:
+                    action()
+                except Exception as exc:
+                    errors.append(f"{label}: {exc}")
+                    return False
+                for intent in [r for r in self._resources if r.type == kind
+                               and (target is None or r.target == target)]:
+                    self._clear_resource(intent)
+                return True
+
+            # What could not be removed is kept, so that a later close() tries it again.
             if self.latency_route is not None:
                 self.latency_route.close()
                 self.latency_route = None
-            if self.replicas is not None:
-                try:
-                    self.replicas.destroy()
-                except Exception as exc:
-                    errors.append(f"standby PostgreSQL: {exc}")
+            if self.replicas is not None and remove(
+                    "standby PostgreSQL", self.replicas.destroy, "embedded-postgres",
+                    str(self.replicas.standby.data_dir)):
                 self.replicas = None
-            if self.server is not None:
-                try:
-                    self.server.destroy()
-                except Exception as exc:
-                    errors.append(f"embedded PostgreSQL: {exc}")
+            if self.server is not None and remove(
+                    "embedded PostgreSQL", self.server.destroy, "embedded-postgres",
+                    str(self.server.data_dir)):
                 self.server = None
-            for intent in [r for r in self._resources if r.type == "embedded-postgres"]:
-                self._clear_resource(intent)
-            if self.netns is not None:
-                try:
-                    self.netns.delete()
-                except Exception as exc:
-                    errors.append(f"network namespace: {exc}")
+            if self.netns is not None and remove("network namespace", self.netns.delete,
+                                                 "netns"):
                 self.netns = None
-            for intent in [r for r in self._resources if r.type == "netns"]:
-                self._clear_resource(intent)
-            if self.cgroup is not None:
-                try:
-                    self.cgroup.remove()
-                except Exception as exc:
-                    errors.append(f"memory cgroup: {exc}")
+            if self.cgroup is not None and remove("memory cgroup", self.cgroup.remove,
+                                                  "server-cgroup"):
                 self.cgroup = None
-            for intent in [r for r in self._resources if r.type == "server-cgroup"]:
-                self._clear_resource(intent)
-            if self.disk is not None:  # after the server: nothing holds its files any more
-                try:
-                    self.disk.remove()
-                except Exception as exc:
-                    errors.append(f"disk-pressure filesystem: {exc}")
+            # After the server: nothing holds its files any more.
+            if self.disk is not None and remove("disk-pressure filesystem", self.disk.remove,
+                                                "disk-filesystem"):
                 self.disk = None
-            for intent in [r for r in self._resources if r.type == "disk-filesystem"]:
-                self._clear_resource(intent)
             if errors:
-                raise FaultError("; ".join(errors) + " (run `pggit-chaos cleanup`)")
+                raise FaultError("; ".join(errors) + " (still recorded: run `pggit-chaos "
+                                 "cleanup`)")
 
 
 def _plain(value: object) -> str:

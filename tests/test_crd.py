@@ -39,7 +39,13 @@ from pggit_chaos.spec import Experiment, build_crd
 from pggit_chaos.spec.loader import load_experiment_object
 from pggit_chaos.spec.model import DESTRUCTIVE_FAULTS, SECTIONS, FaultType
 from pggit_chaos.spec.status import ExperimentStatus
-from pggit_chaos.spec.units import QUANTITY_PATTERN, parse_quantity, quantity_value
+from pggit_chaos.spec.units import (
+    QUANTITY_MAX_LENGTH,
+    QUANTITY_PATTERN,
+    QUANTITY_REASON,
+    parse_quantity,
+    quantity_value,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -719,11 +725,22 @@ def _at(node: Any, path: tuple[str | int, ...]) -> Any:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.from_regex(QUANTITY_PATTERN.replace("$", r"\Z"), fullmatch=True))
+@given(st.from_regex(QUANTITY_PATTERN.replace("$", r"\Z"), fullmatch=True)
+       .filter(lambda text: len(text) <= QUANTITY_MAX_LENGTH))
 def test_the_model_values_a_quantity_as_kubernetes_does(text: str) -> None:
     # The minimums compare the model's value with what the server's CEL quantity() makes of
-    # the same text (kube_schema.k8s_quantity: resource.ParseQuantity, ported).
+    # the same text (kube_schema.k8s_quantity: resource.ParseQuantity, ported). Longer texts
+    # never reach CEL: the CRD's maxLength refuses them first (next test). Before this filter
+    # hypothesis now and then drew a 65-character text and the test failed.
     assert quantity_value(text) == k8s_quantity(text)
+
+
+def test_a_quantity_longer_than_the_crds_max_length_is_refused_as_the_crd_does() -> None:
+    text = "0" * (QUANTITY_MAX_LENGTH - 1) + ".0"
+    assert len(text) == QUANTITY_MAX_LENGTH + 1
+    with pytest.raises(ValueError, match=QUANTITY_REASON):
+        quantity_value(text)
+    assert quantity_value(text[:-1]) == 0
 
 
 @pytest.mark.parametrize(("text", "value"), [

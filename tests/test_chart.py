@@ -499,15 +499,18 @@ def test_every_value_is_in_the_schema_and_typed() -> None:
 
 
 # -- the CRD ------------------------------------------------------------------------------------
-def test_the_chart_crd_is_the_generated_one_and_kept(rendered: dict[str, list[Doc]]) -> None:
+def test_the_chart_crds_are_the_generated_ones_and_kept(rendered: dict[str, list[Doc]]) -> None:
     run = subprocess.run([sys.executable, "-m", "pggit_chaos.cli", "crd"], capture_output=True,
                          text=True, timeout=120, check=True)
-    generated = yaml.safe_load(run.stdout)
-    committed = yaml.safe_load((CHART / "crds" / "pggitchaosexperiments.yaml").read_text())
+    generated = list(yaml.safe_load_all(run.stdout))
+    files = ["pggitchaosexperiments.yaml", "pggitchaosschedules.yaml"]
+    committed = [yaml.safe_load((CHART / "crds" / name).read_text()) for name in files]
     assert committed == generated
-    assert committed["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert one(rendered["default"], "CustomResourceDefinition") == committed
-    assert [p.name for p in (CHART / "crds").iterdir()] == ["pggitchaosexperiments.yaml"]
+    for crd in committed:
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    crds = [doc for doc in rendered["default"] if doc.get("kind") == "CustomResourceDefinition"]
+    assert sorted(crds, key=lambda c: c["metadata"]["name"]) == committed
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == files
 
 
 # -- monitoring ---------------------------------------------------------------------------------

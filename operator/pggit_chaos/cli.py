@@ -208,9 +208,9 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
-    from pggit_chaos.spec.crd import crd_yaml
+    from pggit_chaos.spec.crd import crds_yaml
 
-    sys.stdout.write(crd_yaml())
+    sys.stdout.write(crds_yaml())
     return EXIT_OK
 
 
@@ -341,11 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = sub.add_parser(
         "crd",
-        help="print the PgGitChaosExperiment CRD (generated from the model)",
+        help="print the PgGitChaosExperiment and PgGitChaosSchedule CRDs (from the model)",
         description=(
-            "Print the PgGitChaosExperiment CustomResourceDefinition as YAML. It is generated "
-            "from the same model `run` and `validate` use, so the API server rejects what they "
-            "reject."
+            "Print the PgGitChaosExperiment and PgGitChaosSchedule CustomResourceDefinitions "
+            "as YAML, one document each. They are generated from the same model `run` and "
+            "`validate` use, so the API server rejects what they reject."
         ),
         epilog=_epilog("pggit-chaos crd > crd.yaml && kubectl apply -f crd.yaml", codes=False)
         + "\n\nexit codes: 0 printed, 2 error (one line on stderr)",

@@ -280,7 +280,14 @@ def test_the_recorded_calls_hold_what_the_chart_must_grant() -> None:
         assert ("chaos.pggit.io", "pggitchaosexperiments/finalizers", "update") in calls[identity]
         assert {("", "pods/exec", "get"), ("", "pods/exec", "create")} <= calls[identity]
         assert ("", "pods/resize", "patch") in calls[identity]
-    assert ("chaos.pggit.io", "pggitchaosexperiments", "create") not in calls["operator"]
+    # The operator creates and deletes experiments only as a schedule's runs (owned by it,
+    # blockOwnerDeletion: the finalizers check on the schedule); the runner never.
+    assert {("chaos.pggit.io", "pggitchaosexperiments", "create"),
+            ("chaos.pggit.io", "pggitchaosexperiments", "delete"),
+            ("chaos.pggit.io", "pggitchaosschedules/finalizers", "update"),
+            ("chaos.pggit.io", "pggitchaosschedules/status", "patch")} <= calls["operator"]
+    assert not {call for call in calls["runner"] if call[1].startswith("pggitchaosschedules")}
+    assert ("chaos.pggit.io", "pggitchaosexperiments", "create") not in calls["runner"]
     assert ("", "pods", "create") not in calls["runner"]
 
 

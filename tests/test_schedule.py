@@ -303,3 +303,20 @@ def test_verdicts_are_counted_once_also_after_pruning() -> None:
     kept = [run for run in runs if run.name not in first.prune]
     second = decide(spec, copy.deepcopy(status), T0, T0 + timedelta(minutes=3, seconds=50), kept)
     assert second.status["verdicts"] == {"Pass": 3, "Fail": 1}
+
+
+def test_a_pruned_run_still_listed_while_its_finalizer_runs_is_not_counted_again() -> None:
+    """A deleted run lingers (the operator's finalizer reverts its fault first): it must
+    neither be counted a second time nor be pruned again (found on the emulator)."""
+    spec = schedule(successfulRunsHistoryLimit=1).spec
+    runs = [Run(f"r{i}", scheduled=T0 + timedelta(minutes=i), finished=True, verdict="Pass")
+            for i in range(2)]
+    first = decide(spec, {}, T0, T0 + timedelta(seconds=30), runs)
+    assert first.prune == ["r0"] and first.status["verdicts"] == {"Pass": 2}
+    lingering = [Run("r0", scheduled=T0, finished=True, verdict="Pass", deleting=True), runs[1]]
+    status = dict(first.status)
+    for _ in range(3):
+        again = decide(spec, status, T0, T0 + timedelta(seconds=40), lingering)
+        assert again.prune == []
+        assert again.status["verdicts"] == {"Pass": 2}
+        status = {**status, **again.status}

@@ -16,6 +16,8 @@ EXEC_SWITCH = "set exec.enabled=true in the chart (PGGIT_CHAOS_ALLOW_EXEC=true)"
 
 #: The experiment resource, as (group, version, plural).
 EXPERIMENTS = (GROUP, VERSION, "pggitchaosexperiments")
+#: The schedule resource, as (group, version, plural).
+SCHEDULES = (GROUP, VERSION, "pggitchaosschedules")
 
 #: Label on every object pggit-chaos creates for an experiment (Jobs, ConfigMaps, policies)
 #: and on partitioned pods: the experiment's name.

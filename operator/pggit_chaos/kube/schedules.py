@@ -67,6 +67,8 @@ class Run:
     finished: bool = False
     verdict: str | None = None
     finished_at: datetime | None = None
+    #: Being deleted (a deletionTimestamp; its finalizer still reverts what it holds).
+    deleting: bool = False
 
     @property
     def order(self) -> tuple[datetime, str]:
@@ -83,7 +85,8 @@ def run_of(body: Mapping[str, Any]) -> Run:
                scheduled=parse_time((meta.get("annotations") or {}).get(SCHEDULED_AT_ANNOTATION)),
                created=parse_time(meta.get("creationTimestamp")), finished=finished,
                verdict=status_verdict_label(status) if finished else None,
-               finished_at=parse_time(status.get("finishedAt")) if finished else None)
+               finished_at=parse_time(status.get("finishedAt")) if finished else None,
+               deleting=bool(meta.get("deletionTimestamp")))
 
 
 @dataclass
@@ -162,7 +165,7 @@ def summarize(status: Mapping[str, Any], runs: Sequence[Run],
         if run.name not in counted and run.verdict:
             verdicts[run.verdict] = verdicts.get(run.verdict, 0) + 1
             counted.append(run.name)
-    names = {run.name for run in present}
+    names = {run.name for run in runs}  # counted stays counted while it is listed at all
     patch: dict[str, Any] = {
         "active": [{"name": run.name, "uid": run.uid,
                     **({"scheduledTime": rfc3339(run.scheduled)} if run.scheduled else {})}
@@ -182,7 +185,8 @@ def summarize(status: Mapping[str, Any], runs: Sequence[Run],
 
 
 def _history(spec: ScheduleSpec, runs: Sequence[Run]) -> list[str]:
-    finished = sorted((run for run in runs if run.finished), key=lambda r: r.order)
+    finished = sorted((run for run in runs if run.finished and not run.deleting),
+                      key=lambda r: r.order)
     passed = [run.name for run in finished if run.verdict == "Pass"]
     other = [run.name for run in finished if run.verdict != "Pass"]
     cut_passed = max(0, len(passed) - spec.successful_runs_history_limit)
@@ -239,7 +243,7 @@ def decide(spec: ScheduleSpec, status: Mapping[str, Any], created: datetime, now
                                 f"{active[0].name} is still active (concurrencyPolicy Forbid)")
         else:
             if active and spec.concurrency_policy == "Replace":
-                decision.replace = [run.name for run in active]
+                decision.replace = [run.name for run in active if not run.deleting]
             decision.create = due
             patch["lastScheduleTime"] = rfc3339(due)
             if count > TOO_MANY_MISSED:

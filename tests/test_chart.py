@@ -525,7 +525,7 @@ def exposed_metric_names() -> set[str]:
     """Every sample name the operator's registry exposes (histograms: _bucket, _sum, _count)."""
     registry = CollectorRegistry()
     metrics = ChaosMetrics(registry)
-    metrics.experiments.labels(fault="pod-kill", verdict="Pass").inc()
+    metrics.experiments.labels(fault="pod-kill", verdict="Pass", schedule="").inc()
     metrics.recovery.labels(fault="pod-kill").observe(1)
     metrics.duration.labels(fault="pod-kill").observe(1)
     metrics.checks.labels(check="suite", outcome="failed").inc()
@@ -584,8 +584,10 @@ def test_the_dashboard_has_the_panels_on_the_exposed_metrics(
     dashboard = json.loads(config_map["data"]["pggit-chaos.json"])
     titles = {panel["title"]: panel for panel in dashboard["panels"]}
     for title in ("Verdicts over time", "Recovery seconds", "Lost acknowledged writes",
-                  "Checks failures", "Active faults"):
+                  "Checks failures", "Active faults", "Verdicts over time per schedule"):
         assert title in titles, title
+    [per_schedule] = titles["Verdicts over time per schedule"]["targets"]
+    assert "by (schedule, verdict)" in per_schedule["expr"]
     assert titles["Recovery seconds"]["type"] == "heatmap"
     exposed = exposed_metric_names()
     for panel in dashboard["panels"]:

@@ -187,7 +187,7 @@ def test_runner_killed_mid_fault_is_reverted_by_the_operator_from_the_intent(
     assert_reverted_and_clean(admin_client, kubelet)
     assert reasons_by_operator(admin_client, name) == ["FaultReverted"]
     wait_until(lambda: operator.value("pggit_chaos_experiments_total",
-                                      {"fault": fault, "verdict": "Error"}) == 1,
+                                      {"fault": fault, "verdict": "Error", "schedule": ""}) == 1,
                "the Error run is counted", 30)
     assert operator.value("pggit_chaos_active_faults", {"fault": fault}) == 0
     if number == THROTTLE:
@@ -303,7 +303,7 @@ def test_operator_restarted_mid_fault_the_run_still_ends_with_a_verdict(
                "the gauge follows the runner's revert", 30)
     verdict = str(status["verdict"])
     wait_until(lambda: second.value("pggit_chaos_experiments_total",
-                                    {**labels, "verdict": verdict}) == 1,
+                                    {**labels, "verdict": verdict, "schedule": ""}) == 1,
                "the run is counted by the second operator", 30)
     terminal = "Verified" if status["phase"] == "Passed" else "Inconclusive"
     wait_until(lambda: terminal in reasons(emulator, name, NS), f"a {terminal} Event", 30)

@@ -541,7 +541,8 @@ def test_runner_killed_mid_fault_errors_and_the_fault_is_reverted(
         reasons(emulator, "killed")), "FaultInjected, FaultReverted and Error Events", REACT)
     assert reasons(emulator, "killed").count("FaultReverted") == 1
     wait_until(lambda: operator.value("pggit_chaos_experiments_total",
-                                      {"fault": "network-partition", "verdict": "Error"}) == 1,
+                                      {"fault": "network-partition", "verdict": "Error",
+                                       "schedule": ""}) == 1,
                "the Error run is counted", REACT)
     assert operator.value("pggit_chaos_active_faults", {"fault": "network-partition"}) == 0
 
@@ -656,7 +657,7 @@ def test_metrics_and_events_are_right_after_a_restart(
     labels = {"fault": "network-partition"}
     wait_until(lambda: first.value("pggit_chaos_active_faults", labels) == 2
                and first.value("pggit_chaos_experiments_total",
-                               {**labels, "verdict": "Pass"}) == 1,
+                               {**labels, "verdict": "Pass", "schedule": ""}) == 1,
                "two active faults and one Pass counted", REACT)
     wait_until(lambda: "Verified" in reasons(emulator, "m3"), "a Verified Event", REACT)
     first.stop()
@@ -671,7 +672,8 @@ def test_metrics_and_events_are_right_after_a_restart(
     wait_until(lambda: "FaultReverted" in reasons(emulator, "m2"), "FaultReverted", REACT)
     # The finished run was counted by the first operator: the second does not count it again,
     # and no Event is posted twice.
-    assert not second.value("pggit_chaos_experiments_total", {**labels, "verdict": "Pass"})
+    assert not second.value("pggit_chaos_experiments_total",
+                            {**labels, "verdict": "Pass", "schedule": ""})
     for name in ("m1", "m2", "m3"):
         posted = reasons(emulator, name)
         assert len(posted) == len(set(posted)), (name, posted)

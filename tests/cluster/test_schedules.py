@@ -61,8 +61,9 @@ class Operator:
         self.stop_flag, self.ready_flag = threading.Event(), threading.Event()
         self.errors: list[BaseException] = []
         client = KubeClient.from_environment(kubeconfig=str(kubeconfig))
+        self.registry = CollectorRegistry()
         self.handlers = Handlers(client, Settings(one_experiment_per_target=False),
-                                 CollectorRegistry(), stop_timeout=2.0, clock=clock)
+                                 self.registry, stop_timeout=2.0, clock=clock)
         self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
         self.thread.start()
         if not self.ready_flag.wait(REACT):
@@ -169,7 +170,7 @@ def test_a_one_minute_schedule_creates_owned_runs_and_keeps_the_history_limits(
         cluster: KubeClient, emulator: KubeEmulator,
         start_operator: Callable[[Clock], Operator]) -> None:
     clock = Clock()
-    start_operator(clock)
+    operator = start_operator(clock)
     made = cluster.create(SCHEDULES, NS, schedule_body(
         successfulRunsHistoryLimit=1, failedRunsHistoryLimit=1))
     first = next_minute(clock())
@@ -205,6 +206,13 @@ def test_a_one_minute_schedule_creates_owned_runs_and_keeps_the_history_limits(
     assert final["lastVerdict"] == "Fail" and final["activeRuns"] == 0
     assert final["lastSuccessfulTime"]
     assert reasons(emulator).count("RunCreated") == 3
+    # The verdicts per schedule in the metrics (the dashboard's "per schedule" panel).
+    labels = {"fault": "connection-kill", "schedule": "every-minute"}
+    wait_until(lambda: operator.registry.get_sample_value(
+        "pggit_chaos_experiments_total", {**labels, "verdict": "Fail"}) == 1, "Fail counted",
+        REACT)
+    assert operator.registry.get_sample_value(
+        "pggit_chaos_experiments_total", {**labels, "verdict": "Pass"}) == 2
 
 
 def test_forbid_refuses_overlap_and_replace_stops_the_active_run(

@@ -41,6 +41,7 @@ from pggit_chaos.kube.client import (
 from pggit_chaos.metrics import ChaosMetrics, metrics_for, parse_time
 from pggit_chaos.spec.loader import load_experiment_object
 from pggit_chaos.spec.model import GROUP, Experiment
+from pggit_chaos.spec.schedule import SCHEDULE_LABEL
 from pggit_chaos.spec.status import MESSAGE_LIMIT
 
 __all__ = [
@@ -853,7 +854,8 @@ class Handlers:
             record.posted.append(reason)
             changed = True
         if status.get("phase") in TERMINAL and not record.counted:
-            self.metrics.record_status(run, _fault_type(body), status)
+            self.metrics.record_status(run, _fault_type(body), status,
+                                       schedule=_labels(body).get(SCHEDULE_LABEL, ""))
             record.counted = True
             changed = True
         if changed:

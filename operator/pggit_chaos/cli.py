@@ -363,11 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=_epilog("pggit-chaos report staging/primary-pod-kill", codes=False)
         + "\n  pggit-chaos report -n staging primary-pod-kill"
+        + "\n  pggit-chaos report staging/primary-pod-kill --run 3f2a9c1b   (a run kept in "
+        "status.history)"
         + "\n\nexit codes: 0 written, 2 error (one line on stderr)",
     )
     report.add_argument("experiment", metavar="[NAMESPACE/]NAME")
     report.add_argument("-n", "--namespace", help="namespace of NAME (as with kubectl)")
-    report.add_argument("--output", "-o", help="folder (default ./chaos-reports/NAMESPACE-NAME)")
+    report.add_argument("--output", "-o", help="folder (default ./chaos-reports/NAMESPACE-NAME, "
+                        "with --run: NAMESPACE-NAME-RUN)")
+    report.add_argument("--run", help="a run id (or its first characters) of the current run or "
+                        "of one in status.history, kept when the experiment was run again "
+                        "(chaos.pggit.io/rerun); default: the current run")
     report.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else "
                         "~/.kube/config, else the pod's service account)")
     report.set_defaults(handler=_cmd_report)
@@ -407,9 +413,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
                          f"{args.namespace}: give one", f"{PROG} report")
     client = KubeClient.from_environment(args.kubeconfig)
     ref = f"{given_namespace or args.namespace or client.namespace}/{name}"
-    folder = Path(args.output or Path("chaos-reports") / ref.replace("/", "-"))
-    files = fetch_report(ref, folder, client)
-    print(f"report of {ref}: {files.summary} (and timeline.png, junit.xml in {folder})")
+    default = ref.replace("/", "-") + (f"-{args.run}" if args.run else "")
+    folder = Path(args.output or Path("chaos-reports") / default)
+    files = fetch_report(ref, folder, client, run=args.run)
+    which = f" run {args.run}" if args.run else ""
+    print(f"report of {ref}{which}: {files.summary} (and timeline.png, junit.xml in {folder})")
     return 0
 
 

@@ -320,3 +320,23 @@ def test_a_pruned_run_still_listed_while_its_finalizer_runs_is_not_counted_again
         assert again.prune == []
         assert again.status["verdicts"] == {"Pass": 2}
         status = {**status, **again.status}
+
+
+# ------------------------------------------------------------------------------- reruns
+
+
+@pytest.mark.parametrize(("annotation", "status", "wanted"), [
+    ("1", {"phase": "Passed"}, True),
+    ("1", {"phase": "Passed", "rerun": "1"}, False),        # acted on already
+    ("2", {"phase": "Failed", "rerun": "1"}, True),
+    ("1", {"phase": "Injecting"}, False),                   # still running: waits
+    ("1", {"phase": "Error", "faultIntent": {"id": "x"}}, False),  # revert first
+    (None, {"phase": "Passed"}, False),
+])
+def test_rerun_is_wanted_for_a_new_value_on_a_finished_experiment(
+        annotation: str | None, status: dict[str, Any], wanted: bool) -> None:
+    from pggit_chaos.kube.handlers import rerun_wanted
+    from pggit_chaos.kube.names import RERUN_ANNOTATION
+
+    annotations = {RERUN_ANNOTATION: annotation} if annotation else {}
+    assert rerun_wanted({"metadata": {"annotations": annotations}, "status": status}) is wanted

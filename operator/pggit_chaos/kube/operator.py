@@ -116,13 +116,18 @@ def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL
     async def schedules_forever() -> None:
         # One loop for every schedule, on the bodies the watch keeps: no API call unless a
         # start is due (a per-object kopf timer would need a finalizer on each schedule).
+        async def start(namespace: str, name: str) -> None:
+            try:
+                await asyncio.to_thread(schedules.reconcile, namespace, name)
+            except Exception as exc:  # retried at the next tick
+                _log.warning("schedule %s/%s: %s", namespace, name, exc)
+
         while True:
             await asyncio.sleep(schedule_interval)
-            for namespace, name in schedules.due_now():
-                try:
-                    await asyncio.to_thread(schedules.reconcile, namespace, name)
-                except Exception as exc:  # retried at the next tick
-                    _log.warning("schedule %s/%s: %s", namespace, name, exc)
+            # Schedules due at the same minute start side by side (the default thread pool
+            # bounds how many at once), not one after the other.
+            await asyncio.gather(*(start(namespace, name)
+                                   for namespace, name in schedules.due_now()))
 
     async def sweep_forever() -> None:
         while True:

@@ -335,3 +335,19 @@ def test_a_run_is_created_on_time_by_the_wall_clock(
     print(f"schedule lateness: {lateness:.2f} s (scheduled {due:%H:%M:%S}, run seen "
           f"{seen:%H:%M:%S.%f})")
     assert lateness < 10.0
+
+
+def test_a_cron_expression_the_model_refuses_is_reported_and_runs_nothing(
+        cluster: KubeClient, emulator: KubeEmulator,
+        start_operator: Callable[[Clock], Operator]) -> None:
+    """The CRD's pattern only checks five fields; minute 61 reaches the operator, which says
+    why in status and an Event and creates nothing."""
+    clock = Clock()
+    start_operator(clock)
+    cluster.create(SCHEDULES, NS, schedule_body(schedule="61 * * * *"))
+    wait_until(lambda: "not a cron expression" in str(status(cluster).get("message")),
+               "the reason in status", REACT)
+    assert "InvalidSpec" in reasons(emulator)
+    clock.set(next_minute(clock()) + timedelta(minutes=1))
+    time.sleep(2)
+    assert run_names(cluster) == []

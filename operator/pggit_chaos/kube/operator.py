@@ -159,15 +159,20 @@ def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL
 
     @kopf.on.event(*_EXPERIMENTS, registry=registry)
     async def experiment_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        namespace = str(body.metadata.namespace)
+        if type == "DELETED":
+            handlers.forget(str(body.metadata.uid or ""))
+        else:
+            await _work(handlers.reconcile, namespace, str(body.metadata.name))
         owner = schedule_of_run(body)
         if owner is not None and (type == "DELETED" or (body.get("status") or {}).get(
                 "phase") in TERMINAL):
-            # A run finished or went: its schedule's status and history follow at once.
-            await _work(schedules.reconcile, str(body.metadata.namespace), owner)
-        if type == "DELETED":
-            handlers.forget(str(body.metadata.uid or ""))
-            return
-        await _work(handlers.reconcile, str(body.metadata.namespace), str(body.metadata.name))
+            # A run finished or went: its schedule's status and history follow at once (and
+            # at the schedule's next event or due start, should this fail).
+            try:
+                await _work(schedules.reconcile, namespace, owner)
+            except kopf.TemporaryError as exc:
+                _log.warning("schedule %s/%s: %s", namespace, owner, exc)
 
     @kopf.timer(*_EXPERIMENTS, interval=timer_interval, when=_timer_wanted, registry=registry)
     async def experiment_tick(body: kopf.Body, **_: Any) -> None:

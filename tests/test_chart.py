@@ -280,7 +280,14 @@ def test_the_recorded_calls_hold_what_the_chart_must_grant() -> None:
         assert ("chaos.pggit.io", "pggitchaosexperiments/finalizers", "update") in calls[identity]
         assert {("", "pods/exec", "get"), ("", "pods/exec", "create")} <= calls[identity]
         assert ("", "pods/resize", "patch") in calls[identity]
-    assert ("chaos.pggit.io", "pggitchaosexperiments", "create") not in calls["operator"]
+    # The operator creates and deletes experiments only as a schedule's runs (owned by it,
+    # blockOwnerDeletion: the finalizers check on the schedule); the runner never.
+    assert {("chaos.pggit.io", "pggitchaosexperiments", "create"),
+            ("chaos.pggit.io", "pggitchaosexperiments", "delete"),
+            ("chaos.pggit.io", "pggitchaosschedules/finalizers", "update"),
+            ("chaos.pggit.io", "pggitchaosschedules/status", "patch")} <= calls["operator"]
+    assert not {call for call in calls["runner"] if call[1].startswith("pggitchaosschedules")}
+    assert ("chaos.pggit.io", "pggitchaosexperiments", "create") not in calls["runner"]
     assert ("", "pods", "create") not in calls["runner"]
 
 
@@ -499,15 +506,18 @@ def test_every_value_is_in_the_schema_and_typed() -> None:
 
 
 # -- the CRD ------------------------------------------------------------------------------------
-def test_the_chart_crd_is_the_generated_one_and_kept(rendered: dict[str, list[Doc]]) -> None:
+def test_the_chart_crds_are_the_generated_ones_and_kept(rendered: dict[str, list[Doc]]) -> None:
     run = subprocess.run([sys.executable, "-m", "pggit_chaos.cli", "crd"], capture_output=True,
                          text=True, timeout=120, check=True)
-    generated = yaml.safe_load(run.stdout)
-    committed = yaml.safe_load((CHART / "crds" / "pggitchaosexperiments.yaml").read_text())
+    generated = list(yaml.safe_load_all(run.stdout))
+    files = ["pggitchaosexperiments.yaml", "pggitchaosschedules.yaml"]
+    committed = [yaml.safe_load((CHART / "crds" / name).read_text()) for name in files]
     assert committed == generated
-    assert committed["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert one(rendered["default"], "CustomResourceDefinition") == committed
-    assert [p.name for p in (CHART / "crds").iterdir()] == ["pggitchaosexperiments.yaml"]
+    for crd in committed:
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    crds = [doc for doc in rendered["default"] if doc.get("kind") == "CustomResourceDefinition"]
+    assert sorted(crds, key=lambda c: c["metadata"]["name"]) == committed
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == files
 
 
 # -- monitoring ---------------------------------------------------------------------------------
@@ -515,7 +525,7 @@ def exposed_metric_names() -> set[str]:
     """Every sample name the operator's registry exposes (histograms: _bucket, _sum, _count)."""
     registry = CollectorRegistry()
     metrics = ChaosMetrics(registry)
-    metrics.experiments.labels(fault="pod-kill", verdict="Pass").inc()
+    metrics.experiments.labels(fault="pod-kill", verdict="Pass", schedule="").inc()
     metrics.recovery.labels(fault="pod-kill").observe(1)
     metrics.duration.labels(fault="pod-kill").observe(1)
     metrics.checks.labels(check="suite", outcome="failed").inc()
@@ -574,8 +584,10 @@ def test_the_dashboard_has_the_panels_on_the_exposed_metrics(
     dashboard = json.loads(config_map["data"]["pggit-chaos.json"])
     titles = {panel["title"]: panel for panel in dashboard["panels"]}
     for title in ("Verdicts over time", "Recovery seconds", "Lost acknowledged writes",
-                  "Checks failures", "Active faults"):
+                  "Checks failures", "Active faults", "Verdicts over time per schedule"):
         assert title in titles, title
+    [per_schedule] = titles["Verdicts over time per schedule"]["targets"]
+    assert "by (schedule, verdict)" in per_schedule["expr"]
     assert titles["Recovery seconds"]["type"] == "heatmap"
     exposed = exposed_metric_names()
     for panel in dashboard["panels"]:

@@ -19,6 +19,7 @@ import yaml
 from pggit_chaos.local import free_port
 from pggit_chaos.pggit import health
 from pggit_chaos.spec import build_crd
+from pggit_chaos.spec.crd import build_schedule_crd
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
@@ -380,10 +381,10 @@ def test_install_pggit_twice_is_harmless_and_healthy(empty_dsn: str) -> None:
 
 
 @pytest.mark.unit
-def test_crd_command_prints_the_generated_crd() -> None:
+def test_crd_command_prints_the_generated_crds() -> None:
     result = cli("crd")
     assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(result.stdout) == build_crd()
+    assert list(yaml.safe_load_all(result.stdout)) == [build_crd(), build_schedule_crd()]
 
 
 @pytest.mark.unit

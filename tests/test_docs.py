@@ -7,7 +7,8 @@ The rule, by the block's language (the word after the opening fence):
   ``DATABASE_URL`` naming a fresh database with the embedded pgGit core; postgres tier).
 - ``yaml``: parsed; a ``PgGitChaosExperiment`` document is loaded by the real model
   (``pggit_chaos.spec.loader``) and admitted as the API server would admit it under the CRD
-  generated from that model (``tests/kube_schema.admit``, strict: unknown fields fail).
+  generated from that model (``tests/kube_schema.admit``, strict: unknown fields fail); a
+  ``PgGitChaosSchedule`` likewise, under the schedules' CRD.
 - ``bash``/``sh``: ``bash -n``; then every command in it, continuation lines joined:
   ``pggit-chaos ...`` is parsed by the CLI's own argument parser (``checks`` by the checks
   runner's parser), so an option or subcommand that does not exist fails; ``scripts/...``,
@@ -182,7 +183,9 @@ def test_the_python_rule_fails_a_failing_block() -> None:
 @pytest.mark.parametrize("block", _params(_of("yaml")))
 def test_yaml_block_parses_and_experiments_are_admitted(block: Block) -> None:
     from kube_schema import admit
+    from pggit_chaos.spec.crd import build_schedule_crd
     from pggit_chaos.spec.loader import load_experiment_object
+    from pggit_chaos.spec.schedule import load_schedule_object
 
     documents = [doc for doc in yaml.safe_load_all(block.text) if doc is not None]
     assert documents, f"{block.id}: empty"
@@ -191,6 +194,9 @@ def test_yaml_block_parses_and_experiments_are_admitted(block: Block) -> None:
         if document.get("kind") == "PgGitChaosExperiment":
             load_experiment_object(document, block.id)
             admit(document, strict=True)
+        elif document.get("kind") == "PgGitChaosSchedule":
+            load_schedule_object(document, block.id)
+            admit(document, crd=build_schedule_crd(), strict=True)
 
 
 # ---------------------------------------------------------------------------------- shell

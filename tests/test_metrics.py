@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_report import MANIFEST, make_journal
 
 pytestmark = pytest.mark.unit
+RUNS = "pggit_chaos_experiments_total"
 
 
 @pytest.fixture
@@ -55,8 +56,8 @@ def test_record_journal_updates_every_metric(registry: CollectorRegistry) -> Non
     assert metrics.record_journal(failed, registry)
     value = registry.get_sample_value
 
-    assert value("pggit_chaos_experiments_total", {"fault": "pod-kill", "verdict": "Pass"}) == 1
-    assert value("pggit_chaos_experiments_total", {"fault": "pod-kill", "verdict": "Fail"}) == 1
+    assert value(RUNS, {"fault": "pod-kill", "verdict": "Pass", "schedule": ""}) == 1
+    assert value(RUNS, {"fault": "pod-kill", "verdict": "Fail", "schedule": ""}) == 1
     assert value("pggit_chaos_lost_acknowledged_writes_total", {"fault": "pod-kill"}) == 37
     assert value("pggit_chaos_workload_operations_total", {"outcome": "ok"}) == 2 * 11_702
     assert value("pggit_chaos_workload_operations_total", {"outcome": "fail"}) == 2 * 231
@@ -97,7 +98,7 @@ def test_aborted_run_and_counts_only_checks(registry: CollectorRegistry) -> None
     metrics.record_journal(aborted, registry)
     value = registry.get_sample_value
     assert value("pggit_chaos_experiments_total",
-                 {"fault": "pod-kill", "verdict": "Aborted"}) == 1
+                 {"fault": "pod-kill", "verdict": "Aborted", "schedule": ""}) == 1
     assert value("pggit_chaos_recovery_seconds_count", {"fault": "pod-kill"}) is None
     assert value("pggit_chaos_lost_acknowledged_writes_total", {"fault": "pod-kill"}) == 0
 
@@ -112,7 +113,7 @@ def test_aborted_run_and_counts_only_checks(registry: CollectorRegistry) -> None
     assert value(checks, {"check": "suite", "outcome": "passed"}) == 5
     assert value(checks, {"check": "suite", "outcome": "skipped"}) == 2
     assert value("pggit_chaos_experiments_total",
-                 {"fault": "trigger-disable", "verdict": "Fail"}) == 1
+                 {"fault": "trigger-disable", "verdict": "Fail", "schedule": ""}) == 1
 
 
 def test_active_faults_gauge(registry: CollectorRegistry) -> None:
@@ -152,7 +153,7 @@ def test_metrics_server_serves_the_contract(registry: CollectorRegistry) -> None
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-    assert 'pggit_chaos_experiments_total{fault="pod-kill",verdict="Pass"} 1.0' in body
+    assert 'pggit_chaos_experiments_total{fault="pod-kill",schedule="",verdict="Pass"} 1.0' in body
     assert "pggit_chaos_active_faults" in body
 
 
@@ -178,7 +179,7 @@ def test_record_status_counts_every_metric_once(registry: CollectorRegistry) -> 
                                                            FAILED_STATUS)
     value = registry.get_sample_value
     fault = {"fault": "network-partition"}
-    assert value("pggit_chaos_experiments_total", {**fault, "verdict": "Fail"}) == 1
+    assert value("pggit_chaos_experiments_total", {**fault, "verdict": "Fail", "schedule": ""}) == 1
     assert value("pggit_chaos_experiment_duration_seconds_sum", fault) == pytest.approx(90.0)
     assert value("pggit_chaos_recovery_seconds_bucket", {**fault, "le": "3.0"}) == 1
     assert value("pggit_chaos_recovery_seconds_bucket", {**fault, "le": "2.0"}) == 0
@@ -201,8 +202,8 @@ def test_record_status_of_a_refused_experiment(registry: CollectorRegistry) -> N
     assert metrics.metrics_for(registry).record_status("uid-1", "pod-kill", refused)
     assert metrics.metrics_for(registry).record_status("uid-2", "", {"phase": "Running?"})
     value = registry.get_sample_value
-    assert value("pggit_chaos_experiments_total", {"fault": "pod-kill", "verdict": "Aborted"}) == 1
-    assert value("pggit_chaos_experiments_total", {"fault": "unknown", "verdict": "Error"}) == 1
+    assert value(RUNS, {"fault": "pod-kill", "verdict": "Aborted", "schedule": ""}) == 1
+    assert value(RUNS, {"fault": "unknown", "verdict": "Error", "schedule": ""}) == 1
     assert value("pggit_chaos_experiment_duration_seconds_count", {"fault": "pod-kill"}) is None
     assert metrics.status_verdict_label({"phase": "Passed", "verdict": "Pass"}) == "Pass"
 

@@ -209,9 +209,9 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
-    from pggit_chaos.spec.crd import crd_yaml
+    from pggit_chaos.spec.crd import crds_yaml
 
-    sys.stdout.write(crd_yaml())
+    sys.stdout.write(crds_yaml())
     return EXIT_OK
 
 
@@ -353,11 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = sub.add_parser(
         "crd",
-        help="print the PgGitChaosExperiment CRD (generated from the model)",
+        help="print the PgGitChaosExperiment and PgGitChaosSchedule CRDs (from the model)",
         description=(
-            "Print the PgGitChaosExperiment CustomResourceDefinition as YAML. It is generated "
-            "from the same model `run` and `validate` use, so the API server rejects what they "
-            "reject."
+            "Print the PgGitChaosExperiment and PgGitChaosSchedule CustomResourceDefinitions "
+            "as YAML, one document each. They are generated from the same model `run` and "
+            "`validate` use, so the API server rejects what they reject."
         ),
         epilog=_epilog("pggit-chaos crd > crd.yaml && kubectl apply -f crd.yaml", codes=False)
         + "\n\nexit codes: 0 printed, 2 error (one line on stderr)",
@@ -375,11 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=_epilog("pggit-chaos report staging/primary-pod-kill", codes=False)
         + "\n  pggit-chaos report -n staging primary-pod-kill"
+        + "\n  pggit-chaos report staging/primary-pod-kill --run 3f2a9c1b   (a run kept in "
+        "status.history)"
         + "\n\nexit codes: 0 written, 2 error (one line on stderr)",
     )
     report.add_argument("experiment", metavar="[NAMESPACE/]NAME")
     report.add_argument("-n", "--namespace", help="namespace of NAME (as with kubectl)")
-    report.add_argument("--output", "-o", help="folder (default ./chaos-reports/NAMESPACE-NAME)")
+    report.add_argument("--output", "-o", help="folder (default ./chaos-reports/NAMESPACE-NAME, "
+                        "with --run: NAMESPACE-NAME-RUN)")
+    report.add_argument("--run", help="a run id (or its first characters) of the current run or "
+                        "of one in status.history, kept when the experiment was run again "
+                        "(chaos.pggit.io/rerun); default: the current run")
     report.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else "
                         "~/.kube/config, else the pod's service account)")
     report.set_defaults(handler=_cmd_report)
@@ -419,9 +425,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
                          f"{args.namespace}: give one", f"{PROG} report")
     client = KubeClient.from_environment(args.kubeconfig)
     ref = f"{given_namespace or args.namespace or client.namespace}/{name}"
-    folder = Path(args.output or Path("chaos-reports") / ref.replace("/", "-"))
-    files = fetch_report(ref, folder, client)
-    print(f"report of {ref}: {files.html} (and summary.md, timeline.png, junit.xml in "
+    default = ref.replace("/", "-") + (f"-{args.run}" if args.run else "")
+    folder = Path(args.output or Path("chaos-reports") / default)
+    files = fetch_report(ref, folder, client, run=args.run)
+    which = f" run {args.run}" if args.run else ""
+    print(f"report of {ref}{which}: {files.html} (and summary.md, timeline.png, junit.xml in "
           f"{folder})")
     return 0
 

@@ -8,7 +8,8 @@ in status (:meth:`ChaosMetrics.set_active_faults`, so it is right after a restar
 Every function takes a ``registry`` so tests use their own
 :class:`~prometheus_client.CollectorRegistry`.
 
-Exposed names (DESIGN.md): ``pggit_chaos_experiments_total{fault,verdict}``,
+Exposed names (DESIGN.md): ``pggit_chaos_experiments_total{fault,verdict,schedule}`` (schedule:
+the ``PgGitChaosSchedule`` a run belongs to, empty for a standalone experiment),
 ``pggit_chaos_experiment_duration_seconds{fault}`` (histogram),
 ``pggit_chaos_recovery_seconds{fault}`` (histogram), ``pggit_chaos_checks_total{check,outcome}``,
 ``pggit_chaos_lost_acknowledged_writes_total{fault}``, ``pggit_chaos_active_faults{fault}``,
@@ -115,8 +116,9 @@ class ChaosMetrics:
         # prometheus-client strips a trailing "_total" from a Counter's name and appends it
         # again when exposing, so the exposed names are exactly the NAMES above.
         self.experiments = Counter(
-            "pggit_chaos_experiments_total", "Finished experiments by fault type and verdict.",
-            ["fault", "verdict"], registry=registry)
+            "pggit_chaos_experiments_total",
+            "Finished experiments by fault type, verdict and schedule (empty: not a schedule's "
+            "run).", ["fault", "verdict", "schedule"], registry=registry)
         self.duration = Histogram(
             "pggit_chaos_experiment_duration_seconds",
             "Wall-clock seconds from the start of an experiment to its verdict.",
@@ -150,7 +152,7 @@ class ChaosMetrics:
                 return False
             self._recorded.append(journal.run_id)
         fault = _unknown(journal.fault_type)
-        self.experiments.labels(fault=fault, verdict=verdict_label(journal)).inc()
+        self.experiments.labels(fault=fault, verdict=verdict_label(journal), schedule="").inc()
         duration = journal.duration_seconds
         if duration is not None:
             self.duration.labels(fault=fault).observe(max(0.0, duration))
@@ -183,8 +185,11 @@ class ChaosMetrics:
         self.operations.labels(outcome="info").inc(workload.indeterminate)
         return True
 
-    def record_status(self, run_id: str, fault: str, status: Mapping[str, Any]) -> bool:
+    def record_status(self, run_id: str, fault: str, status: Mapping[str, Any],
+                      schedule: str = "") -> bool:
         """Count a finished run from its experiment's ``status``; False if counted before.
+
+        ``schedule``: the schedule the experiment is a run of ("" for a standalone one).
 
         The operator's view: verdict (or terminal phase), duration ``startedAt`` to
         ``finishedAt``, ``recoverySeconds``, the checks' counts and named failures (under
@@ -195,7 +200,8 @@ class ChaosMetrics:
                 return False
             self._recorded.append(run_id)
         fault = _unknown(fault)
-        self.experiments.labels(fault=fault, verdict=status_verdict_label(status)).inc()
+        self.experiments.labels(fault=fault, verdict=status_verdict_label(status),
+                                schedule=schedule).inc()
         duration = _seconds_between(status.get("startedAt"), status.get("finishedAt"))
         if duration is not None:
             self.duration.labels(fault=fault).observe(max(0.0, duration))

@@ -200,6 +200,9 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("chaos.pggit.io", "v1alpha1", "pggitchaosexperiments", "PgGitChaosExperiment",
                  subresources=frozenset({"status"}), short_names=("pgce",),
                  categories=("pggit-chaos",), generation=True, custom=True),
+    ResourceType("chaos.pggit.io", "v1alpha1", "pggitchaosschedules", "PgGitChaosSchedule",
+                 subresources=frozenset({"status"}), short_names=("pgcs",),
+                 categories=("chaos",), generation=True, custom=True),
 )
 
 #: Verbs per subresource, for discovery.
@@ -662,6 +665,15 @@ def _experiment_crd() -> JSON:
     from pggit_chaos.spec import build_crd
 
     crd: JSON = build_crd()
+    return crd
+
+
+@functools.cache
+def _schedule_crd() -> JSON:
+    """The schedules' CRD, built once (admission checks schedules against it)."""
+    from pggit_chaos.spec.crd import build_schedule_crd
+
+    crd: JSON = build_schedule_crd()
     return crd
 
 
@@ -1301,6 +1313,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     def _admission(self, rtype: ResourceType, obj: JSON, old: JSON | None = None) -> JSON:
         """Experiments go through ``kube_schema.admit``; on an update, ratcheted against
         ``old`` (the stored object) as a 1.33 server does."""
+        if rtype.custom and rtype.plural == "pggitchaosschedules":
+            return self._admit_schedule(rtype, obj, old)
         if not rtype.custom or rtype.plural != "pggitchaosexperiments":
             return obj
         if self._admit is None:
@@ -1319,6 +1333,25 @@ class KubeEmulator(kmock.KubernetesEmulator):
             else:
                 admitted = self._admit(copy.deepcopy(obj), old=copy.deepcopy(old))
         except invalid as exc:
+            causes = [(self._path_text(path), str(message))
+                      for path, message in getattr(exc, "causes", [])] or [("", str(exc))]
+            raise _invalid(rtype, obj["metadata"]["name"], causes) from None
+        admitted["metadata"] = obj["metadata"]
+        return admitted
+
+    def _admit_schedule(self, rtype: ResourceType, obj: JSON, old: JSON | None) -> JSON:
+        """Schedules go through ``kube_schema.admit`` with their own CRD (ratcheted)."""
+        try:
+            module = importlib.import_module("kube_schema")
+        except ImportError:
+            return obj
+        try:
+            if old is None or not self.validation_ratcheting:
+                admitted: JSON = module.admit(copy.deepcopy(obj), crd=_schedule_crd())
+            else:
+                admitted = module.admit(copy.deepcopy(obj), crd=_schedule_crd(),
+                                        old=copy.deepcopy(old))
+        except module.Invalid as exc:
             causes = [(self._path_text(path), str(message))
                       for path, message in getattr(exc, "causes", [])] or [("", str(exc))]
             raise _invalid(rtype, obj["metadata"]["name"], causes) from None

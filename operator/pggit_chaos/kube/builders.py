@@ -711,9 +711,11 @@ def config_map(
 
 
 def journal_config_map(
-    experiment_name: str, namespace: str, owner: Mapping[str, Any], journal_json: str
+    experiment_name: str, namespace: str, owner: Mapping[str, Any], journal_json: str,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """The experiment's journal ConfigMap: ``journal_json`` gzipped under :data:`JOURNAL_KEY`.
+    """A run's journal ConfigMap: ``journal_json`` gzipped under :data:`JOURNAL_KEY`, named
+    after the run (:func:`names.journal_config_map_name`).
 
     Deterministic (gzip mtime 0). Raises :class:`ChaosError` when the compressed journal
     exceeds :data:`JOURNAL_LIMIT_BYTES` (the API server would refuse it).
@@ -725,7 +727,7 @@ def journal_config_map(
             f"ConfigMap holds ({JOURNAL_LIMIT_BYTES}): shorten the experiment or its workload"
         )
     body = config_map(
-        names.journal_config_map_name(experiment_name),
+        names.journal_config_map_name(experiment_name, run_id),
         namespace,
         owner,
         {

@@ -27,6 +27,7 @@ __all__ = [
     "NAMESPACES",
     "NETWORK_POLICIES",
     "PODS",
+    "SCHEDULES",
     "SERVICE_ACCOUNTS",
     "Api",
     "ApiError",
@@ -69,6 +70,7 @@ SERVICE_ACCOUNTS = Api("", "v1", "serviceaccounts")
 JOBS = Api("batch", "v1", "jobs")
 NETWORK_POLICIES = Api("networking.k8s.io", "v1", "networkpolicies")
 EXPERIMENTS = Api(*names.EXPERIMENTS)
+SCHEDULES = Api(*names.SCHEDULES)
 
 PatchType = Literal["merge", "json", "strategic"]
 _PATCH_CONTENT = {

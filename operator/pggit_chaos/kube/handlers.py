@@ -41,7 +41,8 @@ from pggit_chaos.kube.client import (
 from pggit_chaos.metrics import ChaosMetrics, metrics_for, parse_time
 from pggit_chaos.spec.loader import load_experiment_object
 from pggit_chaos.spec.model import GROUP, Experiment
-from pggit_chaos.spec.status import MESSAGE_LIMIT
+from pggit_chaos.spec.schedule import SCHEDULE_LABEL
+from pggit_chaos.spec.status import HISTORY_LIMIT, MESSAGE_LIMIT, ExperimentStatus, PastRunStatus
 
 __all__ = [
     "COMPONENT",
@@ -56,6 +57,7 @@ __all__ = [
     "Retry",
     "event_reasons",
     "needs_timer",
+    "rerun_wanted",
 ]
 
 #: Phases after which the runner writes nothing more.
@@ -80,6 +82,11 @@ _STUCK_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"
 
 Body = dict[str, Any]
 _log = logging.getLogger("pggit_chaos.operator")
+#: The status fields of one run: cleared when the experiment is run again.
+_RUN_FIELDS = tuple(str(info.alias or field) for field, info in
+                    ExperimentStatus.model_fields.items()
+                    if field not in ("history", "rerun", "observed_generation", "targets",
+                                     "conditions"))
 
 
 class Retry(ChaosError):
@@ -199,6 +206,15 @@ def _alive(pod: Mapping[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
+def rerun_wanted(body: Mapping[str, Any]) -> bool:
+    """A finished experiment whose ``chaos.pggit.io/rerun`` annotation has a value not acted
+    on yet, and no fault left to revert."""
+    value = _annotations(body).get(names.RERUN_ANNOTATION)
+    status = _status(body)
+    return (bool(value) and value != status.get("rerun") and status.get("phase") in TERMINAL
+            and not status.get("faultIntent"))
+
+
 def needs_timer(body: Mapping[str, Any]) -> bool:
     """Whether the per-experiment timer should run: not finished, or an intent in status."""
     status = _status(body)
@@ -282,6 +298,10 @@ class Handlers:
                 return  # refused its status before; waits for a change
             status = _status(body)
             phase = status.get("phase")
+            if phase in TERMINAL and rerun_wanted(body):
+                self._mirror(body)  # the finished run is counted and announced first
+                self._rerun(body)
+                return  # the status written brings the next event: it is admitted then
             if phase not in TERMINAL:
                 if _annotations(body).get(names.ABORT_ANNOTATION) == "true":
                     self._abort(body)
@@ -414,7 +434,10 @@ class Handlers:
     def _admit(self, body: Body) -> None:
         meta = _meta(body)
         namespace, name = str(meta["namespace"]), str(meta["name"])
-        existing = self._runner_jobs(body)
+        past = {run.get("runId") for run in _status(body).get("history") or []
+                if isinstance(run, dict)}
+        # A rerun's earlier runner Jobs are being deleted: never adopted again.
+        existing = [job for job in self._runner_jobs(body) if _job_run_id(job) not in past]
         if existing:
             self._adopt(body, existing[0])
             return
@@ -523,6 +546,11 @@ class Handlers:
         if _status(body).get("phase") in (None, "Pending"):
             patch["phase"] = "Pending"
             patch["message"] = f"runner Job {job_name} created"
+        rerun = _annotations(body).get(names.RERUN_ANNOTATION)
+        if rerun:
+            # A rerun value the experiment was created (or rerun) with is this run's: only a
+            # value set after this does run it again.
+            patch["rerun"] = rerun
         try:
             self._patch_status(body, patch)
         except ApiError as exc:
@@ -701,6 +729,40 @@ class Handlers:
             pods.append(pod)
         return pods
 
+    # -- rerun -----------------------------------------------------------------------------------
+    def _rerun(self, body: Body) -> None:
+        """Run a finished experiment again: its run goes into ``status.history`` (newest
+        first, at most :data:`HISTORY_LIMIT`), its Jobs are deleted, the rest of the status is
+        cleared and the phase is Pending, so that it is admitted as a new run (new run id,
+        gates, runner Job). The abort and stopping annotations of the last run are removed."""
+        meta, status = _meta(body), _status(body)
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        value = _annotations(body)[names.RERUN_ANNOTATION]
+        past = PastRunStatus.model_validate(status).model_dump(
+            mode="json", by_alias=True, exclude_none=True)
+        history = [past, *[run for run in status.get("history") or [] if isinstance(run, dict)]]
+        jobs = {str(_meta(job)["name"]) for job in self._runner_jobs(body)}
+        jobs |= {str(status[key]) for key in ("runnerJob", "verificationJob") if status.get(key)}
+        for job in sorted(jobs):
+            self.client.delete(JOBS, namespace, job, propagation="Background")
+        stale = {key: None for key in (names.ABORT_ANNOTATION, STOPPING_ANNOTATION)
+                 if key in _annotations(body)}
+        if stale:
+            self.client.patch(EXPERIMENTS, namespace, name,
+                              {"metadata": {"annotations": stale}})
+        patch: dict[str, Any] = {field: None for field in _RUN_FIELDS}
+        was = past.get("verdict") or past.get("phase") or "no verdict"
+        patch.update({
+            "targets": [], "conditions": [], "history": history[:HISTORY_LIMIT],
+            "rerun": value, "phase": "Pending",
+            "message": _clip(f"run again ({names.RERUN_ANNOTATION}={value}); the previous run "
+                             f"({past.get('runId') or 'not started'}: {was}) is in "
+                             "status.history"),
+            "observedGeneration": meta.get("generation")})
+        self._patch_status(body, patch)
+        self._post(body, "Rerun", "Normal", str(patch["message"]),
+                   key=f"rerun-{uuid.uuid5(uuid.NAMESPACE_OID, value).hex[:12]}")
+
     # -- stop: delete and abort ----------------------------------------------------------------
     def _stop(self, body: Body, elapsed: float) -> str:
         """Delete the runner (it gets SIGTERM and reverts), wait for it, revert what is left."""
@@ -865,7 +927,8 @@ class Handlers:
             record.posted.append(reason)
             changed = True
         if status.get("phase") in TERMINAL and not record.counted:
-            self.metrics.record_status(run, _fault_type(body), status)
+            self.metrics.record_status(run, _fault_type(body), status,
+                                       schedule=_labels(body).get(SCHEDULE_LABEL, ""))
             record.counted = True
             changed = True
         if changed:

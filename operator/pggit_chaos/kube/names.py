@@ -16,6 +16,8 @@ EXEC_SWITCH = "set exec.enabled=true in the chart (PGGIT_CHAOS_ALLOW_EXEC=true)"
 
 #: The experiment resource, as (group, version, plural).
 EXPERIMENTS = (GROUP, VERSION, "pggitchaosexperiments")
+#: The schedule resource, as (group, version, plural).
+SCHEDULES = (GROUP, VERSION, "pggitchaosschedules")
 
 #: Label on every object pggit-chaos creates for an experiment (Jobs, ConfigMaps, policies)
 #: and on partitioned pods: the experiment's name.
@@ -29,6 +31,9 @@ MANAGED_BY = "pggit-chaos"
 NAMESPACE_OPT_IN_LABEL = f"{GROUP}/enabled"
 #: Annotation that stops a running experiment (value "true"): it ends in phase Aborted.
 ABORT_ANNOTATION = f"{GROUP}/abort"
+#: Annotation that runs a finished experiment again: any value not acted on before
+#: (``status.rerun`` holds the last one); the finished run is kept in ``status.history``.
+RERUN_ANNOTATION = f"{GROUP}/rerun"
 #: Annotation on fault objects (NetworkPolicies): RFC 3339 time after which they are stale.
 EXPIRES_AT_ANNOTATION = f"{GROUP}/expires-at"
 #: Label put on pods that a network-partition isolates; its value is the experiment's name.
@@ -87,9 +92,10 @@ def verification_job_name(experiment: str, run_id: str) -> str:
     return _bounded(experiment, f"verify-{run_id[:8]}")
 
 
-def journal_config_map_name(experiment: str) -> str:
-    """The ConfigMap holding the experiment's journal (one per experiment, overwritten)."""
-    return _bounded(experiment, "journal", 253)
+def journal_config_map_name(experiment: str, run_id: str | None = None) -> str:
+    """The ConfigMap holding a run's journal: ``<name>-journal-<run_id[:8]>`` (one per run, so
+    a rerun keeps the earlier runs' journals), or ``<name>-journal`` without a run id."""
+    return _bounded(experiment, f"journal-{run_id[:8]}" if run_id else "journal", 253)
 
 
 def checks_config_map_name(experiment: str, run_id: str) -> str:

@@ -31,23 +31,28 @@ from pggit_chaos.kube.handlers import (
     MIRRORED_ANNOTATION,
     STOP_TIMEOUT,
     STOPPING_ANNOTATION,
+    TERMINAL,
     Handlers,
     Retry,
     needs_timer,
 )
+from pggit_chaos.kube.schedule_handlers import ScheduleHandlers, schedule_of_run
 from pggit_chaos.metrics import start_metrics_server
 
-__all__ = ["DEFAULT_METRICS_PORT", "TIMER_INTERVAL", "build_registry", "kopf_settings",
-           "operate", "operator_identity", "run_operator"]
+__all__ = ["DEFAULT_METRICS_PORT", "SCHEDULE_INTERVAL", "TIMER_INTERVAL", "build_registry",
+           "kopf_settings", "operate", "operator_identity", "run_operator"]
 
 #: Port of /metrics when PGGIT_CHAOS_METRICS_PORT is not set (0 in the settings).
 DEFAULT_METRICS_PORT = 8080
 #: Seconds between two looks at a running experiment (runner, expiry, abort).
 TIMER_INTERVAL = 5.0
+#: Seconds between two looks whether a schedule's start is due (no API call unless it is).
+SCHEDULE_INTERVAL = 1.0
 
 _log = logging.getLogger("pggit_chaos.operator")
 _T = TypeVar("_T")
 _EXPERIMENTS = names.EXPERIMENTS  # (group, version, plural)
+_SCHEDULES = names.SCHEDULES
 _RUNNER = {names.ROLE_LABEL: names.ROLE_RUNNER}
 
 
@@ -95,15 +100,34 @@ def kopf_settings(*, scanning: bool = True) -> kopf.OperatorSettings:
 
 
 def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL,
-                   sweep_interval: float | None = None) -> kopf.OperatorRegistry:
-    """The kopf registrations, each a thin hand-off to ``handlers``."""
+                   sweep_interval: float | None = None,
+                   schedule_interval: float = SCHEDULE_INTERVAL) -> kopf.OperatorRegistry:
+    """The kopf registrations, each a thin hand-off to ``handlers`` (experiments) or to a
+    :class:`ScheduleHandlers` on the same client (schedules)."""
     registry = kopf.OperatorRegistry()
+    schedules = ScheduleHandlers(handlers.client, clock=handlers.clock)
     every = sweep_interval if sweep_interval is not None else handlers.settings.sweep_interval
     sweeper: dict[str, asyncio.Task[None]] = {}
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(handlers.client)
+
+    async def schedules_forever() -> None:
+        # One loop for every schedule, on the bodies the watch keeps: no API call unless a
+        # start is due (a per-object kopf timer would need a finalizer on each schedule).
+        async def start(namespace: str, name: str) -> None:
+            try:
+                await asyncio.to_thread(schedules.reconcile, namespace, name)
+            except Exception as exc:  # retried at the next tick
+                _log.warning("schedule %s/%s: %s", namespace, name, exc)
+
+        while True:
+            await asyncio.sleep(schedule_interval)
+            # Schedules due at the same minute start side by side (the default thread pool
+            # bounds how many at once), not one after the other.
+            await asyncio.gather(*(start(namespace, name)
+                                   for namespace, name in schedules.due_now()))
 
     async def sweep_forever() -> None:
         while True:
@@ -121,12 +145,13 @@ def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL
         for line in await _work(handlers.sweep):
             logger.info("sweep removed %s", line)
         sweeper["task"] = asyncio.create_task(sweep_forever())
+        sweeper["schedules"] = asyncio.create_task(schedules_forever())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        task = sweeper.pop("task", None)
-        if task is not None:
+        for task in sweeper.values():
             task.cancel()
+        sweeper.clear()
 
     @kopf.on.probe(id="activeFaults", registry=registry)
     def probe(**_: Any) -> dict[str, int]:
@@ -134,10 +159,20 @@ def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL
 
     @kopf.on.event(*_EXPERIMENTS, registry=registry)
     async def experiment_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        namespace = str(body.metadata.namespace)
         if type == "DELETED":
             handlers.forget(str(body.metadata.uid or ""))
-            return
-        await _work(handlers.reconcile, str(body.metadata.namespace), str(body.metadata.name))
+        else:
+            await _work(handlers.reconcile, namespace, str(body.metadata.name))
+        owner = schedule_of_run(body)
+        if owner is not None and (type == "DELETED" or (body.get("status") or {}).get(
+                "phase") in TERMINAL):
+            # A run finished or went: its schedule's status and history follow at once (and
+            # at the schedule's next event or due start, should this fail).
+            try:
+                await _work(schedules.reconcile, namespace, owner)
+            except kopf.TemporaryError as exc:
+                _log.warning("schedule %s/%s: %s", namespace, owner, exc)
 
     @kopf.timer(*_EXPERIMENTS, interval=timer_interval, when=_timer_wanted, registry=registry)
     async def experiment_tick(body: kopf.Body, **_: Any) -> None:
@@ -150,6 +185,15 @@ def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL
         done = await _work(handlers.finalize, str(body.metadata.namespace),
                            str(body.metadata.name), runtime.total_seconds())
         logger.info("released: %s", done)
+
+    @kopf.on.event(*_SCHEDULES, registry=registry)
+    async def schedule_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        if type == "DELETED":
+            # Its runs go with it (owner references); each one's finalizer reverts its fault.
+            schedules.forget(dict(body))
+            return
+        schedules.remember(dict(body))
+        await _work(schedules.reconcile, str(body.metadata.namespace), str(body.metadata.name))
 
     @kopf.on.event("batch", "v1", "jobs", labels=_RUNNER, registry=registry)
     async def runner_job_event(type: str | None, body: kopf.Body, **_: Any) -> None:

@@ -1,7 +1,8 @@
 """``pggit-chaos report NAMESPACE/NAME``: a cluster run's report, rendered like a local one.
 
-Reads the experiment's journal ConfigMap (written by the runner Job: the journal with its
-history, gzip-compressed) and writes journal.json, history.jsonl, junit.xml, summary.md and
+Reads a run's journal ConfigMap (written by the runner Job: the journal with its history,
+gzip-compressed; the current run's, or with ``run`` one kept in ``status.history`` when the
+experiment was run again) and writes journal.json, history.jsonl, junit.xml, summary.md and
 timeline.png into a folder, with the engine's own report writer.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pggit_chaos.engine.journal import Journal
 from pggit_chaos.engine.report import ReportFiles, write_report
@@ -16,11 +18,27 @@ from pggit_chaos.errors import ConfigurationError, TargetUnavailable
 from pggit_chaos.kube import builders, names
 from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, KubeClient
 
-__all__ = ["fetch_report"]
+__all__ = ["fetch_report", "journal_of_run"]
 
 
-def fetch_report(ref: str, folder: Path, client: KubeClient | None = None) -> ReportFiles:
-    """Write the report of the experiment ``NAMESPACE/NAME`` into ``folder``."""
+def journal_of_run(status: dict[str, Any], run: str) -> str | None:
+    """The journal ConfigMap name of the run whose id starts with ``run`` (the current one or
+    one in ``status.history``); :class:`ConfigurationError` naming the known runs if none or
+    several match."""
+    runs = [status, *[past for past in status.get("history") or [] if isinstance(past, dict)]]
+    matches = [entry for entry in runs if str(entry.get("runId") or "").startswith(run)]
+    if len(matches) != 1:
+        known = ", ".join(str(entry.get("runId")) for entry in runs if entry.get("runId"))
+        what = "no run" if not matches else "more than one run"
+        raise ConfigurationError(f"{what} with id {run!r}: the runs are {known or 'none'}")
+    name = matches[0].get("journalConfigMap")
+    return str(name) if name else None
+
+
+def fetch_report(ref: str, folder: Path, client: KubeClient | None = None, *,
+                 run: str | None = None) -> ReportFiles:
+    """Write the report of the experiment ``NAMESPACE/NAME`` (its current run, or the run
+    whose id starts with ``run``) into ``folder``."""
     namespace, _, name = ref.partition("/")
     if not namespace or not name:
         raise ConfigurationError(f"report takes NAMESPACE/NAME, not {ref!r}")
@@ -28,8 +46,15 @@ def fetch_report(ref: str, folder: Path, client: KubeClient | None = None) -> Re
     body = client.find(EXPERIMENTS, namespace, name)
     if body is None:
         raise TargetUnavailable(f"no experiment {ref}")
-    cm_name = (body.get("status") or {}).get("journalConfigMap") \
-        or names.journal_config_map_name(name)
+    status = body.get("status") or {}
+    if run is not None:
+        kept = journal_of_run(status, run)
+        if kept is None:
+            raise TargetUnavailable(f"run {run} of experiment {ref} kept no journal (it "
+                                    "ended before its runner wrote one)")
+        cm_name = kept
+    else:
+        cm_name = status.get("journalConfigMap") or names.journal_config_map_name(name)
     config_map = client.find(CONFIG_MAPS, namespace, cm_name)
     if config_map is None:
         phase = (body.get("status") or {}).get("phase", "Pending")

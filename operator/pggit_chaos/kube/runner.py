@@ -323,13 +323,14 @@ def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
 
 def _store_journal(client: KubeClient, body: dict[str, Any], journal: Journal,
                    history: History) -> list[str]:
-    """The journal (history included) into the experiment's journal ConfigMap."""
+    """The journal (history included) into the run's journal ConfigMap."""
     namespace = str(body["metadata"]["namespace"])
     name = str(body["metadata"]["name"])
     document = json.loads(journal.to_json(indent=None))
     document["history"] = [op.to_dict() if hasattr(op, "to_dict") else op.__dict__
                            for op in history.ops]
-    config_map = builders.journal_config_map(name, namespace, body, json.dumps(document))
+    config_map = builders.journal_config_map(name, namespace, body, json.dumps(document),
+                                             run_id=journal.run_id)
     cm_name = str(config_map["metadata"]["name"])
     try:
         try:

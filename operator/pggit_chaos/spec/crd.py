@@ -42,18 +42,26 @@ from pggit_chaos.spec.status import ExperimentStatus
 __all__ = [
     "CATEGORIES",
     "PLURAL",
+    "SCHEDULE_PLURAL",
     "SHORT_NAMES",
     "SINGULAR",
     "build_crd",
+    "build_schedule_crd",
     "crd_yaml",
+    "crds_yaml",
     "printer_columns",
+    "schedule_crd_yaml",
     "schema_of",
     "status_path",
     "status_schema_of",
     "write_crd",
+    "write_schedule_crd",
 ]
 
 PLURAL = "pggitchaosexperiments"
+SCHEDULE_PLURAL = "pggitchaosschedules"
+SCHEDULE_SINGULAR = "pggitchaosschedule"
+SCHEDULE_SHORT_NAMES = ["pgcs"]
 SINGULAR = "pggitchaosexperiment"
 SHORT_NAMES = ["pgce"]
 CATEGORIES = ["chaos"]
@@ -320,4 +328,100 @@ def write_crd(path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(crd_yaml(), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------- the schedule's CRD
+
+
+def build_schedule_crd() -> dict[str, Any]:
+    """The ``PgGitChaosSchedule`` CRD as plain data: ``spec`` from
+    :class:`~pggit_chaos.spec.schedule.ScheduleSpec` (its ``experimentTemplate.spec`` is the
+    experiment's spec schema, with the same defaults and CEL rules), ``status`` from
+    :class:`~pggit_chaos.spec.schedule.ScheduleStatus`."""
+    from pggit_chaos.spec.schedule import SCHEDULE_KIND, Schedule, ScheduleSpec, ScheduleStatus
+
+    root_description = (Schedule.__doc__ or "").strip().splitlines()[0]
+    columns = [
+        {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+        {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+        {"name": "Active", "type": "integer", "jsonPath": ".status.activeRuns",
+         "description": "Runs not finished"},
+        {"name": "Last Schedule", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+        {"name": "Last Verdict", "type": "string", "jsonPath": ".status.lastVerdict"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{SCHEDULE_PLURAL}.{GROUP}",
+            "annotations": {"helm.sh/resource-policy": "keep"},
+            "labels": {
+                "app.kubernetes.io/name": "pggit-chaos",
+                "app.kubernetes.io/component": "crd",
+            },
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": SCHEDULE_KIND,
+                "listKind": f"{SCHEDULE_KIND}List",
+                "plural": SCHEDULE_PLURAL,
+                "singular": SCHEDULE_SINGULAR,
+                "shortNames": list(SCHEDULE_SHORT_NAMES),
+                "categories": list(CATEGORIES),
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": root_description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": _schema(ScheduleSpec, section_defaults=True),
+                                "status": _schema(ScheduleStatus, section_defaults=False),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+#: The command that regenerates the chart's schedule CRD file from the model.
+REGENERATE_SCHEDULE = (
+    "python -c 'from pggit_chaos.spec.crd import write_schedule_crd; "
+    'write_schedule_crd("charts/pggit-chaos/crds/pggitchaosschedules.yaml")\''
+)
+
+
+def schedule_crd_yaml() -> str:
+    """The schedule's CRD as the YAML text :func:`write_schedule_crd` writes."""
+    body = yaml.safe_dump(build_schedule_crd(), sort_keys=False, allow_unicode=True, width=100)
+    header = _HEADER.replace(REGENERATE, REGENERATE_SCHEDULE)
+    return header + body
+
+
+def crds_yaml() -> str:
+    """Both CRDs, one YAML document each (what ``pggit-chaos crd`` prints)."""
+    return crd_yaml() + "---\n" + schedule_crd_yaml()
+
+
+def write_schedule_crd(path: str | Path) -> Path:
+    """Write the schedule's CRD YAML to ``path`` (parents created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(schedule_crd_yaml(), encoding="utf-8")
     return path

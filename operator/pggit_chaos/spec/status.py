@@ -26,6 +26,7 @@ __all__ = [
     "FailureStatus",
     "FaultEvidenceStatus",
     "FaultIntentStatus",
+    "PastRunStatus",
     "WorkloadStatus",
 ]
 
@@ -129,6 +130,24 @@ class AssertionStatus(_Status):
     message: Text = ""
 
 
+#: Past runs kept in ``status.history`` (the newest first) when an experiment is run again.
+HISTORY_LIMIT = 10
+
+
+class PastRunStatus(_Status):
+    """A finished run kept when the experiment was run again (``chaos.pggit.io/rerun``)."""
+
+    run_id: Annotated[str, Field(max_length=64)] | None = None
+    phase: Literal[PHASES] | None = None  # type: ignore[valid-type]
+    verdict: Literal["Pass", "Fail", "Inconclusive"] | None = None
+    message: Text | None = Field(default=None, description="Why it ended as it did.")
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    recovery_seconds: float | None = None
+    journal_config_map: Name | None = Field(
+        default=None, description="Its journal (pggit-chaos report NAME --run RUN_ID).")
+
+
 class ExperimentStatus(_Status):
     """What the experiment did and found; every field optional (absent until known)."""
 
@@ -167,6 +186,12 @@ class ExperimentStatus(_Status):
             },
         ),
     ] = Field(default_factory=list)
+
+    history: Annotated[list[PastRunStatus], Field(max_length=HISTORY_LIMIT)] = Field(
+        default_factory=list,
+        description="Earlier runs of this experiment, newest first (kept on a rerun).")
+    rerun: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="The chaos.pggit.io/rerun annotation value last acted on.")
 
     @classmethod
     def from_journal(cls, journal: Journal) -> ExperimentStatus:

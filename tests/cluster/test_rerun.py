@@ -6,6 +6,10 @@ The runner's part is played by hand with the runner's own identity and its own f
 stores the journal (as in ``test_operator.py``): what is under test is the operator's rerun
 and the report of a past run, which need two finished runs in a row; a real runner on the real
 node takes about 25 s a run and adds nothing to what is checked here.
+
+Why on the emulator as well: the real node re-runs a real experiment
+(tests/realnode/test_real_cluster.py); here the runner's part is played with fixed journals so
+that the reports of both runs can be compared exactly.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ starts in seconds; the operator's clock cannot be moved on a real node without w
 minutes. :func:`test_a_run_is_created_on_time_by_the_wall_clock` is the one that waits for a
 real minute boundary and measures the lateness. The runs' runners are played by hand (their
 status written as a runner would), as in ``test_operator.py``.
+
+Why on the emulator: these drive an injected clock through many cron minutes (Forbid, Replace,
+pause, a missed start, a restart) in seconds; on a real server each minute is a minute. The real
+node runs a one-minute schedule for real (its runs, owners, history limit, metrics):
+tests/realnode/test_real_cluster.py.
 """
 
 from __future__ import annotations

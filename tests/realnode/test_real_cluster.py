@@ -758,3 +758,93 @@ def test_a_tripped_guard_aborts_the_run_reverts_and_status_names_it(
     assert held < timedelta(seconds=50), status  # stopped early: the hold asked for 60 s
     wait_until(lambda: "guard maxErrorRate" in event_messages(cluster, name).get("Aborted", ""),
                "an Aborted Event naming the guard", 60)
+
+
+# -- running again, and on a schedule -------------------------------------------------------------
+def test_a_rerun_runs_a_finished_experiment_again_and_keeps_its_report(
+        cluster: KubeClient, tmp_path: Path) -> None:
+    from pggit_chaos.kube.report import fetch_report
+
+    name = start(cluster, manifest("06", "rn-rerun"))
+    first = wait_terminal(cluster, name)["status"]
+    assert first["phase"] == "Passed", describe(cluster, name)
+    cluster.patch(EXPERIMENTS, NS, name, {"metadata": {"annotations": {
+        names.RERUN_ANNOTATION: "1"}}})
+
+    def second_ended() -> bool:
+        status = cluster.get(EXPERIMENTS, NS, name).get("status") or {}
+        return status.get("runId") != first["runId"] and status.get("phase") in TERMINAL
+    wait_until(second_ended, f"the second run ended\n{describe(cluster, name)}", 600)
+    second = cluster.get(EXPERIMENTS, NS, name)["status"]
+    assert second["phase"] == "Passed", describe(cluster, name)
+    [past] = second["history"]
+    assert (past["runId"], past["verdict"]) == (first["runId"], "Pass"), second["history"]
+    assert past["journalConfigMap"] != second["journalConfigMap"]
+    old = fetch_report(f"{NS}/{name}", tmp_path / "first", cluster, run=first["runId"][:8])
+    new = fetch_report(f"{NS}/{name}", tmp_path / "second", cluster)
+    assert first["runId"] in old.summary.read_text()
+    assert second["runId"] in new.summary.read_text()
+
+
+def operator_metrics(client: KubeClient) -> str:
+    from urllib.request import urlopen
+
+    [pod] = operator_pods(client)
+    with urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=10) as answer:
+        return str(answer.read().decode())
+
+
+def test_a_one_minute_schedule_creates_owned_runs_keeps_its_history_and_labels_metrics(
+        cluster: KubeClient) -> None:
+    """The cron's minutes are real ones here (the emulator's tests drive a clock of their own
+    through Forbid, Replace, pause and missed starts)."""
+    from pggit_chaos.kube.client import SCHEDULES
+    from pggit_chaos.kube.schedules import SCHEDULED_AT_ANNOTATION
+    from pggit_chaos.spec.schedule import SCHEDULE_LABEL
+
+    schedule = "rn-every-minute"
+    if cluster.find(SCHEDULES, NS, schedule) is not None:
+        cluster.delete(SCHEDULES, NS, schedule)
+        wait_until(lambda: cluster.find(SCHEDULES, NS, schedule) is None, "old schedule gone",
+                   120)
+    template = manifest("06", "unused")["spec"]
+    made = cluster.create(SCHEDULES, NS, {
+        "apiVersion": "chaos.pggit.io/v1alpha1", "kind": "PgGitChaosSchedule",
+        "metadata": {"name": schedule},
+        "spec": {"schedule": "* * * * *", "successfulRunsHistoryLimit": 1,
+                 "experimentTemplate": {"metadata": {"labels": {"team": "db"}},
+                                        "spec": template}}})
+
+    def runs() -> list[Body]:
+        return sorted(cluster.list(EXPERIMENTS, NS,
+                                   label_selector=f"{SCHEDULE_LABEL}={schedule}"),
+                      key=lambda b: str(b["metadata"]["name"]))
+
+    def finished(count: int) -> bool:
+        status = cluster.get(SCHEDULES, NS, schedule).get("status") or {}
+        return sum((status.get("verdicts") or {}).values()) >= count
+    try:
+        wait_until(lambda: bool(runs()), "the schedule's first run", 90)
+        run = runs()[0]
+        assert run["metadata"]["labels"] == {"team": "db", SCHEDULE_LABEL: schedule}
+        [owner] = run["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == (
+            "PgGitChaosSchedule", made["metadata"]["uid"], True)
+        scheduled = _moment(run["metadata"]["annotations"][SCHEDULED_AT_ANNOTATION])
+        late = _moment(run["metadata"]["creationTimestamp"]) - scheduled
+        print(f"schedule lateness on the real node: {late.total_seconds():.1f} s")
+        assert scheduled.second == 0 and late < timedelta(seconds=30), late
+        assert run["metadata"]["name"] == f"{schedule}-{int(scheduled.timestamp()) // 60}"
+        first = str(run["metadata"]["name"])
+        wait_until(lambda: finished(2), f"two runs finished\n{describe(cluster, first)}", 240)
+        status = cluster.get(SCHEDULES, NS, schedule)["status"]
+        assert status["lastVerdict"] == "Pass", status
+        assert status["verdicts"].get("Pass", 0) >= 2, status
+        # A limit of one Passed run: the older ones are deleted by the operator.
+        wait_until(lambda: len([r for r in runs() if (r.get("status") or {}).get("phase")
+                                == "Passed"]) <= 1, "the history limit kept", 60)
+        metrics = operator_metrics(cluster)
+        assert f'schedule="{schedule}"' in metrics, metrics[-2000:]
+    finally:
+        cluster.delete(SCHEDULES, NS, schedule)
+    wait_until(lambda: not runs(), "the runs go with their schedule", 240)

@@ -119,3 +119,22 @@ def test_down_cleans_up_after_a_sigkilled_up(tmp_path: Path) -> None:
     assert second.returncode == 0 and "nothing to take down" in second.stdout
     after = host_snapshot(state)
     assert after == before
+
+
+def test_the_crd_check_reads_every_document_kubectl_prints() -> None:
+    """`pggit-chaos crd` prints two CRDs; `kubectl create --dry-run=client -o json` prints one
+    JSON document after the other, which json.loads refused ("Extra data"): `install` failed
+    once the schedule's CRD was added."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("real_node_script", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("real_node_script", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    text = ('{"kind": "CustomResourceDefinition", "metadata": {"name": "a"}}\n'
+            '{"kind": "List", "items": [{"metadata": {"name": "b"}}, '
+            '{"metadata": {"name": "c"}}]}\n')
+    assert [d["metadata"]["name"] for d in module.json_documents(text)] == ["a", "b", "c"]
+    assert module.json_documents("  \n") == []

@@ -694,7 +694,6 @@ def test_a_verification_job_that_cannot_create_its_pod_says_so_in_status(
 
 # -- the user's assertions and guards, in the runner Job ------------------------------------------
 #: Holds at the steady state (no workload yet), not after it: the runner's schema exists then.
-RUN_SCHEMAS = r"SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'chaos\_run\_%'"
 HOLDS = {"name": "one-is-one", "sql": "SELECT 1", "expect": "1"}
 
 
@@ -706,27 +705,41 @@ def test_a_failing_assertion_fails_the_run_and_status_names_it(
         cluster: KubeClient, tmp_path: Path) -> None:
     from pggit_chaos.kube.report import fetch_report
 
-    # The run's scratch schema exists after recovery, not at the steady state; runners killed
-    # by the tests before may have left theirs (reported, not removed): counted first.
+    # A table of the test's own, 0 at the steady state, set to 1 while the fault holds: the
+    # assertion holds before the fault and fails after recovery, whatever else is in the database.
     dsn = pod_dsn(cluster, DEMO_POD, secret_value(cluster, "pggit-db", "password"))
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(RUN_SCHEMAS).fetchone()
-    before = int(row[0]) if row else 0
-    no_run_schema = {"name": "no-run-schema", "expect": str(before), "sql": RUN_SCHEMAS}
-    body = manifest("06", "rn-assertion-fails")
-    body["spec"]["verification"] = {"checks": [], "assertions": [HOLDS, no_run_schema]}
-    name = start(cluster, body)
-    status = wait_terminal(cluster, name)["status"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS rn_assertion_probe")
+        conn.execute("CREATE TABLE rn_assertion_probe (v int NOT NULL)")
+        conn.execute("INSERT INTO rn_assertion_probe VALUES (0)")
+    probe = {"name": "probe-unchanged", "expect": "0", "sql": "SELECT v FROM rn_assertion_probe"}
+    body = manifest("06", "rn-assertion-fails", duration="20s")
+    body["spec"]["verification"] = {"checks": [], "assertions": [HOLDS, probe]}
+    try:
+        name = start(cluster, body)
+        wait_injected(cluster, name)
+
+        def changed() -> bool:
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("UPDATE rn_assertion_probe SET v = 1")
+                return True
+            except psycopg.Error:  # connection-kill may take this session too: again
+                return False
+        wait_until(changed, "the probe set to 1 while the fault holds", 30)
+        status = wait_terminal(cluster, name)["status"]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS rn_assertion_probe")
     assert status["phase"] == "Failed", describe(cluster, name)
     assert status["verdict"] == "Fail"
-    said = (f"assertion no-run-schema failed after recovery: got '{before + 1}', expected "
-            f"'{before}'")
+    said = "assertion probe-unchanged failed after recovery: got '1', expected '0'"
     assert said in status["message"], status
     assert [(a["name"], a["phase"], a["outcome"], a.get("got")) for a in status["assertions"]] \
         == [("one-is-one", "steady state", "passed", "1"),
-            ("no-run-schema", "steady state", "passed", str(before)),
+            ("probe-unchanged", "steady state", "passed", "0"),
             ("one-is-one", "after recovery", "passed", "1"),
-            ("no-run-schema", "after recovery", "failed", str(before + 1))]
+            ("probe-unchanged", "after recovery", "failed", "1")]
     assert status.get("faultIntent") is None and status.get("revertedAt")
     wait_until(lambda: {"AssertionFailed", "Failed"} <= set(event_messages(cluster, name)),
                "the AssertionFailed and Failed Events", 60)
@@ -737,8 +750,7 @@ def test_a_failing_assertion_fails_the_run_and_status_names_it(
     files = fetch_report(f"{NS}/{name}", tmp_path / "report", cluster)
     assert files.html is not None
     page = files.html.read_text()
-    assert "no-run-schema" in page
-    assert f"got &#39;{before + 1}&#39;, expected &#39;{before}&#39;" in page
+    assert "probe-unchanged" in page and "got &#39;1&#39;, expected &#39;0&#39;" in page
     assert "data:image/png;base64," in page
 
 

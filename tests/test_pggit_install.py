@@ -312,3 +312,39 @@ def test_install_unreachable() -> None:
 def test_mask_dsn(dsn: str, expected: str) -> None:
     masked = pggit.mask_dsn(dsn)
     assert expected in masked and "pw" not in masked.replace("password", "")
+
+
+def test_a_dns_server_that_does_not_answer_yet_is_waited_for(
+        pggit_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EAI_AGAIN ("Temporary failure in name resolution") is no answer about the name: the
+    connection is tried again. On a real node a runner's first connection failed that way
+    once and its experiment ended Error; the next one resolved the name at once. Here the
+    resolver's silence is libpq's own error for the first two tries, then the real server."""
+    real_connect = psycopg.connect
+    tries: list[str] = []
+
+    def resolver_busy_twice(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+        tries.append("try")
+        if len(tries) <= 2:
+            raise psycopg.OperationalError(
+                "failed to resolve host 'pggit-postgres.default.svc': [Errno -3] Temporary "
+                "failure in name resolution")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(psycopg, "connect", resolver_busy_twice)
+    pggit.connect_check(pggit_dsn)
+    assert len(tries) == 3
+
+
+def test_a_name_the_resolver_does_not_know_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_connect = psycopg.connect
+    tries: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+        tries.append("try")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(psycopg, "connect", counted)
+    with pytest.raises(TargetUnavailable, match=r"cannot connect to no-such-host\.invalid"):
+        pggit.connect_check("host=no-such-host.invalid port=5432 dbname=db user=u", timeout=2)
+    assert len(tries) == 1

@@ -9,6 +9,7 @@ is handed in. The SQL contract is docs/pggit-core.md.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -252,16 +253,30 @@ def _one_line(text: str, dsn: str) -> str:
     return line or "unknown error"
 
 
+#: getaddrinfo's EAI_AGAIN: the resolver gave no answer (a DNS server busy or restarting), which
+#: is not an answer about the name: a connection is tried again for this long before it fails.
+#: Seen once on a real node, where a runner's first connection failed that way and the next
+#: experiment's resolved the same name at once.
+NAME_RESOLUTION_PATIENCE = 30.0
+_NO_ANSWER_YET = "Temporary failure in name resolution"
+
+
 def _connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = True) -> psycopg.Connection:
-    try:
-        return psycopg.connect(dsn, connect_timeout=max(1, round(timeout)), autocommit=autocommit)
-    except psycopg.ProgrammingError as exc:  # malformed DSN
-        reason = _one_line(str(exc), dsn)
-        raise TargetUnavailable(f"invalid DSN {mask_dsn(dsn)}: {reason}") from None
-    except psycopg.Error as exc:
-        raise TargetUnavailable(
-            f"cannot connect to {describe_target(dsn)}: {_one_line(str(exc), dsn)}"
-        ) from None
+    deadline = time.monotonic() + NAME_RESOLUTION_PATIENCE
+    while True:
+        try:
+            return psycopg.connect(dsn, connect_timeout=max(1, round(timeout)),
+                                   autocommit=autocommit)
+        except psycopg.ProgrammingError as exc:  # malformed DSN
+            reason = _one_line(str(exc), dsn)
+            raise TargetUnavailable(f"invalid DSN {mask_dsn(dsn)}: {reason}") from None
+        except psycopg.Error as exc:
+            if _NO_ANSWER_YET in str(exc) and time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            raise TargetUnavailable(
+                f"cannot connect to {describe_target(dsn)}: {_one_line(str(exc), dsn)}"
+            ) from None
 
 
 # -- install -------------------------------------------------------------------------------

@@ -849,9 +849,19 @@ class Handlers:
         """Revert from the intent alone, clear it, post ``FaultReverted``; what was done."""
         meta = _meta(body)
         namespace = str(meta["namespace"])
-        done = faults.revert_intent(self.client, namespace, intent)
+        # A scenario's intents (faultIntents; faultIntent is the first of them): every one,
+        # the last recorded first, as the runner would have reverted them.
+        listed = _status(body).get("faultIntents")
+        intents = [i for i in listed if isinstance(i, dict) and i] \
+            if isinstance(listed, list) else []
+        if not any(i.get("id") == intent.get("id") for i in intents):
+            intents.insert(0, dict(intent))
+        done = "; ".join(faults.revert_intent(self.client, namespace, each)
+                         for each in reversed(intents))
         now = _rfc3339(self.clock())
         patch: dict[str, Any] = {"faultIntent": None}
+        if listed:
+            patch["faultIntents"] = None
         if not _status(body).get("revertedAt"):
             patch["revertedAt"] = now
         conditions = _status(body).get("conditions")

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from pggit_chaos.spec import Experiment
+from pggit_chaos.spec.model import fault_label
 from test_run import IS_ROOT, ROOT, Runner
 
 
@@ -94,6 +95,22 @@ def test_bad_scenarios_are_refused(steps: list[dict[str, Any]], message: str) ->
         Experiment.model_validate(_scenario("serial", *steps))
 
 
+def test_a_scenario_is_labelled_by_its_fault_types() -> None:
+    """Metrics, Events and the journal name a scenario by its faults (they said "unknown"
+    and "" before: they read spec.fault.type only)."""
+    from pggit_chaos.engine.journal import Journal
+    from pggit_chaos.kube.handlers import _fault_type
+
+    doc = _scenario("parallel", KILL, THROTTLE)
+    assert fault_label(doc["spec"]) == "connection-kill+cpu-throttle"
+    assert _fault_type(doc) == "connection-kill+cpu-throttle"
+    manifest = Experiment.model_validate(doc).to_manifest()
+    assert Journal(experiment="x", spec=manifest).fault_type == "connection-kill+cpu-throttle"
+    single = yaml.safe_load((ROOT / "experiments" / "06-connection-kill.yaml").read_text())
+    assert fault_label(single["spec"]) == _fault_type(single) == "connection-kill"
+    assert _fault_type({"spec": {}}) == "unknown"
+
+
 def test_every_example_experiment_still_loads_as_one_fault() -> None:
     for path in sorted((ROOT / "experiments").glob("[0-9][0-9]-*.yaml")):
         experiment = Experiment.model_validate(yaml.safe_load(path.read_text()))
@@ -124,6 +141,7 @@ def test_a_parallel_scenario_passes_with_both_windows_overlapping(runner: Runner
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (journal,) = runner.journals()
     assert journal["verdict"] == "Pass", journal["reason"]
+    assert journal["fault_type"] == "connection-kill+cpu-throttle"
     windows = _windows(journal)
     assert set(windows) == {"connection-kill", "cpu-throttle"}
     kill, throttle = windows["connection-kill"], windows["cpu-throttle"]

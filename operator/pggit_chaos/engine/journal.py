@@ -496,10 +496,12 @@ class Journal(_Model):
     @model_validator(mode="after")
     def _fault_type_from_spec(self) -> Journal:
         if not self.fault_type:
-            fault = self.spec.get("spec", {}).get("fault", {})
-            if isinstance(fault, dict) and fault.get("type"):
+            from pggit_chaos.spec.model import fault_label
+
+            label = fault_label(self.spec.get("spec", {}))
+            if label:  # a scenario's: its fault types joined by "+"
                 # Bypass validate_assignment: this runs inside validation already.
-                object.__setattr__(self, "fault_type", str(fault["type"]))
+                object.__setattr__(self, "fault_type", label)
         return self
 
     def __eq__(self, other: object) -> bool:

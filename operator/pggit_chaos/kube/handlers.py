@@ -40,7 +40,7 @@ from pggit_chaos.kube.client import (
 )
 from pggit_chaos.metrics import ChaosMetrics, metrics_for, parse_time
 from pggit_chaos.spec.loader import load_experiment_object
-from pggit_chaos.spec.model import GROUP, Experiment
+from pggit_chaos.spec.model import GROUP, Experiment, fault_label
 from pggit_chaos.spec.schedule import SCHEDULE_LABEL
 from pggit_chaos.spec.status import HISTORY_LIMIT, MESSAGE_LIMIT, ExperimentStatus, PastRunStatus
 
@@ -163,10 +163,8 @@ def _status(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _fault_type(body: Mapping[str, Any]) -> str:
-    spec = body.get("spec")
-    fault = spec.get("fault") if isinstance(spec, dict) else None
-    kind = fault.get("type") if isinstance(fault, dict) else None
-    return kind if isinstance(kind, str) and kind else "unknown"
+    """The fault type (a scenario's types joined by ``+``), or ``unknown``."""
+    return fault_label(body.get("spec")) or "unknown"
 
 
 def _clip(text: str) -> str:

@@ -1006,6 +1006,22 @@ class Local(_Model):
 # ----------------------------------------------------------------------------- the resource
 
 
+def fault_label(spec: Any) -> str:
+    """The fault a raw (unvalidated) spec names: ``fault.type``, or a scenario's fault types
+    joined by ``+`` (``network-partition+cpu-throttle``); empty when it names none."""
+    if not isinstance(spec, dict):
+        return ""
+    fault = spec.get("fault")
+    if isinstance(fault, dict) and isinstance(fault.get("type"), str):
+        return str(fault["type"])
+    scenario = spec.get("scenario")
+    steps = scenario.get("steps") if isinstance(scenario, dict) else None
+    types = [str(step["fault"]["type"]) for step in steps or []
+             if isinstance(step, dict) and isinstance(step.get("fault"), dict)
+             and isinstance(step["fault"].get("type"), str)]
+    return "+".join(types)
+
+
 #: Most faults one scenario may hold.
 MAX_SCENARIO_STEPS = 8
 

@@ -240,3 +240,29 @@ def test_ddl_unrecorded_inside_a_later_trigger_disable_step_is_excused_as_drift(
     assert journal["verdict"] == "Pass", journal["reason"]
     assert journal["drift"], "DDL was made while the triggers were disabled"
     runner.assert_nothing_left()
+
+
+def test_the_timeline_draws_and_labels_each_faults_window() -> None:
+    from datetime import UTC, datetime
+
+    from pggit_chaos.engine.journal import FaultEvidenceSummary, Journal, Phase
+    from pggit_chaos.engine.report import build_timeline_figure
+
+    manifest = Experiment.model_validate(_scenario("parallel", KILL, THROTTLE)).to_manifest()
+    journal = Journal(experiment="scenario-parallel", spec=manifest)
+    journal.enter_phase(Phase.Injecting)
+    kill = journal.mark_step_injected("connection-kill", "all clients", {}, since=0.0)
+    throttle = journal.mark_step_injected("cpu-throttle", "server", {}, since=1.0)
+    kill.end_offset, throttle.end_offset = 4.0, 3.5
+    for step in (kill, throttle):
+        step.evidence = FaultEvidenceSummary(bit=True, summary=f"{step.fault_type}: bit",
+                                             read_at=datetime.now(UTC))
+        step.ended_at = datetime.now(UTC)
+    journal.fault_evidence = kill.evidence
+    journal.mark_reverted()
+    journal.finish(Phase.Passed, "nothing lost")
+    figure = build_timeline_figure(journal)
+    texts = [t.get_text() for t in figure.texts]
+    texts += [t.get_text() for ax in figure.axes for t in ax.texts]
+    assert "connection-kill (4.0 s)" in texts and "cpu-throttle (2.5 s)" in texts, texts
+    assert "each fault bit: connection-kill, cpu-throttle" in texts, texts

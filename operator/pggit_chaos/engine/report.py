@@ -729,6 +729,9 @@ def build_timeline_figure(journal: Journal) -> Figure:
     if evidence is not None and (evidence.bit or evidence.summary != journal.reason):
         mark = "fault bit: " if evidence.bit else "fault did not bite: "
         text = evidence.summary.removeprefix(f"{journal.fault_type} did not bite: ")
+        bitten = [s for s in journal.fault_steps if s.evidence is not None and s.evidence.bit]
+        if evidence.bit and len(bitten) > 1:  # a scenario whose faults all bit: name each
+            mark, text = "each fault bit: ", ", ".join(s.fault_type for s in bitten)
         lines.append((mark + text, _GREEN if evidence.bit else _AMBER, "normal"))
     for n, (text, colour, weight) in enumerate(lines[:2]):
         clipped = text if len(text) <= 135 else text[:134] + "…"  # the full text: summary.md

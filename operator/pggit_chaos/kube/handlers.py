@@ -457,8 +457,8 @@ class Handlers:
                 [pod for pod in substrate.resolve_target_pods(self.client, experiment,
                                                               self.settings)
                  if str(_meta(pod).get("name")) in targets], experiment)
-            would = (f"; {experiment.spec.fault.type} would be refused: {refused[0]}"
-                     if refused else "")
+            label = "+".join(str(f.type) for f in experiment.spec.faults)
+            would = (f"; {label} would be refused: {refused[0]}" if refused else "")
             self._finish(body, "Aborted",
                          f"dry run: would hit pods {', '.join(targets)}{would}; nothing was "
                          "injected", reason="DryRun", type_="Normal")
@@ -580,15 +580,16 @@ class Handlers:
                 return Refusal("namespace opt-in",
                                f"namespace {namespace} has not opted in: kubectl label namespace "
                                f"{namespace} {names.NAMESPACE_OPT_IN_LABEL}=true")
-        if experiment.spec.fault.destructive:
-            return Refusal("destructive", f"{experiment.spec.fault.type} destroys data that no "
-                           "revert restores: it runs only on the embedded throwaway PostgreSQL "
-                           "of `pggit-chaos run`, never in a cluster")
-        if str(experiment.spec.fault.type) == "pod-pause" and not settings.allow_exec:
-            return Refusal("exec", f"pod-pause needs pods/exec: {names.EXEC_SWITCH}")
-        if str(experiment.spec.fault.type) == "disk-pressure" and not settings.allow_exec:
-            return Refusal("exec", "disk-pressure writes its balloon through pods/exec: "
-                                   f"{names.EXEC_SWITCH}")
+        for fault in experiment.spec.faults:  # a scenario: each of its faults
+            if fault.destructive:
+                return Refusal("destructive", f"{fault.type} destroys data that no revert "
+                               "restores: it runs only on the embedded throwaway PostgreSQL "
+                               "of `pggit-chaos run`, never in a cluster")
+            if str(fault.type) == "pod-pause" and not settings.allow_exec:
+                return Refusal("exec", f"pod-pause needs pods/exec: {names.EXEC_SWITCH}")
+            if str(fault.type) == "disk-pressure" and not settings.allow_exec:
+                return Refusal("exec", "disk-pressure writes its balloon through pods/exec: "
+                                       f"{names.EXEC_SWITCH}")
         selector = experiment.spec.target.selector
         own = settings.operator_labels()
         if own and namespace == settings.operator_namespace:

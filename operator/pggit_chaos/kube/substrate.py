@@ -160,15 +160,18 @@ def resolve_targets(client: KubeClient, experiment: Experiment, settings: Settin
 def resize_refusals(pods: Sequence[Mapping[str, Any]], experiment: Experiment) -> list[str]:
     """For cpu-throttle and memory-pressure: why the API server would refuse the resize of
     these pods or its revert (:func:`~pggit_chaos.kube.faults.resize_refusal`); else ``[]``."""
-    limits = resize_limits(experiment)
-    if limits is None:
-        return []
+    from pggit_chaos.engine.lifecycle import step_experiments
+
     found = []
-    for pod in pods:
-        reason = faults.resize_refusal(pod, faults.postgres_container(pod),
-                                       str(experiment.spec.fault.type), *limits)
-        if reason is not None:
-            found.append(reason)
+    for step in step_experiments(experiment):  # a scenario: each of its faults
+        limits = resize_limits(step)
+        if limits is None:
+            continue
+        for pod in pods:
+            reason = faults.resize_refusal(pod, faults.postgres_container(pod),
+                                           str(step.spec.fault.type), *limits)
+            if reason is not None:
+                found.append(reason)
     return found
 
 

@@ -785,12 +785,38 @@ def rule_documents() -> list[dict[str, Any]]:
         parts = rule.path.split(".")
         if parts[1] == "fault":
             fault_type = next(t for t, a in SECTION_OF.items() if a == parts[2])
+        if rule.path.startswith("spec.scenario.steps[*].") and rule.path.count(".") == 3:
+            # A step's own duration or delay.
+            documents.append(in_scenario(minimal(), **{rule.path.split(".")[-1]: outside}))
+            continue
+        if rule.path.startswith("spec.scenario."):  # a step's fault settings: moved below
+            fault_type = next(t for t, a in SECTION_OF.items() if a == parts[4])
+            documents.append(put(minimal(fault_type), "spec." + rule.path.split(
+                "steps[*].")[1], outside))
+            continue
         if rule.path == "spec.verification.assertions[*].timeout":  # a list item's field
             documents.append(put(minimal(fault_type), "spec.verification.assertions", [
                 {"name": "a", "sql": "SELECT 1", "expect": "1", "timeout": outside}]))
             continue
         documents.append(put(minimal(fault_type), rule.path, outside))
+    # Every one-fault document again as the first step of a scenario (the steps' faults
+    # carry the same rules), and one with both fault and scenario (refused by the spec's rule).
+    documents += [in_scenario(document) for document in documents
+                  if isinstance(document.get("spec", {}).get("fault"), dict)]
+    both = in_scenario(minimal())
+    both["spec"]["fault"] = {"type": "pod-kill"}
+    documents.append(both)
     return documents
+
+
+def in_scenario(document: dict[str, Any], **step: Any) -> dict[str, Any]:
+    """``document`` with its fault moved into the first step of a two-step scenario."""
+    document = copy.deepcopy(document)
+    fault = document["spec"].pop("fault")
+    other = "connection-kill" if fault.get("type") != "connection-kill" else "cpu-throttle"
+    document["spec"]["scenario"] = {"mode": "serial", "steps": [
+        {"fault": fault, **step}, {"fault": {"type": other}}]}
+    return document
 
 
 def test_every_cel_rule_is_evaluated_true_and_false() -> None:

@@ -979,7 +979,8 @@ def test_only_the_free_maps_keep_unknown_fields() -> None:
         for path, node in _nodes(root)
         if node.get("x-kubernetes-preserve-unknown-fields")
     }
-    assert free == {".status.faultIntent.undo"}
+    # A scenario's intents carry the same free undo map as the one fault's.
+    assert free == {".status.faultIntent.undo", ".status.faultIntents[].undo"}
 
 
 def test_fault_sections_have_no_default_but_always_filled_sections_do() -> None:
@@ -1033,7 +1034,15 @@ def test_crd_schema_is_structural() -> None:
 
 def test_crd_carries_limits_defaults_and_maps() -> None:
     spec = crd_spec_schema()["properties"]["spec"]
-    assert spec["required"] == ["target", "fault"]
+    # fault or scenario, exactly one: a CEL rule (the API server), the model's validator here.
+    assert spec["required"] == ["target"]
+    assert {"rule": "has(self.fault) != has(self.scenario)",
+            "message": "give either fault (one fault) or scenario (several), not both"} \
+        in spec["x-kubernetes-validations"]
+    steps = spec["properties"]["scenario"]["properties"]["steps"]
+    assert (steps["minItems"], steps["maxItems"]) == (2, 8)
+    assert steps["items"]["properties"]["fault"]["properties"]["type"]["enum"] == [
+        member.value for member in FaultType]
     fault = spec["properties"]["fault"]["properties"]
     assert fault["type"]["enum"] == [member.value for member in FaultType]
     cpu = fault["cpuThrottle"]["properties"]["cpuPercent"]

@@ -67,11 +67,12 @@ def check_dsn_target(experiments: Sequence[Experiment], dsn: str) -> None:
     refused = [
         (
             f"experiment {experiment.name}: spec.fault.type",
-            f"{experiment.spec.fault.type} needs the embedded PostgreSQL, and --dsn allows only "
+            f"{fault.type} needs the embedded PostgreSQL, and --dsn allows only "
             f"{', '.join(SQL_FAULTS)}: run it without --dsn",
         )
         for experiment in experiments
-        if str(experiment.spec.fault.type) not in SQL_FAULTS
+        for fault in experiment.spec.faults  # a scenario: any of its faults
+        if str(fault.type) not in SQL_FAULTS
     ]
     if refused:
         raise InvalidExperiment(refused)

@@ -292,6 +292,12 @@ def test_each_gate_refuses_naming_itself_and_how_to_open_it(
 
     message = _refusal(c, o, e, experiment("pause", fault="pod-pause"))
     assert "needs pods/exec" in message and "PGGIT_CHAOS_ALLOW_EXEC" in message
+    # A scenario's later fault is gated too (before, only its first fault was looked at).
+    staged = experiment("staged-pause", fault="connection-kill")
+    staged["spec"]["scenario"] = {"steps": [{"fault": staged["spec"].pop("fault")},
+                                            {"fault": {"type": "pod-pause"}}]}
+    message = _refusal(c, o, e, staged)
+    assert "needs pods/exec" in message and "PGGIT_CHAOS_ALLOW_EXEC" in message
 
     wreck = experiment("wreck", fault="index-corruption")
     wreck["spec"]["fault"]["indexCorruption"] = {"destructive": True}

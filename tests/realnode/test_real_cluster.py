@@ -772,6 +772,40 @@ def test_a_tripped_guard_aborts_the_run_reverts_and_status_names_it(
                "an Aborted Event naming the guard", 60)
 
 
+# -- several faults in one run --------------------------------------------------------------------
+def test_a_serial_scenario_passes_with_each_faults_window_in_the_journal(
+        cluster: KubeClient, tmp_path: Path) -> None:
+    """A network partition, then (after its revert and a 2 s pause) a cpu throttle: each its
+    own intent, window, revert and evidence; the verdict over the whole run."""
+    from pggit_chaos.kube.report import fetch_report
+
+    body = manifest(PARTITION, "rn-scenario-serial")
+    partition = body["spec"].pop("fault")
+    throttle = manifest(THROTTLE, "unused")["spec"]["fault"]
+    body["spec"]["scenario"] = {"mode": "serial", "steps": [
+        {"fault": partition, "duration": "5s"},
+        {"fault": throttle, "duration": "5s", "delay": "2s"}]}
+    name = start(cluster, body)
+    status = wait_terminal(cluster, name)["status"]
+    assert status["phase"] == "Passed" and status["verdict"] == "Pass", describe(cluster, name)
+    assert status.get("faultIntent") is None and status.get("faultIntents") is None, status
+    assert status.get("injectedAt") and status.get("revertedAt")
+    assert status["workload"]["ok"] > 0 and status["workload"]["lost"] == 0, status["workload"]
+    assert fault_left(cluster) == []
+    journal = journal_of(cluster, status)
+    steps = journal["fault_steps"]
+    assert [s["fault_type"] for s in steps] == ["network-partition", "cpu-throttle"], steps
+    first, second = steps
+    assert first["end_offset"] is not None and second["end_offset"] is not None
+    assert second["start_offset"] - first["end_offset"] >= 1.9  # after the revert and delay
+    assert all(s["evidence"]["bit"] for s in steps), [s["evidence"] for s in steps]
+    assert [s["intent"]["type"] for s in steps] == ["network-partition", "cpu-throttle"]
+    files = fetch_report(f"{NS}/{name}", tmp_path / "report", cluster)
+    summary = files.summary.read_text()
+    assert "## Faults of the scenario" in summary
+    assert "| network-partition |" in summary and "| cpu-throttle |" in summary
+
+
 # -- running again, and on a schedule -------------------------------------------------------------
 def test_a_rerun_runs_a_finished_experiment_again_and_keeps_its_report(
         cluster: KubeClient, tmp_path: Path) -> None:

@@ -143,6 +143,20 @@ class FaultWindow(_Model):
         return max(0.0, self.outage_end_offset - self.start_offset)
 
 
+class FaultStep(FaultWindow):
+    """One fault of a scenario: its window, target, intent, revert and evidence."""
+
+    target: str = ""
+    intent: dict[str, Any] | None = None
+    revert_error: str | None = None
+    evidence: FaultEvidenceSummary | None = None
+
+    @property
+    def reverted(self) -> bool:
+        """True once its revert was confirmed."""
+        return self.ended_at is not None
+
+
 #: One figure of evidence: a count, an amount or a short text.
 EvidenceFigure = int | float | str
 
@@ -456,6 +470,8 @@ class Journal(_Model):
     fault_window: FaultWindow | None = None
     fault_evidence: FaultEvidenceSummary | None = None
     """Whether the fault took effect, read from the system after the revert."""
+    fault_steps: list[FaultStep] = Field(default_factory=list)
+    """A scenario's faults, each with its own window (``fault_window`` spans them all)."""
     workload: WorkloadSummary = Field(default_factory=WorkloadSummary)
     recovery_seconds: float | None = None
     recovery_from: Literal["revert", "injection"] = "revert"
@@ -480,10 +496,12 @@ class Journal(_Model):
     @model_validator(mode="after")
     def _fault_type_from_spec(self) -> Journal:
         if not self.fault_type:
-            fault = self.spec.get("spec", {}).get("fault", {})
-            if isinstance(fault, dict) and fault.get("type"):
+            from pggit_chaos.spec.model import fault_label
+
+            label = fault_label(self.spec.get("spec", {}))
+            if label:  # a scenario's: its fault types joined by "+"
                 # Bypass validate_assignment: this runs inside validation already.
-                object.__setattr__(self, "fault_type", str(fault["type"]))
+                object.__setattr__(self, "fault_type", label)
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -584,6 +602,34 @@ class Journal(_Model):
         if self.fault_window is not None and self.fault_window.end_offset is None:
             self.fault_window.end_offset = self.offset()
             self.fault_window.ended_at = now
+
+    def mark_step_injected(self, fault_type: str, target: str, intent: dict[str, Any],
+                           since: float | None = None) -> FaultStep:
+        """A scenario's fault is now active (the run's window opens with the first one).
+
+        ``since``: the offset its inject was called at (its window opens there: a fault takes
+        effect before its call returns); default now.
+        """
+        now = _utcnow()
+        if self.injected_at is None:
+            self.mark_injected()
+            if since is not None and self.fault_window is not None:
+                self.fault_window.start_offset = since
+        step = FaultStep(fault_type=fault_type, target=target, intent=intent,
+                         start_offset=self.offset() if since is None else since,
+                         started_at=now)
+        self.fault_steps.append(step)
+        return step
+
+    def mark_step_reverted(self, step: FaultStep) -> None:
+        """A scenario's fault has been reverted; the run's window closes with the last one."""
+        step.end_offset = self.offset()
+        step.ended_at = _utcnow()
+
+    @property
+    def active_steps(self) -> list[FaultStep]:
+        """The scenario's faults injected and not (confirmed) reverted."""
+        return [step for step in self.fault_steps if not step.reverted]
 
     def mark_revert_failed(self, error: str) -> None:
         """The revert raised: the fault may still be active (``reverted_at`` stays unset)."""

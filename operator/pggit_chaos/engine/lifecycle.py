@@ -25,6 +25,7 @@ from pggit_chaos.engine.journal import (
     STEADY_STATE,
     AssertionSummary,
     FaultEvidenceSummary,
+    FaultStep,
     InvariantSummary,
     Journal,
     Phase,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from pggit_chaos.engine.invariants import InvariantReport
     from pggit_chaos.engine.journal import ChecksSummary
     from pggit_chaos.engine.substrate import Substrate
-    from pggit_chaos.faults.base import Fault
+    from pggit_chaos.faults.base import Fault, FaultIntent
     from pggit_chaos.spec import Experiment
 
 #: Seconds of workload before the fault is injected, so the timeline shows a baseline.
@@ -156,7 +157,7 @@ class Run:
         if spec.dry_run:
             # The phase is Aborted (a terminal phase: nothing was injected); the displays say
             # "planned (dry run)" from the plan the journal carries.
-            self.journal.dry_run_plan = self.substrate.plan(self.experiment)
+            self.journal.dry_run_plan = self._plan()
             return self._finish(Phase.Aborted, DRY_RUN_REASON)
         # Progress ticks through every phase, the long synchronous ones included (they run
         # in threads, so the event loop stays free).
@@ -186,13 +187,35 @@ class Run:
                 await ticker
             await self._stop_workload()
 
+    def _plan(self) -> list[str]:
+        """The substrate's plan; a scenario's: the first step's whole, then each next step's
+        own lines (its refusals, inject and hold)."""
+        scenario = self.experiment.spec.scenario
+        if scenario is None:
+            return self.substrate.plan(self.experiment)
+        lines = [f"scenario ({scenario.mode}) of {len(scenario.steps)} faults, planned "
+                 f"{self.experiment.spec.hold_seconds():g} s from the first injection to the "
+                 "last revert; each fault's intent recorded before its inject"]
+        for number, (step, sub) in enumerate(zip(scenario.steps,
+                                                 step_experiments(self.experiment),
+                                                 strict=True), start=1):
+            own = self.substrate.plan(sub)
+            if number > 1:
+                own = [line for line in own if line.startswith(("inject", "refused", "hold"))]
+            delay = f" after {step.delay}" if step.delay.seconds else ""
+            lines += [f"step {number} ({step.fault.type}{delay}): {line}" for line in own]
+        return lines
+
     async def _execute(self) -> Journal:
         spec = self.experiment.spec
         # Steady state: the target is up and pgGit healthy, and the fault can be built
         # (privileges are checked here, before anything is injected).
         self._enter(Phase.SteadyState, "target reachable and pgGit healthy?")
         await asyncio.to_thread(self.substrate.prepare, self.experiment)
-        fault = self.substrate.build_fault(self.experiment)
+        # Every fault is built (and its checks run) before anything is injected: a scenario
+        # one of whose faults would be refused injects none.
+        steps = [self.substrate.build_fault(sub) for sub in step_experiments(self.experiment)]
+        fault = steps[0]
         probe = await asyncio.to_thread(self.substrate.probe, 5.0)
         if not (probe.reachable and probe.healthy):
             return self._finish(Phase.Aborted, f"steady state not reached: {probe.detail}")
@@ -217,12 +240,16 @@ class Run:
             run_id=self.run_id,
             history=self.history,
         )
-        if isinstance(fault, DrivesWorkload):  # load-spike: the fault acts through it
-            fault.attach_workload(self.workload)
+        for built in steps:
+            if isinstance(built, DrivesWorkload):  # load-spike: the fault acts through it
+                built.attach_workload(self.workload)
         await self.workload.start()
         try:
             await asyncio.sleep(self.baseline)
-            recovered = await self._inject_hold_revert_recover(fault)
+            if spec.scenario is not None:
+                recovered = await self._scenario_revert_recover(steps)
+            else:
+                recovered = await self._inject_hold_revert_recover(fault)
             if recovered and self.tripped is None:
                 # Recovery is over once the database is healthy: the settle (the workload
                 # shown running again) belongs to verification, not to the recovery time.
@@ -314,6 +341,133 @@ class Run:
         await self._record_evidence(fault)
         return healthy_at is not None
 
+    async def _scenario_revert_recover(self, faults: list[Fault]) -> bool:
+        """A scenario: inject, hold and revert each fault on its own schedule, then recover.
+
+        Each fault's intent is recorded before its inject and cleared after its confirmed
+        revert; on any way out (error, guard, interrupt) every injected fault is reverted,
+        the last injected first.
+        """
+        spec = self.experiment.spec
+        scenario = spec.scenario
+        assert scenario is not None
+        parallel = scenario.mode == "parallel"
+        # Parallel: (offset from the scenario's start, 0 = revert before 1 = inject, step).
+        # Serial: each step's offsets count from the previous step's (actual) revert.
+        events: list[tuple[float, int, int]] = []
+        for index, step in enumerate(scenario.steps):
+            start = step.delay.seconds
+            events += [(start, 1, index), (start + step.duration.seconds, 0, index)]
+        if parallel:
+            events.sort()
+        active: dict[int, tuple[Fault, FaultIntent, FaultStep]] = {}
+        names = ", ".join(f.type for f in faults)
+        self._enter(Phase.Injecting, f"scenario ({scenario.mode}): {names}")
+        began = time.monotonic()
+        window_start = self.history.now()
+        try:
+            for at, kind, index in events:
+                remaining = began + at - time.monotonic()
+                if remaining > 0:
+                    await self._hold(remaining, window_start)
+                    if self.tripped is not None:
+                        break
+                fault = faults[index]
+                if kind == 1:
+                    await self._inject_step(fault, active, index)
+                else:
+                    self._revert_step(*active.pop(index))
+                    if not parallel:
+                        began = time.monotonic()
+        finally:
+            # Uncancellable, in this thread, the last injected first.
+            errors: list[str] = []
+            for index in sorted(active, key=lambda i: active[i][2].start_offset, reverse=True):
+                try:
+                    self._revert_step(*active.pop(index))
+                except FaultError as exc:
+                    errors.append(str(exc))
+            if self.journal.injected_at is not None and not self.journal.active_steps:
+                self.journal.mark_reverted()
+            self.fault_window = (window_start, self.history.now())
+            if errors:
+                raise FaultError("; ".join(errors))
+        self._enter(Phase.Recovering, "waiting for the database and a healthy health_check()")
+        since = time.monotonic()
+        healthy_at = await self._first_healthy(since + spec.recovery.timeout.seconds)
+        if healthy_at is not None:
+            self.journal.mark_recovered(healthy_at - since, at=healthy_at)
+            self.observer.on_phase(self.journal)
+        await self._record_step_evidence(faults)
+        return healthy_at is not None
+
+    async def _inject_step(self, fault: Fault,
+                           active: dict[int, tuple[Fault, FaultIntent, FaultStep]],
+                           index: int) -> None:
+        """Record the intent, inject in a thread (waited for even when interrupted)."""
+        intent = fault.intent()
+        self.substrate.record_intent(intent)
+        self.journal.phases[-1].detail += f"; {fault.type} injected"
+        since = self.journal.offset()  # its window opens before the call, as the checker's
+        injecting = _in_thread(fault.inject)
+        try:
+            await asyncio.wrap_future(injecting)
+        finally:
+            if injecting.cancel():  # interrupted before the inject began: nothing was made
+                self.substrate.clear_intent(intent)
+            else:
+                # Running or done (even failed part-way): waited for, then reverted like any.
+                concurrent.futures.wait([injecting])
+                step = self.journal.mark_step_injected(fault.type, intent.target,
+                                                       intent.to_dict(), since)
+                active[index] = (fault, intent, step)
+                self.observer.on_phase(self.journal)
+
+    def _revert_step(self, fault: Fault, intent: FaultIntent, step: FaultStep) -> None:
+        """Revert one fault; only a confirmed revert clears its intent."""
+        try:
+            fault.revert()
+        except Exception as exc:
+            error = (str(exc).splitlines() or [type(exc).__name__])[0]
+            step.revert_error = error
+            self.journal.mark_revert_failed(error)
+            raise FaultError(
+                f"the revert of {fault.type} failed, so it may still be active ({error}); "
+                "its intent stays recorded: the operator reverts it in a cluster, "
+                "`pggit-chaos cleanup` on one machine") from exc
+        self.journal.mark_step_reverted(step)
+        self.substrate.clear_intent(intent)
+        self.observer.on_phase(self.journal)
+
+    async def _record_step_evidence(self, faults: list[Fault]) -> None:
+        """Each fault's evidence over its own window; the run's is the first that did not
+        bite (else the first)."""
+        by_type = {f.type: f for f in faults}
+        summaries: list[FaultEvidenceSummary] = []
+        for step in self.journal.fault_steps:
+            fault = by_type[step.fault_type]
+            window = self._workload_window(self._history_window(step))
+            try:
+                evidence = await asyncio.to_thread(fault.evidence, window)
+            except Exception as exc:
+                evidence = FaultEvidence.unreadable(fault.type, exc)
+            summary = evidence.summary
+            if not summary.startswith(f"{fault.type}:"):
+                summary = f"{fault.type}: {summary}"
+            step.evidence = FaultEvidenceSummary(
+                bit=evidence.bit, summary=summary,
+                figures=dict(evidence.figures), read_at=datetime.now(UTC))
+            summaries.append(step.evidence)
+        if summaries:
+            self.journal.fault_evidence = next((e for e in summaries if not e.bit),
+                                               summaries[0])
+
+    def _history_window(self, step: FaultStep) -> tuple[float, float]:
+        """A step's window on the history's clock (the journal's offsets, shifted)."""
+        shift = self.history.now() - self.journal.offset()
+        end = step.end_offset if step.end_offset is not None else self.journal.offset()
+        return (step.start_offset + shift, end + shift)
+
     async def _hold(self, seconds: float, since: float) -> None:
         """Hold the fault ``seconds``, or less if a guard trips (:attr:`tripped`).
 
@@ -343,7 +497,7 @@ class Run:
 
     async def _record_evidence(self, fault: Fault) -> None:
         """Ask the fault what the system showed of it (after the revert, counters read)."""
-        window = self._workload_window()
+        window = self._workload_window(self.fault_window)
         try:
             evidence = await asyncio.to_thread(fault.evidence, window)
         except Exception as exc:  # a reading that failed proves nothing: not a bite
@@ -353,11 +507,11 @@ class Run:
             read_at=datetime.now(UTC),
         )
 
-    def _workload_window(self) -> WorkloadWindow:
-        """What the workload saw during the fault window, from its history."""
-        if self.fault_window is None:
+    def _workload_window(self, span: tuple[float, float] | None) -> WorkloadWindow:
+        """What the workload saw during ``span`` (history clock), from its history."""
+        if span is None:
             return WorkloadWindow(seconds=0.0)
-        start, end = self.fault_window
+        start, end = span
         outcomes: dict[str, int] = {"ok": 0, "fail": 0, "info": 0}
         acks: list[float] = []
         before = 0
@@ -495,12 +649,18 @@ class Run:
     def _check_invariants(self) -> InvariantReport:
         from pggit_chaos.engine.invariants import check_invariants
 
+        window, fault_type = self.fault_window, str(self.experiment.spec.fault.type)
+        # A scenario: the checker excuses DDL unrecorded inside a trigger-disable's own window.
+        disabled = next((step for step in self.journal.fault_steps
+                         if step.fault_type == "trigger-disable"), None)
+        if disabled is not None:
+            window, fault_type = self._history_window(disabled), disabled.fault_type
         return check_invariants(
             self.substrate.dsn,
             self.history,
             self.run_id,
-            fault_window=self.fault_window,
-            fault_type=str(self.experiment.spec.fault.type),
+            fault_window=window,
+            fault_type=fault_type,
         )
 
     # -- workload -------------------------------------------------------------------------------
@@ -543,6 +703,17 @@ class Run:
                     errors=counts.failed + counts.indeterminate,
                 )
             )
+
+
+def step_experiments(experiment: Experiment) -> list[Experiment]:
+    """One single-fault experiment per fault of the run (the substrates build each fault
+    from one of these: its ``spec.fault`` and ``spec.duration`` are the step's)."""
+    spec = experiment.spec
+    if spec.scenario is None:
+        return [experiment]
+    return [experiment.model_copy(update={"spec": spec.model_copy(update={
+        "single_fault": step.fault, "scenario": None, "duration": step.duration})})
+        for step in spec.scenario.steps]
 
 
 async def execute_until_signalled(run: Run) -> Journal:

@@ -154,6 +154,10 @@ def recovery_text(journal: Journal) -> str:
 def _phase_note(journal: Journal, phase: Phase, detail: str) -> str:
     """What a phase's duration is made of, where that is not obvious."""
     window = journal.fault_window
+    if phase is Phase.Injecting and journal.fault_steps:
+        return "; ".join(f"{step.fault_type} held {format_seconds(step.seconds)}"
+                         if step.seconds is not None else f"{step.fault_type} NOT reverted"
+                         for step in journal.fault_steps)
     if phase is Phase.Injecting and window is not None and window.seconds is not None:
         note = f"{window.fault_type or journal.fault_type} held {format_seconds(window.seconds)}"
         if window.outage_seconds is not None:
@@ -384,6 +388,20 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
         lines += ["## Dry-run plan", "", "Nothing was injected. A run would:", ""]
         lines += [f"{i}. {_cell(step)}" for i, step in enumerate(journal.dry_run_plan, 1)]
         lines.append("")
+    if journal.fault_steps:
+        lines += ["## Faults of the scenario", "",
+                  "| Fault | Target | Injected | Reverted | Window | Held | Evidence |",
+                  "|---|---|---|---|---|---:|---|"]
+        for step in journal.fault_steps:
+            end = (f"+{step.end_offset:.2f} s" if step.end_offset is not None
+                   else "NOT reverted")
+            bite = ("" if step.evidence is None else
+                    ("bit: " if step.evidence.bit else "did not bite: ") + step.evidence.summary)
+            lines.append(f"| {step.fault_type} | {_cell(step.target)} | "
+                         f"{_wall(step.started_at)} | {_wall(step.ended_at)} | "
+                         f"+{step.start_offset:.2f} s → {end} | "
+                         f"{format_seconds(step.seconds)} | {_cell(bite)} |")
+        lines.append("")
     evidence = journal.fault_evidence
     if evidence is not None:
         lines += ["## Fault evidence", ""]
@@ -560,6 +578,9 @@ def _shade_fault(axes: list[Axes], journal: Journal, end: float, label_ax: Axes)
     window = journal.fault_window
     if window is None:
         return
+    if journal.fault_steps:
+        _shade_steps(axes, journal, end, label_ax)
+        return
     stop = window.end_offset if window.end_offset is not None else end
     outage_end = window.outage_end_offset
     band_end = min(outage_end, stop) if outage_end is not None else stop
@@ -587,6 +608,31 @@ def _shade_fault(axes: list[Axes], journal: Journal, end: float, label_ax: Axes)
                   va="top", fontsize=10, fontweight="bold", color="#e65100",
                   bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": _FAULT_COLOUR,
                         "alpha": 0.9})
+
+
+#: Colours of a scenario's fault windows, in step order.
+_STEP_COLOURS = ("#ff9800", "#8e24aa", "#00897b", "#c62828", "#3949ab", "#6d4c41",
+                 "#546e7a", "#d81b60")
+
+
+def _shade_steps(axes: list[Axes], journal: Journal, end: float, label_ax: Axes) -> None:
+    """A scenario: each fault's window as a band of its own colour, labelled at its own
+    height (overlapping windows of a parallel scenario stay readable)."""
+    transform = blended_transform_factory(label_ax.transData, label_ax.transAxes)
+    for number, step in enumerate(journal.fault_steps):
+        colour = _STEP_COLOURS[number % len(_STEP_COLOURS)]
+        stop = step.end_offset if step.end_offset is not None else end
+        for ax in axes:
+            ax.axvspan(step.start_offset, stop, color=colour, alpha=0.14, lw=0, zorder=0)
+            ax.axvline(step.start_offset, color=colour, lw=1.2, alpha=0.9)
+            if step.end_offset is not None:
+                ax.axvline(stop, color=colour, lw=1.2, alpha=0.9, ls="--")
+        label = (f"{step.fault_type} (not reverted)" if step.end_offset is None
+                 else f"{step.fault_type} ({stop - step.start_offset:.1f} s)")
+        label_ax.text(step.start_offset, 0.97 - 0.11 * number, label, transform=transform,
+                      ha="left", va="top", fontsize=9, fontweight="bold", color=colour,
+                      bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": colour,
+                            "alpha": 0.9})
 
 
 def _mark_recovery(axes: list[Axes], journal: Journal, end: float, label_ax: Axes) -> None:
@@ -683,6 +729,9 @@ def build_timeline_figure(journal: Journal) -> Figure:
     if evidence is not None and (evidence.bit or evidence.summary != journal.reason):
         mark = "fault bit: " if evidence.bit else "fault did not bite: "
         text = evidence.summary.removeprefix(f"{journal.fault_type} did not bite: ")
+        bitten = [s for s in journal.fault_steps if s.evidence is not None and s.evidence.bit]
+        if evidence.bit and len(bitten) > 1:  # a scenario whose faults all bit: name each
+            mark, text = "each fault bit: ", ", ".join(s.fault_type for s in bitten)
         lines.append((mark + text, _GREEN if evidence.bit else _AMBER, "normal"))
     for n, (text, colour, weight) in enumerate(lines[:2]):
         clipped = text if len(text) <= 135 else text[:134] + "…"  # the full text: summary.md

@@ -40,7 +40,7 @@ from pggit_chaos.kube.client import (
 )
 from pggit_chaos.metrics import ChaosMetrics, metrics_for, parse_time
 from pggit_chaos.spec.loader import load_experiment_object
-from pggit_chaos.spec.model import GROUP, Experiment
+from pggit_chaos.spec.model import GROUP, Experiment, fault_label
 from pggit_chaos.spec.schedule import SCHEDULE_LABEL
 from pggit_chaos.spec.status import HISTORY_LIMIT, MESSAGE_LIMIT, ExperimentStatus, PastRunStatus
 
@@ -163,10 +163,8 @@ def _status(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _fault_type(body: Mapping[str, Any]) -> str:
-    spec = body.get("spec")
-    fault = spec.get("fault") if isinstance(spec, dict) else None
-    kind = fault.get("type") if isinstance(fault, dict) else None
-    return kind if isinstance(kind, str) and kind else "unknown"
+    """The fault type (a scenario's types joined by ``+``), or ``unknown``."""
+    return fault_label(body.get("spec")) or "unknown"
 
 
 def _clip(text: str) -> str:
@@ -459,8 +457,8 @@ class Handlers:
                 [pod for pod in substrate.resolve_target_pods(self.client, experiment,
                                                               self.settings)
                  if str(_meta(pod).get("name")) in targets], experiment)
-            would = (f"; {experiment.spec.fault.type} would be refused: {refused[0]}"
-                     if refused else "")
+            label = "+".join(str(f.type) for f in experiment.spec.faults)
+            would = (f"; {label} would be refused: {refused[0]}" if refused else "")
             self._finish(body, "Aborted",
                          f"dry run: would hit pods {', '.join(targets)}{would}; nothing was "
                          "injected", reason="DryRun", type_="Normal")
@@ -582,15 +580,16 @@ class Handlers:
                 return Refusal("namespace opt-in",
                                f"namespace {namespace} has not opted in: kubectl label namespace "
                                f"{namespace} {names.NAMESPACE_OPT_IN_LABEL}=true")
-        if experiment.spec.fault.destructive:
-            return Refusal("destructive", f"{experiment.spec.fault.type} destroys data that no "
-                           "revert restores: it runs only on the embedded throwaway PostgreSQL "
-                           "of `pggit-chaos run`, never in a cluster")
-        if str(experiment.spec.fault.type) == "pod-pause" and not settings.allow_exec:
-            return Refusal("exec", f"pod-pause needs pods/exec: {names.EXEC_SWITCH}")
-        if str(experiment.spec.fault.type) == "disk-pressure" and not settings.allow_exec:
-            return Refusal("exec", "disk-pressure writes its balloon through pods/exec: "
-                                   f"{names.EXEC_SWITCH}")
+        for fault in experiment.spec.faults:  # a scenario: each of its faults
+            if fault.destructive:
+                return Refusal("destructive", f"{fault.type} destroys data that no revert "
+                               "restores: it runs only on the embedded throwaway PostgreSQL "
+                               "of `pggit-chaos run`, never in a cluster")
+            if str(fault.type) == "pod-pause" and not settings.allow_exec:
+                return Refusal("exec", f"pod-pause needs pods/exec: {names.EXEC_SWITCH}")
+            if str(fault.type) == "disk-pressure" and not settings.allow_exec:
+                return Refusal("exec", "disk-pressure writes its balloon through pods/exec: "
+                                       f"{names.EXEC_SWITCH}")
         selector = experiment.spec.target.selector
         own = settings.operator_labels()
         if own and namespace == settings.operator_namespace:
@@ -849,9 +848,19 @@ class Handlers:
         """Revert from the intent alone, clear it, post ``FaultReverted``; what was done."""
         meta = _meta(body)
         namespace = str(meta["namespace"])
-        done = faults.revert_intent(self.client, namespace, intent)
+        # A scenario's intents (faultIntents; faultIntent is the first of them): every one,
+        # the last recorded first, as the runner would have reverted them.
+        listed = _status(body).get("faultIntents")
+        intents = [i for i in listed if isinstance(i, dict) and i] \
+            if isinstance(listed, list) else []
+        if not any(i.get("id") == intent.get("id") for i in intents):
+            intents.insert(0, dict(intent))
+        done = "; ".join(faults.revert_intent(self.client, namespace, each)
+                         for each in reversed(intents))
         now = _rfc3339(self.clock())
         patch: dict[str, Any] = {"faultIntent": None}
+        if listed:
+            patch["faultIntents"] = None
         if not _status(body).get("revertedAt"):
             patch["revertedAt"] = now
         conditions = _status(body).get("conditions")

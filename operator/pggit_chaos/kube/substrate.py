@@ -160,15 +160,18 @@ def resolve_targets(client: KubeClient, experiment: Experiment, settings: Settin
 def resize_refusals(pods: Sequence[Mapping[str, Any]], experiment: Experiment) -> list[str]:
     """For cpu-throttle and memory-pressure: why the API server would refuse the resize of
     these pods or its revert (:func:`~pggit_chaos.kube.faults.resize_refusal`); else ``[]``."""
-    limits = resize_limits(experiment)
-    if limits is None:
-        return []
+    from pggit_chaos.engine.lifecycle import step_experiments
+
     found = []
-    for pod in pods:
-        reason = faults.resize_refusal(pod, faults.postgres_container(pod),
-                                       str(experiment.spec.fault.type), *limits)
-        if reason is not None:
-            found.append(reason)
+    for step in step_experiments(experiment):  # a scenario: each of its faults
+        limits = resize_limits(step)
+        if limits is None:
+            continue
+        for pod in pods:
+            reason = faults.resize_refusal(pod, faults.postgres_container(pod),
+                                           str(step.spec.fault.type), *limits)
+            if reason is not None:
+                found.append(reason)
     return found
 
 
@@ -205,6 +208,12 @@ class KubeSubstrate:
         self.candidates: list[dict[str, Any]] = []
         self.namespace = ""
         self._fault_type = ""
+        #: Every fault type of the run (a scenario's several).
+        self._fault_types: set[str] = set()
+        #: A scenario: its intents go in ``faultIntents`` too, each expiring from its record.
+        self._scenario = False
+        self._scenario_seconds = 0.0
+        self._intents: list[dict[str, Any]] = []
         #: network-latency: the proxy in this (the runner's) pod the workload connects through.
         self.latency_route: LatencyRoute | None = None
 
@@ -221,10 +230,15 @@ class KubeSubstrate:
         """Resolve the targets (Running and Ready pods); none ⇒ :class:`NoTargets`."""
         self.namespace = experiment.namespace
         self._fault_type = str(experiment.spec.fault.type)
+        self._fault_types = {str(fault.type) for fault in experiment.spec.faults}
+        self._scenario = experiment.spec.scenario is not None
+        self._scenario_seconds = (experiment.spec.hold_seconds()
+                                  + experiment.spec.recovery.timeout.seconds)
         spec = experiment.spec.target
         selected = select_pods(self.client, experiment, self.settings)
-        if self._fault_type == "primary-failover":  # only the pod with the primary role label
-            label = str(getattr(experiment.spec.fault.settings, "primary_label", ""))
+        failover = experiment.spec.fault_of("primary-failover")
+        if failover is not None:  # only the pod with the primary role label
+            label = str(getattr(failover.settings, "primary_label", ""))
             self.candidates = selected
             selected = [pod for pod in selected if has_label(pod, label)]
             if not selected:
@@ -244,7 +258,7 @@ class KubeSubstrate:
                 f"{self.settings.max_target_pods} (PGGIT_CHAOS_MAX_TARGET_PODS)")])
         self.targets = pods
         self.status_patch({"targets": self.target_names})
-        if self._fault_type == "network-latency" and self.latency_route is None:
+        if "network-latency" in self._fault_types and self.latency_route is None:
             self.latency_route = open_route(self._dsn)
 
     @property
@@ -324,19 +338,37 @@ class KubeSubstrate:
         return built
 
     def record_intent(self, intent: FaultIntent) -> None:
-        """Write the intent (with ``expiresAt``) into status before anything is injected."""
-        self.status_patch({"faultIntent": {
+        """Write the intent (with ``expiresAt``) into status before anything is injected.
+
+        One fault: ``faultIntent``. A scenario's faults: each in ``faultIntents`` too (a
+        merge patch replaces a list whole, so the list is kept here), ``faultIntent`` the
+        first still active: every reader that asks "is a fault held?" stays right.
+        """
+        expires = getattr(self, "_expires", None)
+        if self._scenario:  # from now: a serial scenario's later steps are recorded later
+            expires = _rfc3339(datetime.now(UTC) + timedelta(
+                seconds=self._scenario_seconds + self.settings.expiry_margin))
+        self._intents.append({
             "id": intent.id, "type": intent.type, "target": intent.target,
             "description": intent.description, "undo": intent.undo,
-            "createdAt": intent.created_at, "expiresAt": getattr(self, "_expires", None)}})
+            "createdAt": intent.created_at, "expiresAt": expires})
+        self._patch_intents()
 
     def clear_intent(self, intent: FaultIntent) -> None:
-        self.status_patch({"faultIntent": None})
+        self._intents = [i for i in self._intents if i["id"] != intent.id]
+        self._patch_intents()
+
+    def _patch_intents(self) -> None:
+        intents = self._intents
+        patch: dict[str, Any] = {"faultIntent": intents[0] if intents else None}
+        if self._scenario:
+            patch["faultIntents"] = list(intents) or None
+        self.status_patch(patch)
 
     def probe(self, timeout: float) -> Probe:
         """The database answers a healthy ``health_check()``; after a pod-kill, the target
         pods are back (recreated by their controller) and Ready too."""
-        if self._fault_type == "pod-kill" and self.targets:
+        if "pod-kill" in self._fault_types and self.targets:
             for name in self.target_names:
                 try:
                     pod = self.client.find(PODS, self.namespace, name)

@@ -117,9 +117,10 @@ class LocalSubstrate:
         if not self.embedded or self.server is not None:
             return
         spec = experiment.spec
+        types = {str(fault.type) for fault in spec.faults}
         try:
             host = "127.0.0.1"
-            if spec.fault.type == "network-partition":
+            if "network-partition" in types:
                 with subnet_lock():  # no other run picks the same subnet meanwhile
                     netns = Netns.plan()
                     self._record_resource(FaultIntent(
@@ -128,7 +129,7 @@ class LocalSubstrate:
                     self.netns = netns
                     netns.create()
                 host = netns.ns_address
-            if spec.fault.type == "memory-pressure":
+            if "memory-pressure" in types:
                 cgroup = ServerCgroup("memory")
                 cgroup.check()
                 self._record_resource(FaultIntent(
@@ -136,8 +137,8 @@ class LocalSubstrate:
                     description=f"memory cgroup of the server of {experiment.name}"))
                 self.cgroup = cgroup
                 cgroup.create()
-            if spec.fault.type == "disk-pressure":
-                section: Any = spec.fault.settings
+            if "disk-pressure" in types:
+                section: Any = _settings(spec, "disk-pressure")
                 disk = FaultFilesystem(section.volume, section.local_size_mi)
                 disk.check()
                 self._record_resource(FaultIntent(
@@ -159,9 +160,9 @@ class LocalSubstrate:
                 type="embedded-postgres", target=str(server.data_dir), undo=cluster_undo(server),
                 description=f"throwaway cluster of {experiment.name}"))
             server.init()
-            if spec.fault.type == "primary-failover":
+            if "primary-failover" in types:
                 prepare_primary(server)
-            if spec.fault.type == "clock-skew":
+            if "clock-skew" in types:
                 self.clock_file = start_with_faketime(server)
             server.start()
             database = spec.target.database
@@ -172,9 +173,9 @@ class LocalSubstrate:
 
             install(server.dsn(self.dbname))
             create_amcheck(server.dsn(self.dbname))
-            if spec.fault.type == "primary-failover":
-                self._start_standby(server, spec.fault.settings)
-            if spec.fault.type == "network-latency":
+            if "primary-failover" in types:
+                self._start_standby(server, _settings(spec, "primary-failover"))
+            if "network-latency" in types:
                 # A thread of this process: it dies with the runner, nothing to record.
                 self.latency_route = open_route(server.dsn(self.dbname))
         except BaseException:
@@ -416,3 +417,11 @@ def _plain(value: object) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{key} {_plain(item)}" for key, item in value.items())
     return str(value)
+
+
+def _settings(spec: Any, fault_type: str) -> Any:
+    """The settings section of the run's fault of ``fault_type`` (one it has)."""
+    fault = spec.fault_of(fault_type)
+    if fault is None:
+        raise FaultError(f"the run has no {fault_type} fault")
+    return fault.settings

@@ -10,7 +10,7 @@ rules as CEL ``x-kubernetes-validations``, nothing the server would drop on the 
 empty ``properties``: the stored CRD equals the file). ``spec`` comes from
 :class:`~pggit_chaos.spec.model.ExperimentSpec`, ``status`` from
 :class:`~pggit_chaos.spec.status.ExperimentStatus`; the only free-form nodes are the maps that
-are meant to be free (``status.faultIntent.undo``).
+are meant to be free (``status.faultIntent.undo``, ``status.faultIntents[].undo``).
 
 Optional fields (``X | None = None``) become plain optional properties, deliberately *not*
 ``nullable: true``: the API server prunes a null given for a non-nullable field, which is what

@@ -1006,13 +1006,104 @@ class Local(_Model):
 # ----------------------------------------------------------------------------- the resource
 
 
+def fault_label(spec: Any) -> str:
+    """The fault a raw (unvalidated) spec names: ``fault.type``, or a scenario's fault types
+    joined by ``+`` (``network-partition+cpu-throttle``); empty when it names none."""
+    if not isinstance(spec, dict):
+        return ""
+    fault = spec.get("fault")
+    if isinstance(fault, dict) and isinstance(fault.get("type"), str):
+        return str(fault["type"])
+    scenario = spec.get("scenario")
+    steps = scenario.get("steps") if isinstance(scenario, dict) else None
+    types = [str(step["fault"]["type"]) for step in steps or []
+             if isinstance(step, dict) and isinstance(step.get("fault"), dict)
+             and isinstance(step["fault"].get("type"), str)]
+    return "+".join(types)
+
+
+#: Most faults one scenario may hold.
+MAX_SCENARIO_STEPS = 8
+
+
+class ScenarioMode(StrEnum):
+    """How a scenario's steps follow each other."""
+
+    SERIAL = "serial"
+    PARALLEL = "parallel"
+
+
+class ScenarioStep(_Model):
+    """One fault of a scenario, held ``duration`` after waiting ``delay``."""
+
+    fault: Fault
+    duration: Annotated[Duration, DurationRange(min="1s", max="1h")] = Field(
+        default=Duration("30s"), description="How long this fault is held before it is reverted."
+    )
+    delay: Annotated[Duration, DurationRange(max="1h")] = Field(
+        default=Duration("0s"),
+        description="Wait before injecting this fault: after the previous step's revert "
+        "(serial), or after the scenario's start (parallel).",
+    )
+
+
+class Scenario(_Model):
+    """Several faults in one run, one after another (serial) or overlapping (parallel).
+
+    Each fault has its own intent (recorded before it is injected, cleared after its revert),
+    revert and evidence; the verdict is the whole run's. On any error or interrupt every
+    injected fault is reverted, the last injected first.
+    """
+
+    mode: ScenarioMode = Field(
+        default=ScenarioMode.SERIAL,
+        description="serial: each step after the previous one's revert; parallel: every step "
+        "starts at its delay after the scenario's start.",
+    )
+    steps: list[ScenarioStep] = Field(
+        min_length=2, max_length=MAX_SCENARIO_STEPS,
+        description="The faults, in order (at least 2; a single fault goes in spec.fault)."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _distinct_types(cls, steps: list[ScenarioStep]) -> list[ScenarioStep]:
+        seen: set[str] = set()
+        for step in steps:
+            if step.fault.type in DESTRUCTIVE_FAULTS:
+                raise _problem(f"{step.fault.type} destroys data and runs only as a single "
+                               "fault (spec.fault)")
+            if step.fault.type in seen:
+                raise _problem(f"fault type {step.fault.type} appears twice: each fault type "
+                               "at most once per scenario")
+            seen.add(step.fault.type)
+        return steps
+
+    def hold_seconds(self) -> float:
+        """Seconds from the first injection to the last revert, as planned."""
+        if self.mode is ScenarioMode.PARALLEL:
+            return max(s.delay.seconds + s.duration.seconds for s in self.steps)
+        return sum(s.delay.seconds + s.duration.seconds for s in self.steps)
+
+
 class ExperimentSpec(_Model):
     """What to break, what to run meanwhile, how to wait for recovery, what to check."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.fault) != has(self.scenario)",
+         "message": "give either fault (one fault) or scenario (several), not both"},
+    ]})
+
     target: Target
-    fault: Fault
+    single_fault: Fault | None = Field(
+        default=None, alias="fault",
+        description="The fault to inject (or several in spec.scenario; one of the two).")
+    scenario: Scenario | None = Field(
+        default=None,
+        description="Several faults, serial or parallel, instead of spec.fault.")
     duration: Annotated[Duration, DurationRange(min="1s", max="1h")] = Field(
-        default=Duration("30s"), description="How long the fault is held before it is reverted."
+        default=Duration("30s"), description="How long the fault is held before it is "
+        "reverted (spec.fault; a scenario's steps have their own)."
     )
     workload: Workload = Field(default_factory=Workload)
     recovery: Recovery = Field(default_factory=Recovery)
@@ -1022,6 +1113,38 @@ class ExperimentSpec(_Model):
     dry_run: StrictBool = Field(
         default=False, description="Validate and resolve targets, inject nothing."
     )
+
+    @model_validator(mode="after")
+    def _fault_or_scenario(self) -> Self:
+        if (self.single_fault is None) == (self.scenario is None):
+            raise _problem("give either fault (one fault) or scenario (several), not both"
+                           if self.scenario is not None else
+                           "fault is required (or a scenario of several faults)",
+                           at="fault")
+        return self
+
+    @property
+    def fault(self) -> Fault:
+        """The fault (a scenario's first fault: what one-fault displays and labels name)."""
+        if self.single_fault is not None:
+            return self.single_fault
+        assert self.scenario is not None  # the validator requires one of the two
+        return self.scenario.steps[0].fault
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Every fault of the run: the one fault, or the scenario's in order."""
+        if self.scenario is not None:
+            return [step.fault for step in self.scenario.steps]
+        return [self.fault]
+
+    def fault_of(self, fault_type: str) -> Fault | None:
+        """The run's fault of ``fault_type``, if it has one."""
+        return next((f for f in self.faults if f.type == fault_type), None)
+
+    def hold_seconds(self) -> float:
+        """Planned seconds from the first injection to the last revert."""
+        return self.scenario.hold_seconds() if self.scenario else self.duration.seconds
 
 
 class Experiment(_Model):

@@ -169,6 +169,9 @@ class ExperimentStatus(_Status):
     finished_at: Timestamp | None = None
     recovery_seconds: float | None = None
     fault_intent: FaultIntentStatus | None = None
+    fault_intents: Annotated[list[FaultIntentStatus], Field(max_length=8)] | None = None
+    """A scenario's active intents (``faultIntent`` is the first of them): each reverted
+    from here by the operator if the runner dies."""
     fault_evidence: FaultEvidenceStatus | None = None
     workload: WorkloadStatus | None = None
     checks: ChecksStatus | None = None

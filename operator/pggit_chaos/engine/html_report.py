@@ -37,11 +37,12 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["ms"] = lambda value: "—" if value is None else f"{value:.1f} ms"
-    env.filters["figure"] = _figure
+    env.filters["figure"] = figure
     return env
 
 
-def _figure(value: float | int | str) -> str:
+def figure(value: float | int | str) -> str:
+    """A number as the reports print it: thousands separated, at most 3 decimals."""
     if isinstance(value, float):
         return f"{value:,.3f}".rstrip("0").rstrip(".")
     if isinstance(value, int):

@@ -29,7 +29,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pggit_chaos.engine.html_report import write_html_report
+from pggit_chaos.engine.html_report import figure, write_html_report
 from pggit_chaos.engine.journal import (
     AFTER_RECOVERY,
     STEADY_STATE,
@@ -355,14 +355,6 @@ def _phase_latency_text(journal: Journal) -> str:
         if p.latency_p50_ms is not None and p.latency_p99_ms is not None)
 
 
-def _figure(value: float | int | str) -> str:
-    if isinstance(value, float):
-        return f"{value:,.3f}".rstrip("0").rstrip(".")
-    if isinstance(value, int):
-        return f"{value:,}"
-    return value
-
-
 def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.png",
                   history_name: str | None = None) -> Path:
     """A short Markdown summary: verdict and reason first, then the figures behind it."""
@@ -411,7 +403,7 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
         lines.append("")
         if evidence.figures:
             lines += ["| reading | value |", "|---|---:|"]
-            lines += [f"| {_cell(key)} | {_cell(_figure(value))} |"
+            lines += [f"| {_cell(key)} | {_cell(figure(value))} |"
                       for key, value in evidence.figures.items()]
             lines.append("")
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -281,6 +283,22 @@ class KubeClient:
                 return None
             raise
         return result
+
+
+def post_event(client: KubeClient, body: Mapping[str, Any], reason: str, type_: str,
+               message: str, key: str, now: datetime, component: str) -> None:
+    """An Event on ``body`` named from ``key``: posting the same key twice is a no-op (409)."""
+    from pggit_chaos.kube import builders
+
+    namespace = str((body.get("metadata") or {}).get("namespace") or "default")
+    suffix = re.sub(r"[^a-z0-9-]+", "-", key.lower())[:63].strip("-") or "event"
+    event = builders.event(body, reason, message, type_, now, component=component,
+                           name_suffix=suffix)
+    try:
+        client.create(EVENTS, namespace, event)
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
 
 
 def failed_create(client: KubeClient, job: dict[str, Any]) -> str | None:

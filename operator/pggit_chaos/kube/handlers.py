@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -27,7 +26,6 @@ from pggit_chaos.config import Settings
 from pggit_chaos.errors import ChaosError, InvalidExperiment, one_line
 from pggit_chaos.kube import builders, faults, names, substrate
 from pggit_chaos.kube.client import (
-    EVENTS,
     EXPERIMENTS,
     JOBS,
     NAMESPACES,
@@ -37,6 +35,7 @@ from pggit_chaos.kube.client import (
     ApiError,
     KubeClient,
     failed_create,
+    post_event,
 )
 from pggit_chaos.metrics import ChaosMetrics, metrics_for, parse_time
 from pggit_chaos.spec.loader import load_experiment_object
@@ -966,15 +965,7 @@ class Handlers:
     def _post(self, body: Mapping[str, Any], reason: str, type_: str, message: str,
               key: str) -> None:
         """Create an Event with a name derived from ``key``: posting twice is a no-op (409)."""
-        namespace = str(_meta(body).get("namespace") or "default")
-        suffix = re.sub(r"[^a-z0-9-]+", "-", key.lower())[:63].strip("-") or "event"
-        event = builders.event(body, reason, _clip(message), type_, self.clock(),
-                               component=COMPONENT, name_suffix=suffix)
-        try:
-            self.client.create(EVENTS, namespace, event)
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
+        post_event(self.client, body, reason, type_, _clip(message), key, self.clock(), COMPONENT)
 
     def _patch_status(self, body: Mapping[str, Any], patch: dict[str, Any]) -> None:
         meta = _meta(body)

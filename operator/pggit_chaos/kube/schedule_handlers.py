@@ -11,7 +11,6 @@ stopped; nothing is kept in memory but a lock per schedule.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pggit_chaos.errors import InvalidExperiment
-from pggit_chaos.kube import builders, names
-from pggit_chaos.kube.client import EVENTS, EXPERIMENTS, SCHEDULES, ApiError, KubeClient
+from pggit_chaos.kube import names
+from pggit_chaos.kube.client import EXPERIMENTS, SCHEDULES, ApiError, KubeClient, post_event
 from pggit_chaos.kube.schedules import decide, rfc3339, run_manifest, run_of
 from pggit_chaos.metrics import parse_time
 from pggit_chaos.spec.schedule import SCHEDULE_LABEL, load_schedule_object
@@ -190,15 +189,7 @@ class ScheduleHandlers:
     def _post(self, body: Mapping[str, Any], reason: str, type_: str, message: str,
               key: str) -> None:
         """An Event on the schedule, named from ``key``: posting twice is a no-op (409)."""
-        namespace = str(_meta(body).get("namespace") or "default")
-        suffix = re.sub(r"[^a-z0-9-]+", "-", key.lower())[:63].strip("-") or "event"
-        event = builders.event(body, reason, message[:1024], type_, self.clock(),
-                               component=COMPONENT, name_suffix=suffix)
-        try:
-            self.client.create(EVENTS, namespace, event)
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
+        post_event(self.client, body, reason, type_, message[:1024], key, self.clock(), COMPONENT)
 
     @contextmanager
     def _lock(self, namespace: str, name: str) -> Iterator[None]:

@@ -30,6 +30,7 @@ yet", and the runner writes what it knows.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,17 +252,16 @@ def printer_columns() -> list[dict[str, Any]]:
     ]
 
 
-def build_crd() -> dict[str, Any]:
-    """The complete ``apiextensions.k8s.io/v1`` CustomResourceDefinition, as plain data."""
-    spec_schema = schema_of()
-    status_schema = status_schema_of()
-    root_description = (Experiment.__doc__ or "").strip().splitlines()[0]
-    columns = printer_columns()
+def _crd_document(kind: str, plural: str, singular: str, short_names: Sequence[str],
+                  columns: list[dict[str, Any]], description: str, spec: dict[str, Any],
+                  status: dict[str, Any]) -> dict[str, Any]:
+    """One of our CustomResourceDefinitions (group, version, scope, labels, the status
+    subresource: the same for every kind), as plain data."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{PLURAL}.{GROUP}",
+            "name": f"{plural}.{GROUP}",
             "annotations": {"helm.sh/resource-policy": "keep"},
             "labels": {
                 "app.kubernetes.io/name": "pggit-chaos",
@@ -271,11 +271,11 @@ def build_crd() -> dict[str, Any]:
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": list(CATEGORIES),
             },
             "scope": "Namespaced",
@@ -289,14 +289,14 @@ def build_crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": root_description,
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
+                                "spec": spec,
+                                "status": status,
                             },
                         }
                     },
@@ -304,6 +304,13 @@ def build_crd() -> dict[str, Any]:
             ],
         },
     }
+
+
+def build_crd() -> dict[str, Any]:
+    """The complete ``apiextensions.k8s.io/v1`` CustomResourceDefinition, as plain data."""
+    return _crd_document(KIND, PLURAL, SINGULAR, SHORT_NAMES, printer_columns(),
+                         (Experiment.__doc__ or "").strip().splitlines()[0], schema_of(),
+                         status_schema_of())
 
 
 #: The command that regenerates the chart's CRD file from the model.
@@ -351,53 +358,10 @@ def build_schedule_crd() -> dict[str, Any]:
         {"name": "Last Verdict", "type": "string", "jsonPath": ".status.lastVerdict"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{SCHEDULE_PLURAL}.{GROUP}",
-            "annotations": {"helm.sh/resource-policy": "keep"},
-            "labels": {
-                "app.kubernetes.io/name": "pggit-chaos",
-                "app.kubernetes.io/component": "crd",
-            },
-        },
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": SCHEDULE_KIND,
-                "listKind": f"{SCHEDULE_KIND}List",
-                "plural": SCHEDULE_PLURAL,
-                "singular": SCHEDULE_SINGULAR,
-                "shortNames": list(SCHEDULE_SHORT_NAMES),
-                "categories": list(CATEGORIES),
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": root_description,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": _schema(ScheduleSpec, section_defaults=True),
-                                "status": _schema(ScheduleStatus, section_defaults=False),
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    return _crd_document(SCHEDULE_KIND, SCHEDULE_PLURAL, SCHEDULE_SINGULAR,
+                         SCHEDULE_SHORT_NAMES, columns, root_description,
+                         _schema(ScheduleSpec, section_defaults=True),
+                         _schema(ScheduleStatus, section_defaults=False))
 
 
 #: The command that regenerates the chart's schedule CRD file from the model.

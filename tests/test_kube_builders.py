@@ -1009,6 +1009,77 @@ def test_journal_too_large_for_a_config_map_is_refused() -> None:
         builders.read_journal_config_map({"metadata": {"name": "x"}, "data": {}})
 
 
+
+#: What the API server accepts in one ConfigMap: data and binaryData together, decoded.
+CONFIG_MAP_SIZE = 1024 * 1024
+
+
+def _config_map_size(cm: Mapping[str, Any]) -> int:
+    import base64
+
+    binary = sum(len(base64.b64decode(v)) for v in (cm.get("binaryData") or {}).values())
+    return binary + sum(len(k) + len(v.encode()) for k, v in (cm.get("data") or {}).items())
+
+
+def _parts_reader(cms: list[dict[str, Any]]) -> Any:
+    by_name = {cm["metadata"]["name"]: json.loads(json.dumps(cm)) for cm in cms}
+    return by_name.get
+
+
+@pytest.mark.parametrize(("size", "config_maps"),
+                         [(5_000, 1), (870_000, 1), (880_000, 3), (2_300_000, 4)])
+def test_a_history_of_any_size_up_to_the_limit_is_kept_beside_the_journal(
+        size: int, config_maps: int) -> None:
+    """A history sharing the journal's ConfigMap, one just too big to, and one over two
+    parts: every ConfigMap fits what the API server accepts, owned like the journal, and the
+    history reads back byte for byte (a run of a minute made 1.5 MB and ended Error before)."""
+    import gzip
+
+    owner = {"apiVersion": "v1", "kind": "X", "metadata": {"name": "x", "uid": "u"}}
+    history = os.urandom(size).hex().encode()  # compresses to about 1.14 * size
+    packed = gzip.compress(history)
+    cms = builders.journal_config_maps("exp", "default", owner, '{"a": 1}', packed,
+                                       run_id="abcdef0123", history_max_bytes=8_000_000)
+    main = cms[-1]
+    assert main["metadata"]["name"] == names.journal_config_map_name("exp", "abcdef0123")
+    for cm in cms:
+        valid(cm)
+        assert _config_map_size(cm) <= CONFIG_MAP_SIZE
+        assert cm["metadata"]["ownerReferences"] == [builders.owner_reference(owner)]
+        assert cm["metadata"]["labels"][names.ROLE_LABEL] == names.ROLE_JOURNAL
+    assert len(cms) == config_maps
+    assert builders.read_journal_config_map(main) == '{"a": 1}'
+    text, note = builders.read_journal_history(json.loads(json.dumps(main)), _parts_reader(cms))
+    assert (text, note) == (history.decode(), None)
+
+
+def test_a_history_beyond_history_max_bytes_is_not_kept_and_the_journal_says_so() -> None:
+    import gzip
+
+    owner = {"apiVersion": "v1", "kind": "X", "metadata": {"name": "x", "uid": "u"}}
+    packed = gzip.compress(os.urandom(1_500_000))
+    (main,) = builders.journal_config_maps("exp", "default", owner, "{}", packed,
+                                           history_max_bytes=1_200_000)
+    valid(main)
+    text, note = builders.read_journal_history(main, _parts_reader([main]))
+    assert text is None
+    assert note is not None and "not kept" in note and "1200000" in note
+
+
+def test_a_missing_part_of_a_history_is_named() -> None:
+    import gzip
+
+    owner = {"apiVersion": "v1", "kind": "X", "metadata": {"name": "x", "uid": "u"}}
+    cms = builders.journal_config_maps("exp", "default", owner, "{}",
+                                       gzip.compress(os.urandom(1_500_000)), run_id="r1")
+    assert len(cms) == 3
+    text, note = builders.read_journal_history(cms[-1], _parts_reader([cms[0], cms[-1]]))
+    assert text is None and note is not None and cms[1]["metadata"]["name"] in note
+    # a journal without any history key: nothing to say
+    assert builders.read_journal_history(
+        builders.journal_config_map("exp", "default", owner, "{}"), _parts_reader([])) == (
+        None, None)
+
 @FAST
 @given(
     data=st.dictionaries(

@@ -106,6 +106,11 @@ def test_history_jsonl_round_trip(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         History.from_jsonl(tmp_path / "bad.jsonl")
+    # what a cluster run keeps beside its journal: the same lines, gzipped
+    import gzip
+
+    assert gzip.decompress(h.to_jsonl_gzip()) == path.read_bytes()
+    assert h.to_jsonl_gzip() == h.to_jsonl_gzip()  # deterministic (mtime 0)
 
 
 @pytest.mark.unit

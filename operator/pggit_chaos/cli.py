@@ -431,6 +431,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     which = f" run {args.run}" if args.run else ""
     print(f"report of {ref}{which}: {files.html} (and summary.md, timeline.png, junit.xml in "
           f"{folder})")
+    if files.history_note:
+        print(f"{PROG}: note: {files.history_note}", file=sys.stderr)
     return 0
 
 

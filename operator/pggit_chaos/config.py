@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     expiry_margin: float = Field(default=120.0, ge=0.0, le=86400.0)
     #: Pushgateway address (host:port) the runner pushes its run's metrics to (empty = none).
     pushgateway: str = ""
+    #: Largest gzipped workload history a cluster run keeps for ``pggit-chaos report``, in
+    #: ConfigMaps of at most 1 MB each beside the journal (0 = keep none; a larger history
+    #: is not kept, and the journal says so).
+    history_max_bytes: int = Field(default=8_000_000, ge=0, le=100_000_000)
     #: Where a verification Job writes its results for the kubelet to hand back.
     termination_message_path: Path = Path("/dev/termination-log")
 

@@ -9,6 +9,8 @@ ops/s timeline from it.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import threading
 from collections.abc import Iterable, Iterator
@@ -274,14 +276,25 @@ class History:
         return self.counts().ok / span if span > 0 else 0.0
 
     # -- persistence --------------------------------------------------------------------------
+    def _lines(self) -> Iterator[str]:
+        for op in self.ops:
+            yield json.dumps(op.to_dict(), separators=(",", ":")) + "\n"
+
     def to_jsonl(self, path: str | Path) -> Path:
         """Write one JSON object per op (the journal keeps the run's history next to it)."""
         target = Path(path)
         with open(target, "w", encoding="utf-8") as out:
-            for op in self.ops:
-                out.write(json.dumps(op.to_dict(), separators=(",", ":")))
-                out.write("\n")
+            out.writelines(self._lines())
         return target
+
+    def to_jsonl_gzip(self) -> bytes:
+        """What :meth:`to_jsonl` writes, gzipped (mtime 0), built line by line so that a
+        long history is never held twice as text."""
+        buffer = io.BytesIO()
+        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
+            for line in self._lines():
+                out.write(line.encode())
+        return buffer.getvalue()
 
     @classmethod
     def from_jsonl(cls, path: str | Path) -> History:

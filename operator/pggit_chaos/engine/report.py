@@ -93,6 +93,8 @@ class ReportFiles:
     history: Path | None = None
     html: Path | None = None
     """``report.html``: the same, as one self-contained page to forward."""
+    history_note: str | None = None
+    """Why there is no history.jsonl (e.g. a cluster run's history too large to keep)."""
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -356,7 +358,7 @@ def _phase_latency_text(journal: Journal) -> str:
 
 
 def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.png",
-                  history_name: str | None = None) -> Path:
+                  history_name: str | None = None, history_note: str | None = None) -> Path:
     """A short Markdown summary: verdict and reason first, then the figures behind it."""
     word = _verdict_word(journal)
     icon = {"PASS": "✅", "FAIL": "❌"}.get(word, "⚠️")
@@ -516,6 +518,8 @@ def write_summary(journal: Journal, path: Path, timeline_name: str = "timeline.p
               f"- [{timeline_name}]({timeline_name})"]
     if history_name:
         lines.append(f"- [{history_name}]({history_name}) (workload history)")
+    elif history_note:
+        lines.append(f"- no workload history: {history_note}")
     lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -745,9 +749,10 @@ def write_timeline(journal: Journal, path: Path) -> Path:
 # -- the folder ----------------------------------------------------------------------------
 
 
-def write_report(journal: Journal, folder: Path, history_jsonl: Path | None = None) -> ReportFiles:
+def write_report(journal: Journal, folder: Path, history_jsonl: Path | None = None,
+                 history_note: str | None = None) -> ReportFiles:
     """Write journal.json, junit.xml, summary.md, timeline.png and report.html (and copy the
-    history)."""
+    history; without one, ``history_note`` says in summary.md why there is none)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     history: Path | None = None
@@ -761,10 +766,11 @@ def write_report(journal: Journal, folder: Path, history_jsonl: Path | None = No
     junit = write_junit(journal, folder / "junit.xml")
     timeline = write_timeline(journal, folder / "timeline.png")
     summary = write_summary(journal, folder / "summary.md", timeline.name,
-                            history.name if history else None)
+                            history.name if history else None, history_note)
     html = write_html_report(journal, folder, timeline)
     return ReportFiles(folder=folder, journal=journal_path, junit=junit, summary=summary,
-                       timeline=timeline, history=history, html=html)
+                       timeline=timeline, history=history, html=html,
+                       history_note=None if history else history_note)
 
 
 # -- the CLI's verdict table ---------------------------------------------------------------

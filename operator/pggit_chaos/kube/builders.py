@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -32,12 +33,14 @@ __all__ = [
     "event",
     "experiment_label_value",
     "journal_config_map",
+    "journal_config_maps",
     "network_policy",
     "owner_reference",
     "parse_quantity",
     "partition_label_patch",
     "qos_class",
     "read_journal_config_map",
+    "read_journal_history",
     "resize_patch",
     "resized_resources",
     "restore_resize_patch",
@@ -240,6 +243,7 @@ def _settings_env(settings: Settings) -> list[dict[str, Any]]:
         "ALLOW_EXEC": "true" if settings.allow_exec else "false",
         "MAX_TARGET_PODS": str(settings.max_target_pods),
         "PUSHGATEWAY": settings.pushgateway,
+        "HISTORY_MAX_BYTES": str(settings.history_max_bytes),
         "OPERATOR_NAMESPACE": settings.operator_namespace,
         "OPERATOR_POD_LABELS": settings.operator_pod_labels,
         "IMAGE": settings.image,
@@ -710,6 +714,14 @@ def config_map(
     return body
 
 
+def _journal_labels(experiment_name: str) -> dict[str, str]:
+    return {
+        names.EXPERIMENT_LABEL: experiment_label_value(experiment_name),
+        names.ROLE_LABEL: names.ROLE_JOURNAL,
+        names.MANAGED_BY_LABEL: names.MANAGED_BY,
+    }
+
+
 def journal_config_map(
     experiment_name: str, namespace: str, owner: Mapping[str, Any], journal_json: str,
     run_id: str | None = None,
@@ -724,21 +736,63 @@ def journal_config_map(
     if len(packed) > JOURNAL_LIMIT_BYTES:
         raise ChaosError(
             f"journal of {experiment_name}: {len(packed)} bytes compressed, more than a "
-            f"ConfigMap holds ({JOURNAL_LIMIT_BYTES}): shorten the experiment or its workload"
+            f"ConfigMap holds ({JOURNAL_LIMIT_BYTES})"
         )
     body = config_map(
         names.journal_config_map_name(experiment_name, run_id),
         namespace,
         owner,
-        {
-            names.EXPERIMENT_LABEL: experiment_label_value(experiment_name),
-            names.ROLE_LABEL: names.ROLE_JOURNAL,
-            names.MANAGED_BY_LABEL: names.MANAGED_BY,
-        },
+        _journal_labels(experiment_name),
         binary_data={names.JOURNAL_KEY: packed},
     )
     body["metadata"]["annotations"] = {EXPERIMENT_ANNOTATION: experiment_name}
     return body
+
+
+def journal_config_maps(
+    experiment_name: str, namespace: str, owner: Mapping[str, Any], journal_json: str,
+    history_gz: bytes | None, *, run_id: str | None = None,
+    history_max_bytes: int = 8 * JOURNAL_LIMIT_BYTES,
+) -> list[dict[str, Any]]:
+    """A run's journal and its gzipped workload history (``history.jsonl``), as ConfigMaps:
+    the journal's own (:func:`journal_config_map`) last, and before it the parts of a history
+    too large to share it.
+
+    - The history fits beside the journal: under :data:`names.HISTORY_KEY` of the journal's
+      ConfigMap, nothing else.
+    - It is at most ``history_max_bytes``: cut into parts of at most
+      :data:`JOURNAL_LIMIT_BYTES` (``<journal>-1``, ``-2``, ...; same owner and labels, so
+      they go with the experiment), named in order under :data:`names.HISTORY_PARTS_KEY`.
+    - It is larger: not kept; :data:`names.HISTORY_NOTE_KEY` says so and by how much.
+
+    Deterministic. Raises :class:`ChaosError` only when the journal alone does not fit.
+    """
+    main = journal_config_map(experiment_name, namespace, owner, journal_json, run_id)
+    if history_gz is None:
+        return [main]
+    main_name = str(main["metadata"]["name"])
+    journal_size = len(base64.b64decode(main["binaryData"][names.JOURNAL_KEY]))
+    if journal_size + len(history_gz) <= JOURNAL_LIMIT_BYTES:
+        main["binaryData"][names.HISTORY_KEY] = base64.b64encode(history_gz).decode("ascii")
+        return [main]
+    if len(history_gz) > history_max_bytes:
+        main["data"] = {names.HISTORY_NOTE_KEY: (
+            f"the workload history was not kept: {len(history_gz)} bytes compressed, more "
+            f"than historyMaxBytes ({history_max_bytes}) allows; the verdict was reached over "
+            "all of it")}
+        return [main]
+    parts: list[dict[str, Any]] = []
+    for number, start in enumerate(range(0, len(history_gz), JOURNAL_LIMIT_BYTES), 1):
+        part = config_map(
+            names.journal_part_name(main_name, number), namespace, owner,
+            _journal_labels(experiment_name),
+            binary_data={names.HISTORY_KEY: history_gz[start:start + JOURNAL_LIMIT_BYTES]},
+        )
+        part["metadata"]["annotations"] = {EXPERIMENT_ANNOTATION: experiment_name}
+        parts.append(part)
+    main["data"] = {names.HISTORY_PARTS_KEY: json.dumps(
+        [part["metadata"]["name"] for part in parts])}
+    return [*parts, main]
 
 
 def read_journal_config_map(cm: Mapping[str, Any]) -> str:
@@ -749,3 +803,36 @@ def read_journal_config_map(cm: Mapping[str, Any]) -> str:
         name = (cm.get("metadata") or {}).get("name")
         raise ChaosError(f"ConfigMap {name}: no binaryData key {names.JOURNAL_KEY}") from None
     return gzip.decompress(base64.b64decode(encoded)).decode()
+
+
+def read_journal_history(
+    cm: Mapping[str, Any], part: Callable[[str], Mapping[str, Any] | None],
+) -> tuple[str | None, str | None]:
+    """``(history.jsonl text, note)`` of a journal ConfigMap from :func:`journal_config_maps`:
+    the text from its own key or joined from its parts (``part(name)`` reads one; None when
+    it is gone), else None and why (the note the runner left, or the part that is missing).
+    ``(None, None)`` when the run kept no history there (a journal written before the
+    history had its own key holds it in the journal's document)."""
+    binary = cm.get("binaryData") or {}
+    data = cm.get("data") or {}
+    name = (cm.get("metadata") or {}).get("name")
+    if names.HISTORY_KEY in binary:
+        return gzip.decompress(base64.b64decode(binary[names.HISTORY_KEY])).decode(), None
+    if names.HISTORY_NOTE_KEY in data:
+        return None, str(data[names.HISTORY_NOTE_KEY])
+    if names.HISTORY_PARTS_KEY not in data:
+        return None, None
+    try:
+        part_names = [str(each) for each in json.loads(data[names.HISTORY_PARTS_KEY])]
+    except (ValueError, TypeError):
+        raise ChaosError(f"ConfigMap {name}: {names.HISTORY_PARTS_KEY} is not a JSON list "
+                         "of names") from None
+    chunks: list[bytes] = []
+    for part_name in part_names:
+        body = part(part_name)
+        encoded = ((body or {}).get("binaryData") or {}).get(names.HISTORY_KEY)
+        if encoded is None:
+            return None, (f"the workload history is incomplete: its part {part_name} is "
+                          "missing")
+        chunks.append(base64.b64decode(encoded))
+    return gzip.decompress(b"".join(chunks)).decode(), None

@@ -68,6 +68,13 @@ CONTAINER = "pggit-chaos"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 #: ConfigMap key of the compressed journal (gzip + base64 in ``binaryData``).
 JOURNAL_KEY = "journal.json.gz"
+#: ConfigMap key of a run's gzipped workload history (history.jsonl), or of one part of it.
+HISTORY_KEY = "history.jsonl.gz"
+#: Journal ConfigMap key naming, as a JSON list in order, the ConfigMaps holding the parts
+#: of a history too large to share the journal's.
+HISTORY_PARTS_KEY = "history-parts"
+#: Journal ConfigMap key saying why the run's history was not kept.
+HISTORY_NOTE_KEY = "history-note"
 #: ConfigMap key of the checks' results (checks.json).
 CHECKS_KEY = "checks.json"
 
@@ -96,6 +103,11 @@ def journal_config_map_name(experiment: str, run_id: str | None = None) -> str:
     """The ConfigMap holding a run's journal: ``<name>-journal-<run_id[:8]>`` (one per run, so
     a rerun keeps the earlier runs' journals), or ``<name>-journal`` without a run id."""
     return _bounded(experiment, f"journal-{run_id[:8]}" if run_id else "journal", 253)
+
+
+def journal_part_name(journal_config_map: str, number: int) -> str:
+    """The ConfigMap holding part ``number`` (from 1) of a run's history: ``<journal>-<n>``."""
+    return _bounded(journal_config_map, str(number), 253)
 
 
 def checks_config_map_name(experiment: str, run_id: str) -> str:

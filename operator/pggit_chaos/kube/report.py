@@ -1,9 +1,10 @@
 """``pggit-chaos report NAMESPACE/NAME``: a cluster run's report, rendered like a local one.
 
-Reads a run's journal ConfigMap (written by the runner Job: the journal with its history,
-gzip-compressed; the current run's, or with ``run`` one kept in ``status.history`` when the
-experiment was run again) and writes journal.json, history.jsonl, junit.xml, summary.md and
-timeline.png into a folder, with the engine's own report writer.
+Reads a run's journal ConfigMap (written by the runner Job: the journal and its workload
+history, gzip-compressed, the history in parts beside it when large; the current run's, or
+with ``run`` one kept in ``status.history`` when the experiment was run again) and writes
+journal.json, history.jsonl, junit.xml, summary.md and timeline.png into a folder, with the
+engine's own report writer.
 """
 
 from __future__ import annotations
@@ -61,12 +62,15 @@ def fetch_report(ref: str, folder: Path, client: KubeClient | None = None, *,
         raise TargetUnavailable(f"experiment {ref} has no journal yet (phase {phase}): the "
                                 "runner writes it when the run ends")
     document = json.loads(builders.read_journal_config_map(config_map))
-    history = document.pop("history", [])
+    older = document.pop("history", [])  # a journal written before the history's own key
     journal = Journal.model_validate(document)
+    text, note = builders.read_journal_history(
+        config_map, lambda part: client.find(CONFIG_MAPS, namespace, part))
+    if text is None and older:
+        text = "".join(json.dumps(op) + "\n" for op in older)
     folder.mkdir(parents=True, exist_ok=True)
     history_path = None
-    if history:
+    if text:
         history_path = folder / "history.jsonl"
-        history_path.write_text("".join(json.dumps(op) + "\n" for op in history),
-                                encoding="utf-8")
-    return write_report(journal, folder, history_path)
+        history_path.write_text(text, encoding="utf-8")
+    return write_report(journal, folder, history_path, note)

@@ -38,6 +38,7 @@ from pggit_chaos.kube.client import (
 from pggit_chaos.kube.handback import summary_from_dict
 from pggit_chaos.kube.substrate import KubeSubstrate
 from pggit_chaos.pggit import mask_dsn
+from pggit_chaos.spec.model import fault_label
 from pggit_chaos.spec.status import ExperimentStatus
 
 if TYPE_CHECKING:
@@ -101,6 +102,9 @@ def journal_status(journal: Journal) -> dict[str, Any]:
     typed = ExperimentStatus.model_validate(raw)
     status: dict[str, Any] = typed.model_dump(mode="json", by_alias=True, exclude_unset=True)
     status["message"] = journal.reason or None
+    label = fault_label((journal.spec or {}).get("spec"))
+    if label:  # kubectl's Fault column (the operator writes it too, from the same spec)
+        status["fault"] = label
     return status
 
 
@@ -307,7 +311,8 @@ def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
         final["faultIntent"] = None
         if journal.fault_steps:  # a scenario: every fault's revert confirmed
             final["faultIntents"] = None
-    problems = _store_journal(client, body, journal, run.history)
+    problems = _store_journal(client, body, journal, run.history,
+                              settings.history_max_bytes)
     try:
         writer.patch(final)
     except ChaosError as exc:
@@ -324,25 +329,27 @@ def run_in_cluster(ref: str, run_id: str | None, settings: Settings,
 
 
 def _store_journal(client: KubeClient, body: dict[str, Any], journal: Journal,
-                   history: History) -> list[str]:
-    """The journal (history included) into the run's journal ConfigMap."""
+                   history: History, history_max_bytes: int = 8_000_000) -> list[str]:
+    """The journal into the run's journal ConfigMap and its workload history beside it (in
+    parts when large, :func:`builders.journal_config_maps`). Returns the problems: a journal
+    that cannot be stored is a warning of the run, never its verdict."""
     namespace = str(body["metadata"]["namespace"])
     name = str(body["metadata"]["name"])
-    document = json.loads(journal.to_json(indent=None))
-    document["history"] = [op.to_dict() if hasattr(op, "to_dict") else op.__dict__
-                           for op in history.ops]
-    config_map = builders.journal_config_map(name, namespace, body, json.dumps(document),
-                                             run_id=journal.run_id)
-    cm_name = str(config_map["metadata"]["name"])
+    cm_name = names.journal_config_map_name(name, journal.run_id)
     try:
-        try:
-            client.create(CONFIG_MAPS, namespace, config_map)
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
-            client.patch(CONFIG_MAPS, namespace, cm_name,
-                         {"binaryData": config_map.get("binaryData"),
-                          "data": config_map.get("data")})
+        config_maps = builders.journal_config_maps(
+            name, namespace, body, journal.to_json(indent=None),
+            history.to_jsonl_gzip() if history_max_bytes > 0 and history.ops else None,
+            run_id=journal.run_id, history_max_bytes=history_max_bytes)
+        for config_map in config_maps:  # the parts first: the journal's names them
+            try:
+                client.create(CONFIG_MAPS, namespace, config_map)
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+                client.patch(CONFIG_MAPS, namespace, str(config_map["metadata"]["name"]),
+                             {"binaryData": config_map.get("binaryData"),
+                              "data": config_map.get("data")})
         client.patch(EXPERIMENTS, namespace, name, {"status": {"journalConfigMap": cm_name}},
                      subresource="status")
     except ChaosError as exc:

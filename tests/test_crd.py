@@ -51,6 +51,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "experiments").glob("*.yaml"))
+SCENARIO_EXAMPLES = sorted((ROOT / "examples" / "scenarios").glob("*.yaml"))
 CRD = build_crd()
 SECTION_OF = {fault_type.value: alias for fault_type, (_, alias, _) in SECTIONS.items()}
 
@@ -134,7 +135,7 @@ def leaves(value: Any, path: str = "") -> dict[str, Any]:
 # ------------------------------------------------------------------ (a) the examples
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES + SCENARIO_EXAMPLES, ids=lambda p: p.name)
 def test_example_is_admitted_and_agrees_with_the_model(path: Path) -> None:
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
     stored = admit(document)
@@ -146,9 +147,11 @@ def test_example_is_admitted_and_agrees_with_the_model(path: Path) -> None:
     for field, value in leaves(stored["spec"]).items():
         assert field in model_leaves, field
         assert model_leaves[field] == value, field
-    # Only the section of this fault type, never another one.
-    fault = stored["spec"]["fault"]
-    assert set(fault) <= {"type", SECTION_OF[fault["type"]]}
+    # Only the section of each fault's type, never another one.
+    faults = ([step["fault"] for step in stored["spec"]["scenario"]["steps"]]
+              if "scenario" in stored["spec"] else [stored["spec"]["fault"]])
+    for fault in faults:
+        assert set(fault) <= {"type", SECTION_OF[fault["type"]]}
     # The model's complete manifest is a fixed point of the server's defaulting and pruning.
     assert admit(manifest)["spec"] == manifest["spec"]
 

@@ -174,6 +174,25 @@ def test_a_serial_scenario_injects_each_fault_after_the_previous_revert(runner: 
     runner.assert_nothing_left()
 
 
+EXAMPLE = ROOT / "examples" / "scenarios" / "partition-then-throttle.yaml"
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="network-partition and cpu-throttle need root")
+def test_the_example_scenario_file_passes_on_one_machine(runner: Runner) -> None:
+    """examples/scenarios/partition-then-throttle.yaml as a user runs it (its header says how)."""
+    result = runner.run("run", str(EXAMPLE))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (journal,) = runner.journals()
+    assert journal["verdict"] == "Pass", journal["reason"]
+    assert [s["fault_type"] for s in journal["fault_steps"]] == ["network-partition",
+                                                                 "cpu-throttle"]
+    partition, throttle = (_windows(journal)[t] for t in ("network-partition", "cpu-throttle"))
+    assert throttle[0] - partition[1] >= 1.9, "the throttle waits its delay after the revert"
+    assert all(s["evidence"]["bit"] for s in journal["fault_steps"]), journal["fault_steps"]
+    _assert_reported(runner, journal)
+    runner.assert_nothing_left()
+
+
 @pytest.mark.skipif(not IS_ROOT, reason="pod-pause needs root")
 def test_an_interrupted_scenario_reverts_every_injected_fault(runner: Runner) -> None:
     pause = {"fault": {"type": "pod-pause"}, "duration": "60s", "delay": "1s"}

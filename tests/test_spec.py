@@ -911,7 +911,7 @@ def test_crd_names_and_version() -> None:
     assert version["subresources"] == {"status": {}}
     columns = {column["name"]: column["jsonPath"] for column in version["additionalPrinterColumns"]}
     assert columns == {
-        "Fault": ".spec.fault.type",
+        "Fault": ".status.fault",
         "Targets": ".status.targets",
         "Phase": ".status.phase",
         "Verdict": ".status.verdict",

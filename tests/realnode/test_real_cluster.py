@@ -14,8 +14,10 @@ Every experiment file's own run to its outcome is ``scripts/real-node e2e`` (kin
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,7 +46,9 @@ from realnode.conftest import (
     DEMO_LABELS,
     DEMO_POD,
     EXPERIMENTS_DIR,
+    KUBECONFIG,
     NS,
+    ROOT,
     TERMINAL,
     cfs_quota,
     describe,
@@ -515,6 +519,44 @@ def test_dry_run_resolves_targets_and_creates_nothing(cluster: KubeClient) -> No
     assert "DryRun" in reasons(cluster, name)
 
 
+
+def test_a_history_larger_than_a_config_map_is_kept_in_parts_the_real_server_accepts(
+        cluster: KubeClient, tmp_path: Path) -> None:
+    """The runner's own journal writer with a history of 3 MB gzipped (what a few minutes
+    at full rate make): the real API server takes every part (it refuses a ConfigMap over
+    1 MiB), and ``pggit-chaos report`` joins them back line for line. Owned by a dry run's
+    experiment, so that they go with it."""
+    import uuid
+
+    from pggit_chaos.engine.history import History
+    from pggit_chaos.kube.client import CONFIG_MAPS
+    from pggit_chaos.kube.report import fetch_report
+    from pggit_chaos.kube.runner import _store_journal
+    from test_report import make_journal
+
+    name = start(cluster, manifest("06", "rn-big-history", dryRun=True))
+    body = wait_terminal(cluster, name, timeout=120)
+    run_id = str(uuid.uuid4())
+    journal = make_journal("Pass").model_copy(update={
+        "run_id": run_id, "experiment": name, "namespace": NS})
+    history = History()
+    for number in range(60_000):
+        history.record(number % 4, "invoke", "commit",
+                       {"branch": "main", "message": os.urandom(32).hex()}, at=number / 1000)
+    assert _store_journal(cluster, body, journal, history) == []
+    main_name = names.journal_config_map_name(name, run_id)
+    main = cluster.get(CONFIG_MAPS, NS, main_name)
+    parts = json.loads(main["data"][names.HISTORY_PARTS_KEY])
+    assert len(parts) >= 3, parts
+    assert all(cluster.get(CONFIG_MAPS, NS, part)["metadata"]["ownerReferences"][0]["uid"]
+               == body["metadata"]["uid"] for part in parts)
+    files = fetch_report(f"{NS}/{name}", tmp_path / "report", cluster)
+    assert files.history is not None, files.history_note
+    assert files.history.read_text() == gzip.decompress(history.to_jsonl_gzip()).decode()
+    cluster.delete(EXPERIMENTS, NS, name)
+    wait_until(lambda: not any(cluster.find(CONFIG_MAPS, NS, cm) for cm in [main_name, *parts]),
+               "the parts go with their experiment", 120)
+
 # -- disk-pressure on the demo's own volume (a 1 GiB local PersistentVolume) ----------------------
 def data_volume(client: KubeClient) -> Path:
     """The host folder of the demo's data volume (the local PersistentVolume's path)."""
@@ -779,12 +821,13 @@ def test_a_serial_scenario_passes_with_each_faults_window_in_the_journal(
     own intent, window, revert and evidence; the verdict over the whole run."""
     from pggit_chaos.kube.report import fetch_report
 
-    body = manifest(PARTITION, "rn-scenario-serial")
-    partition = body["spec"].pop("fault")
-    throttle = manifest(THROTTLE, "unused")["spec"]["fault"]
-    body["spec"]["scenario"] = {"mode": "serial", "steps": [
-        {"fault": partition, "duration": "5s"},
-        {"fault": throttle, "duration": "5s", "delay": "2s"}]}
+    # examples/scenarios/partition-then-throttle.yaml, its steps held 5 s each
+    body = yaml.safe_load((ROOT / "examples" / "scenarios" /
+                           "partition-then-throttle.yaml").read_text())
+    body["metadata"]["name"] = "rn-scenario-serial"
+    for step in body["spec"]["scenario"]["steps"]:
+        step["duration"] = "5s"
+    body["spec"]["verification"].update({"checks": ["corruption"], "timeout": "180s"})
     name = start(cluster, body)
     status = wait_terminal(cluster, name)["status"]
     assert status["phase"] == "Passed" and status["verdict"] == "Pass", describe(cluster, name)
@@ -804,6 +847,43 @@ def test_a_serial_scenario_passes_with_each_faults_window_in_the_journal(
     summary = files.summary.read_text()
     assert "## Faults of the scenario" in summary
     assert "| network-partition |" in summary and "| cpu-throttle |" in summary
+    # kubectl's Fault column names both (it named none before: it read .spec.fault.type)
+    assert status["fault"] == "network-partition+cpu-throttle", status
+    table = subprocess.run(["kubectl", "--kubeconfig", str(KUBECONFIG), "get", "pgce", name,
+                            "-n", NS], capture_output=True, text=True, check=True).stdout
+    assert "network-partition+cpu-throttle" in table.splitlines()[1], table
+
+
+def test_the_operator_reverts_both_faults_of_a_parallel_scenario_whose_runner_died(
+        cluster: KubeClient) -> None:
+    """A partition and a throttle at once; the runner SIGKILLed while both hold: the operator
+    reverts each from ``status.faultIntents`` (the NetworkPolicy and label, the pod's CPU limit
+    back to its own) and its one FaultReverted Event names both."""
+    name = "rn-scenario-killed"
+    body = manifest(PARTITION, name)
+    partition = body["spec"].pop("fault")
+    throttle = manifest(THROTTLE, "unused")["spec"]["fault"]
+    body["spec"]["scenario"] = {"mode": "parallel", "steps": [
+        {"fault": partition, "duration": HOLD}, {"fault": throttle, "duration": HOLD}]}
+    start(cluster, body)
+
+    def both_recorded() -> bool:
+        status = cluster.get(EXPERIMENTS, NS, name).get("status") or {}
+        return len(status.get("faultIntents") or []) == 2
+    wait_until(both_recorded, f"both intents in status\n{describe(cluster, name)}", 180)
+    wait_until(lambda: in_effect(cluster, PARTITION) and in_effect(cluster, THROTTLE),
+               "both faults reached the node", 60)
+    status = cluster.get(EXPERIMENTS, NS, name)["status"]
+    kill_runner(cluster, runner_pod(cluster, status))
+    final = wait_terminal(cluster, name)["status"]
+    assert final["phase"] == "Error", describe(cluster, name)
+    assert not final.get("faultIntent") and not final.get("faultIntents"), final
+    assert_reverted(cluster)
+    [event] = [e for e in events_of(cluster, name)
+               if "reverted by the operator" in str(e.get("message", ""))]
+    assert event["reason"] == "FaultReverted"
+    named = str(event["message"]).split(" reverted by the operator", 1)[0]
+    assert sorted(named.split(" and ")) == ["cpu-throttle", "network-partition"], event
 
 
 # -- running again, and on a schedule -------------------------------------------------------------
@@ -894,3 +974,64 @@ def test_a_one_minute_schedule_creates_owned_runs_keeps_its_history_and_labels_m
     finally:
         cluster.delete(SCHEDULES, NS, schedule)
     wait_until(lambda: not runs(), "the runs go with their schedule", 240)
+
+
+def test_forbid_skips_the_next_minute_while_a_long_run_is_active_and_that_run_keeps_its_history(
+        cluster: KubeClient, tmp_path: Path) -> None:
+    """Under Forbid (the default) a run still active at the next scheduled minute makes that
+    start a skipped one (lastSkippedTime, a RunSkipped Event), never a second run on the
+    target. The run holds its fault 50 s at full workload rate: its history is more than one
+    ConfigMap holds, which ended such a run Error before the history was kept in parts."""
+    from pggit_chaos.kube.client import CONFIG_MAPS, SCHEDULES
+    from pggit_chaos.kube.report import fetch_report
+    from pggit_chaos.spec.schedule import SCHEDULE_LABEL
+
+    schedule = "rn-forbid"
+    if cluster.find(SCHEDULES, NS, schedule) is not None:
+        cluster.delete(SCHEDULES, NS, schedule)
+        wait_until(lambda: cluster.find(SCHEDULES, NS, schedule) is None, "old schedule gone",
+                   120)
+    template = manifest("06", "unused", duration="50s")["spec"]
+    cluster.create(SCHEDULES, NS, {
+        "apiVersion": "chaos.pggit.io/v1alpha1", "kind": "PgGitChaosSchedule",
+        "metadata": {"name": schedule},
+        "spec": {"schedule": "* * * * *", "experimentTemplate": {"spec": template}}})
+
+    def runs() -> list[Body]:
+        return sorted(cluster.list(EXPERIMENTS, NS,
+                                   label_selector=f"{SCHEDULE_LABEL}={schedule}"),
+                      key=lambda b: str(b["metadata"]["name"]))
+    try:
+        wait_until(lambda: bool(runs()), "the schedule's first run", 90)
+        first = str(runs()[0]["metadata"]["name"])
+        first_minute = int(first.rsplit("-", 1)[1])
+
+        def skipped() -> bool:
+            status = cluster.get(SCHEDULES, NS, schedule).get("status") or {}
+            return bool(status.get("lastSkippedTime"))
+        wait_until(skipped, f"a start skipped under Forbid\n{describe(cluster, first)}", 150)
+        status = cluster.get(SCHEDULES, NS, schedule)["status"]
+        skipped_minute = int(_moment(status["lastSkippedTime"]).timestamp()) // 60
+        assert skipped_minute > first_minute, status
+        assert f"{schedule}-{skipped_minute}" not in {r["metadata"]["name"] for r in runs()}
+        active = [r for r in runs()
+                  if (r.get("status") or {}).get("phase") not in TERMINAL]
+        assert len(active) <= 1, [(r["metadata"]["name"], r.get("status")) for r in runs()]
+        events = cluster.list(EVENTS, NS, field_selector=f"involvedObject.name={schedule}")
+        assert any(e.get("reason") == "RunSkipped" for e in events), events
+
+        body = wait_terminal(cluster, first, 420)
+        assert body["status"]["phase"] == "Passed", describe(cluster, first)
+        journal = journal_of(cluster, body["status"])
+        main = cluster.get(CONFIG_MAPS, NS, body["status"]["journalConfigMap"])
+        parts = json.loads((main.get("data") or {}).get(names.HISTORY_PARTS_KEY, "[]"))
+        print(f"a 50 s run's history: {journal['workload']['invoked']} operations, "
+              f"{len(parts)} extra ConfigMaps")
+        files = fetch_report(f"{NS}/{first}", tmp_path / "report", cluster)
+        assert files.history is not None, files.history_note
+        lines = files.history.read_text().splitlines()
+        invokes = sum(1 for line in lines if json.loads(line)["type"] == "invoke")
+        assert invokes == journal["workload"]["invoked"] > 0
+    finally:
+        cluster.delete(SCHEDULES, NS, schedule)
+    wait_until(lambda: not runs(), "the runs go with their schedule", 300)

@@ -85,7 +85,7 @@ _log = logging.getLogger("pggit_chaos.operator")
 _RUN_FIELDS = tuple(str(info.alias or field) for field, info in
                     ExperimentStatus.model_fields.items()
                     if field not in ("history", "rerun", "observed_generation", "targets",
-                                     "conditions"))
+                                     "conditions", "fault"))
 
 
 class Retry(ChaosError):
@@ -866,7 +866,8 @@ class Handlers:
         if isinstance(conditions, list) and any(
                 isinstance(c, dict) and c.get("type") == "FaultActive" for c in conditions):
             # The runner's last word may be FaultActive True (it died, or its revert failed).
-            message = f"{intent.get('type', 'fault')} reverted by the operator: {done}"
+            message = f"{' and '.join(str(i.get('type') or 'fault') for i in intents)} " \
+                f"reverted by the operator: {done}"
             patch["conditions"] = [
                 {**c, "status": "False", "reason": "RevertedByOperator",
                  "lastTransitionTime": now, "message": message[:1024]}
@@ -874,8 +875,9 @@ class Handlers:
                 for c in conditions]
         self._patch_status(body, patch)
         run = str(_status(body).get("runId") or meta.get("uid") or "")
+        what = " and ".join(str(each.get("type") or "fault") for each in intents)
         self._post(body, "FaultReverted", "Normal",
-                   f"{intent.get('type', 'fault')} reverted by the operator because {why}: {done}",
+                   f"{what} reverted by the operator because {why}: {done}",
                    key=f"{run[:8]}-reverted-{str(intent.get('id') or '')[:8]}")
         self._remember(body, ["FaultReverted"])
         self.observe({**body, "status": {**_status(body), "faultIntent": None}})
@@ -968,7 +970,11 @@ class Handlers:
         post_event(self.client, body, reason, type_, _clip(message), key, self.clock(), COMPONENT)
 
     def _patch_status(self, body: Mapping[str, Any], patch: dict[str, Any]) -> None:
+        """Patch the status; with it ``fault`` (the printer column), when not yet right."""
         meta = _meta(body)
+        label = fault_label(body.get("spec"))
+        if label and _status(body).get("fault") != label and "fault" not in patch:
+            patch = {**patch, "fault": label}
         self.client.patch(EXPERIMENTS, str(meta["namespace"]), str(meta["name"]),
                           {"status": patch}, subresource="status")
 

@@ -233,7 +233,8 @@ def printer_columns() -> list[dict[str, Any]]:
     """``kubectl get pgce``: Fault, Targets, Phase, Verdict, Lost, Recovery, Age; and with
     ``-o wide`` (priority 1) the Message."""
     return [
-        {"name": "Fault", "type": "string", "jsonPath": ".spec.fault.type"},
+        {"name": "Fault", "type": "string", "jsonPath": status_path("fault"),
+         "description": "The fault type, or a scenario's types joined by +"},
         {"name": "Targets", "type": "string", "jsonPath": status_path("targets"),
          "description": "The pods the fault hits"},
         {"name": "Phase", "type": "string", "jsonPath": status_path("phase")},

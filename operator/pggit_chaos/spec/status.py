@@ -154,6 +154,9 @@ class ExperimentStatus(_Status):
     phase: Literal[PHASES] | None = None  # type: ignore[valid-type]
     verdict: Literal["Pass", "Fail", "Inconclusive"] | None = None
     message: Text | None = Field(default=None, description="Why it ended as it did, one line.")
+    fault: Annotated[str, Field(max_length=512)] | None = Field(
+        default=None, description="The fault type, or a scenario's types joined by + (what "
+        "kubectl's Fault column shows), written by the operator.")
     observed_generation: Count | None = None
     run_id: Annotated[str, Field(max_length=64)] | None = None
     runner_job: Name | None = None

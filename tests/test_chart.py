@@ -842,3 +842,28 @@ def test_the_demo_namespace_joins_the_namespaces(tmp_path: Path,
     assert rbac_differences(docs, "pggit-chaos-runner", "chaos-demo", "runner", ["chaos-demo"],
                             False, False) == []
     assert one(docs, "StatefulSet")["metadata"]["namespace"] == "chaos-demo"
+
+
+def test_runner_image_pull_secrets_reach_every_pod_in_the_experiments_namespaces(
+        tmp_path: Path) -> None:
+    """The runner's ServiceAccount in each namespace (its Jobs' pods get them from it), the
+    demo's Jobs and the helm test pod pull with runner.imagePullSecrets; the operator's pod
+    keeps its own imagePullSecrets. Nothing of it without the value."""
+    secrets = [{"name": "regcred"}]
+    docs = render({"namespaces": ["default", "staging"], "demo": {"enabled": True},
+                   "imagePullSecrets": [{"name": "operator-only"}],
+                   "runner": {"imagePullSecrets": secrets}}, tmp_path)
+    runners = [d for d in find(docs, "ServiceAccount")
+               if d["metadata"]["labels"].get("app.kubernetes.io/component") == "runner"]
+    assert sorted(d["metadata"]["namespace"] for d in runners) == ["default", "staging"]
+    assert all(d["imagePullSecrets"] == secrets for d in runners)
+    pods = [d["spec"]["template"]["spec"] for d in find(docs, "Job")] + [
+        d["spec"] for d in find(docs, "Pod")]
+    assert len(pods) == 3 and all(p["imagePullSecrets"] == secrets for p in pods), pods
+    operator = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert operator["imagePullSecrets"] == [{"name": "operator-only"}]
+    (tmp_path / "plain").mkdir()
+    plain = render({"demo": {"enabled": True}}, tmp_path / "plain")
+    assert not any("imagePullSecrets" in d for d in find(plain, "ServiceAccount"))
+    assert not any("imagePullSecrets" in d["spec"]["template"]["spec"]
+                   for d in find(plain, "Job"))

@@ -341,15 +341,10 @@ def _store_journal(client: KubeClient, body: dict[str, Any], journal: Journal,
             name, namespace, body, journal.to_json(indent=None),
             history.to_jsonl_gzip() if history_max_bytes > 0 and history.ops else None,
             run_id=journal.run_id, history_max_bytes=history_max_bytes)
-        for config_map in config_maps:  # the parts first: the journal's names them
-            try:
-                client.create(CONFIG_MAPS, namespace, config_map)
-            except ApiError as exc:
-                if not exc.conflict:
-                    raise
-                client.patch(CONFIG_MAPS, namespace, str(config_map["metadata"]["name"]),
-                             {"binaryData": config_map.get("binaryData"),
-                              "data": config_map.get("data")})
+        # The parts first: the journal's names them. Each run has its own names and its
+        # runner Job never restarts (backoffLimit 0), so nothing is there to overwrite.
+        for config_map in config_maps:
+            client.create(CONFIG_MAPS, namespace, config_map)
         client.patch(EXPERIMENTS, namespace, name, {"status": {"journalConfigMap": cm_name}},
                      subresource="status")
     except ChaosError as exc:

@@ -557,6 +557,37 @@ def test_a_history_larger_than_a_config_map_is_kept_in_parts_the_real_server_acc
     wait_until(lambda: not any(cluster.find(CONFIG_MAPS, NS, cm) for cm in [main_name, *parts]),
                "the parts go with their experiment", 120)
 
+
+def _helm_upgrade(*sets: str) -> None:
+    done = subprocess.run(
+        ["helm", "upgrade", "pggit-chaos", str(ROOT / "charts" / "pggit-chaos"), "-n",
+         "pggit-chaos-system", "--kubeconfig", str(KUBECONFIG), "--reuse-values",
+         *[arg for value in sets for arg in ("--set", value)], "--wait", "--wait-for-jobs",
+         "--timeout", "300s"], capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_runner_pods_pull_with_the_charts_runner_image_pull_secrets(cluster: KubeClient) -> None:
+    """``helm upgrade --set runner.imagePullSecrets[0].name=...`` (as docs/operator.md says
+    for a private registry): the real ServiceAccount admission copies the runner account's
+    pull secrets into the runner Job's pod, which before got none (only the operator's pod
+    had the chart's imagePullSecrets)."""
+    _helm_upgrade("runner.imagePullSecrets[0].name=rn-regcred")
+    try:
+        account = cluster.get(SERVICE_ACCOUNTS, NS, "pggit-chaos-runner")
+        assert account.get("imagePullSecrets") == [{"name": "rn-regcred"}], account
+        body = manifest("06", "rn-pull-secret")
+        body["spec"]["verification"] = {"checks": []}
+        name = start(cluster, body)
+        status = wait_injected(cluster, name)
+        pod = cluster.get(PODS, NS, runner_pod(cluster, status))
+        assert pod["spec"].get("imagePullSecrets") == [{"name": "rn-regcred"}], pod["spec"]
+        assert wait_terminal(cluster, name)["status"]["phase"] == "Passed", describe(cluster,
+                                                                                      name)
+    finally:
+        _helm_upgrade("runner.imagePullSecrets=null")
+    assert "imagePullSecrets" not in cluster.get(SERVICE_ACCOUNTS, NS, "pggit-chaos-runner")
+
 # -- disk-pressure on the demo's own volume (a 1 GiB local PersistentVolume) ----------------------
 def data_volume(client: KubeClient) -> Path:
     """The host folder of the demo's data volume (the local PersistentVolume's path)."""

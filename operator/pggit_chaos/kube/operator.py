@@ -31,7 +31,6 @@ from pggit_chaos.kube.handlers import (
     MIRRORED_ANNOTATION,
     STOP_TIMEOUT,
     STOPPING_ANNOTATION,
-    TERMINAL,
     Handlers,
     Retry,
     needs_timer,
@@ -165,14 +164,15 @@ def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL
         else:
             await _work(handlers.reconcile, namespace, str(body.metadata.name))
         owner = schedule_of_run(body)
-        if owner is not None and (type == "DELETED" or (body.get("status") or {}).get(
-                "phase") in TERMINAL):
+        if owner is not None and schedules.run_needs_reconcile(type == "DELETED", dict(body)):
             # A run finished or went: its schedule's status and history follow at once (and
-            # at the schedule's next event or due start, should this fail).
+            # at the run's next event or the schedule's due start, should this fail).
             try:
                 await _work(schedules.reconcile, namespace, owner)
             except kopf.TemporaryError as exc:
                 _log.warning("schedule %s/%s: %s", namespace, owner, exc)
+            else:
+                schedules.run_end_reconciled(dict(body))
 
     @kopf.timer(*_EXPERIMENTS, interval=timer_interval, when=_timer_wanted, registry=registry)
     async def experiment_tick(body: kopf.Body, **_: Any) -> None:
@@ -193,7 +193,9 @@ def build_registry(handlers: Handlers, *, timer_interval: float = TIMER_INTERVAL
             schedules.forget(dict(body))
             return
         schedules.remember(dict(body))
-        await _work(schedules.reconcile, str(body.metadata.namespace), str(body.metadata.name))
+        if schedules.event_needs_reconcile(dict(body)):
+            await _work(schedules.reconcile, str(body.metadata.namespace),
+                        str(body.metadata.name))
 
     @kopf.on.event("batch", "v1", "jobs", labels=_RUNNER, registry=registry)
     async def runner_job_event(type: str | None, body: kopf.Body, **_: Any) -> None:

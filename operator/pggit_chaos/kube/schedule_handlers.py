@@ -5,7 +5,9 @@ Called by :mod:`pggit_chaos.kube.operator` (a timer and an event handler per sch
 experiment handler when a run changes) through ``asyncio.to_thread``. What to do is decided by
 the pure :func:`pggit_chaos.kube.schedules.decide` from the schedule's status and its runs, so
 an operator restarted after an hour makes up the latest missed start exactly as one that never
-stopped; nothing is kept in memory but a lock per schedule.
+stopped. Kept in memory only to save API calls: a lock per schedule, what of each schedule its
+last reconcile saw (so that its own status patches, seen again by the watch, cause none) and
+which runs' ends have been reconciled (a finished run's later events cause none).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from typing import Any
 from pggit_chaos.errors import InvalidExperiment
 from pggit_chaos.kube import names
 from pggit_chaos.kube.client import EXPERIMENTS, SCHEDULES, ApiError, KubeClient, post_event
-from pggit_chaos.kube.schedules import decide, rfc3339, run_manifest, run_of
+from pggit_chaos.kube.schedules import TERMINAL, decide, rfc3339, run_manifest, run_of
 from pggit_chaos.metrics import parse_time
-from pggit_chaos.spec.schedule import SCHEDULE_LABEL, load_schedule_object
+from pggit_chaos.spec.schedule import PAUSE_ANNOTATION, SCHEDULE_LABEL, load_schedule_object
 
 __all__ = ["COMPONENT", "ScheduleHandlers", "schedule_of_run"]
 
@@ -38,6 +40,21 @@ def _now() -> datetime:
 def _meta(body: Mapping[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata")
     return meta if isinstance(meta, dict) else {}
+
+
+def _shape(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a schedule a reconcile acts on, besides its status (which it writes itself)."""
+    meta = _meta(body)
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    assert isinstance(annotations, dict)
+    return (meta.get("uid"), meta.get("generation"), annotations.get(PAUSE_ANNOTATION),
+            meta.get("deletionTimestamp"))
+
+
+def _run_key(body: Mapping[str, Any]) -> tuple[str, str]:
+    status = body.get("status") if isinstance(body.get("status"), dict) else {}
+    assert isinstance(status, dict)
+    return str(_meta(body).get("uid") or ""), str(status.get("runId") or "")
 
 
 def schedule_of_run(body: Mapping[str, Any]) -> str | None:
@@ -59,6 +76,38 @@ class ScheduleHandlers:
         self._guard = threading.Lock()
         #: The schedules the watch has shown, (namespace, name) -> latest body.
         self._known: dict[tuple[str, str], Body] = {}
+        #: (namespace, name) -> :func:`_shape` of the body the last reconcile worked on.
+        self._reconciled: dict[tuple[str, str], tuple[Any, ...]] = {}
+        #: (uid, run id) of the finished runs whose schedule has been reconciled since.
+        self._ended: set[tuple[str, str]] = set()
+
+    def event_needs_reconcile(self, body: Mapping[str, Any]) -> bool:
+        """A watch event of a schedule is worth a reconcile: the schedule is new to this
+        operator, or its spec, pause annotation or deletion changed since its last reconcile;
+        not when only its status did (the status patches of that reconcile come back as
+        events). Due starts come from the once-a-second loop, run ends from the runs."""
+        meta = _meta(body)
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        with self._guard:
+            return self._reconciled.get(key) != _shape(body)
+
+    def run_needs_reconcile(self, deleted: bool, body: Mapping[str, Any]) -> bool:
+        """A watch event of a run is worth reconciling its schedule: the run went, or it is
+        finished and its schedule has not been reconciled since (a finished run's later
+        events, e.g. its finalizer's removal or kopf's annotations, are not)."""
+        key = _run_key(body)
+        with self._guard:
+            if deleted:
+                self._ended = {ended for ended in self._ended if ended[0] != key[0]}
+                return True
+            status = body.get("status") if isinstance(body.get("status"), dict) else {}
+            assert isinstance(status, dict)
+            return status.get("phase") in TERMINAL and key not in self._ended
+
+    def run_end_reconciled(self, body: Mapping[str, Any]) -> None:
+        """The schedule of this finished run has been reconciled since it finished."""
+        with self._guard:
+            self._ended.add(_run_key(body))
 
     def remember(self, body: Body) -> None:
         """The watch saw this schedule body (the due check of :meth:`due_now` reads it)."""
@@ -69,8 +118,10 @@ class ScheduleHandlers:
     def forget(self, body: Mapping[str, Any]) -> None:
         """The schedule is gone."""
         meta = _meta(body)
+        key = (str(meta.get("namespace")), str(meta.get("name")))
         with self._guard:
-            self._known.pop((str(meta.get("namespace")), str(meta.get("name"))), None)
+            self._known.pop(key, None)
+            self._reconciled.pop(key, None)
 
     def due_now(self) -> list[tuple[str, str]]:
         """(namespace, name) of every known schedule with a start due now."""
@@ -85,7 +136,10 @@ class ScheduleHandlers:
             body = self.client.find(SCHEDULES, namespace, name)
             if body is None or _meta(body).get("deletionTimestamp"):
                 return None
-            return self._reconcile(body)
+            after = self._reconcile(body)
+            with self._guard:
+                self._reconciled[namespace, name] = _shape(body)
+            return after
 
     def due(self, body: Mapping[str, Any]) -> bool:
         """Whether a start is due for this schedule body (no API call: the timer asks this

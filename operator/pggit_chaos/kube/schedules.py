@@ -27,6 +27,7 @@ from pggit_chaos.spec.schedule import (
 __all__ = [
     "MISSED_CONDITION",
     "SCHEDULED_AT_ANNOTATION",
+    "TERMINAL",
     "TOO_MANY_MISSED",
     "Decision",
     "Run",
@@ -44,7 +45,7 @@ MISSED_CONDITION = "MissedStart"
 #: More missed start times than this since the last run: say so (as the CronJob controller).
 TOO_MANY_MISSED = 100
 #: Phases after which a run is finished.
-_TERMINAL = frozenset({"Passed", "Failed", "Inconclusive", "Aborted", "Error"})
+TERMINAL = frozenset({"Passed", "Failed", "Inconclusive", "Aborted", "Error"})
 
 
 def rfc3339(moment: datetime) -> str:
@@ -80,7 +81,7 @@ def run_of(body: Mapping[str, Any]) -> Run:
     """A :class:`Run` from an experiment's body."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
-    finished = status.get("phase") in _TERMINAL
+    finished = status.get("phase") in TERMINAL
     return Run(name=str(meta.get("name") or ""), uid=str(meta.get("uid") or ""),
                scheduled=parse_time((meta.get("annotations") or {}).get(SCHEDULED_AT_ANNOTATION)),
                created=parse_time(meta.get("creationTimestamp")), finished=finished,

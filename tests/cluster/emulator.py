@@ -106,6 +106,10 @@ ANONYMOUS = "system:anonymous"
 GC_IDENTITY = "system:serviceaccount:kube-system:generic-garbage-collector"
 FOREGROUND = "foregroundDeletion"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+#: What one ConfigMap's values may hold in all (the real server's limit, keys not counted).
+CONFIG_MAP_LIMIT = 1024 * 1024
+#: Largest request body the real API server reads (its default --max-request-bytes).
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
 _TERMINAL_PHASES = ("Succeeded", "Failed")
 #: The remote-command subprotocols served on ``pods/exec``, preferred first.
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -1312,7 +1316,16 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def _admission(self, rtype: ResourceType, obj: JSON, old: JSON | None = None) -> JSON:
         """Experiments go through ``kube_schema.admit``; on an update, ratcheted against
-        ``old`` (the stored object) as a 1.33 server does."""
+        ``old`` (the stored object) as a 1.33 server does. A ConfigMap's values (data, and
+        binaryData decoded) may hold 1 MiB in all, keys not counted: what the real node's
+        1.34 server accepted and refused, message included."""
+        if rtype.kind == "ConfigMap":
+            size = sum(len(str(v).encode()) for v in (obj.get("data") or {}).values())
+            size += sum(len(base64.b64decode(str(v))) for v in (obj.get("binaryData") or {})
+                        .values())
+            if size > CONFIG_MAP_LIMIT:
+                raise _invalid(rtype, obj["metadata"]["name"], [(
+                    "[]", f"Too long: may not be more than {CONFIG_MAP_LIMIT} bytes")])
         if rtype.custom and rtype.plural == "pggitchaosschedules":
             return self._admit_schedule(rtype, obj, old)
         if not rtype.custom or rtype.plural != "pggitchaosexperiments":
@@ -1977,7 +1990,15 @@ class EmulatorServer:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         async with self.emulator:
-            server = aiohttp.web.Server(self.emulator)
+            loop = asyncio.get_running_loop()
+
+            def request(message: Any, payload: Any, protocol: Any, writer: Any,
+                        task: Any) -> aiohttp.web.BaseRequest:
+                # Bodies up to the real server's 3 MiB (aiohttp's own default is 1 MiB: a
+                # ConfigMap at the 1 MiB limit, base64-encoded, is larger).
+                return aiohttp.web.BaseRequest(message, payload, protocol, writer, task, loop,
+                                               client_max_size=MAX_REQUEST_BYTES)
+            server = aiohttp.web.Server(self.emulator, request_factory=request)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
             await runner.setup()
             site = aiohttp.web.TCPSite(runner, self.host, self.port)

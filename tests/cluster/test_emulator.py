@@ -145,6 +145,27 @@ def test_create_assigns_server_metadata(admin_client: KubeClient, ns: str) -> No
     assert bad.status == 422
 
 
+def test_a_config_map_over_one_mebibyte_is_refused_as_on_the_real_node(
+        admin_client: KubeClient, ns: str) -> None:
+    """Emulator-only: checks the emulator itself. The limit and the message are what the real
+    node's 1.34 API server answered: 1,048,576 bytes of values accepted (keys not counted),
+    one more refused, by create and by patch."""
+    import base64
+    import os
+
+    def body(name: str, size: int) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+                "binaryData": {"a": base64.b64encode(os.urandom(size)).decode()}}
+    admin_client.create(CONFIG_MAPS, ns, body("at-limit", 1024 * 1024))
+    over = status_of(lambda: admin_client.create(CONFIG_MAPS, ns, body("over", 1024 * 1024 + 1)))
+    assert over.status == 422
+    assert 'ConfigMap "over" is invalid: []: Too long: may not be more than 1048576 bytes' in str(
+        over)
+    grown = status_of(lambda: admin_client.patch(CONFIG_MAPS, ns, "at-limit",
+                                                 {"data": {"b": "x"}}))
+    assert grown.status == 422
+
+
 def test_resource_version_is_one_global_counter(admin_client: KubeClient, ns: str,
                                                 emulator_server: EmulatorServer) -> None:
     first = admin_client.create(CONFIG_MAPS, ns, {"apiVersion": "v1", "kind": "ConfigMap",

@@ -74,7 +74,9 @@ class Runner:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self.command(*args, "--report-dir", str(self.reports)),
+            self.command(*args, "--report-dir", str(self.reports))
+            if args[0] == "run"
+            else self.command(*args),
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -376,6 +378,35 @@ def test_cleanup_after_the_runner_is_killed_while_the_server_starts(
         assert re.search(r"killed [1-9]\d* postgres process", result.stdout), result.stdout
     runner.assert_nothing_left()
 
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the embedded server runs as the postgres user")
+def test_cleanup_after_checks_without_dsn_is_killed_while_its_server_runs(
+        runner: Runner) -> None:
+    """`pggit-chaos checks` without --dsn starts its own throwaway server; SIGKILLed while the
+    server runs, it leaves it recorded, and `pggit-chaos cleanup` stops it and removes its
+    folder (it was recorded nowhere before: the folder and the postmaster were left)."""
+    proc = runner.popen("checks", "--category", "corruption")
+    _poll(lambda: any("listen_addresses=" in line
+                      for line in leftovers.postgres_processes(str(runner.tmpdir))),
+          "the checks' server runs", proc, timeout=120)
+    proc.kill()
+    proc.communicate(timeout=30)
+    (folder,) = runner.tmpdir.glob("pggit-chaos-pg-*")
+    [intent] = StateFile.in_dir(runner.state).pending()
+    assert intent.type == "embedded-postgres" and "checks" in intent.description
+    result = runner.run("cleanup", "--state-dir", str(runner.state))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"removed {folder}" in result.stdout, result.stdout
+    assert re.search(r"killed [1-9]\d* postgres process", result.stdout), result.stdout
+    runner.assert_nothing_left()
+
+
+def test_checks_without_dsn_clear_their_record_when_they_end(runner: Runner) -> None:
+    result = runner.run("checks", "--category", "corruption")
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    assert StateFile.in_dir(runner.state).pending() == []
+    assert not any(runner.tmpdir.glob("pggit-chaos-pg-*"))
 
 STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) +(\S+) +\+\d+\.\ds")
 

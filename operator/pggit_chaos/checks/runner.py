@@ -707,10 +707,14 @@ def main(argv: list[str] | None = None) -> int:
             result = run_checks(args.dsn, **options)
             target = describe_target(args.dsn)
         else:
-            from pggit_chaos.local import embedded_pggit
+            from pggit_chaos.config import load_settings
+            from pggit_chaos.local.process import recorded_embedded_pggit
+            from pggit_chaos.local.state import StateFile
 
             started = time.monotonic()
-            with embedded_pggit() as (_server, dsn):
+            state = StateFile.in_dir(load_settings().state_dir)
+            with recorded_embedded_pggit(state, "throwaway cluster of pggit-chaos checks") as (
+                    _server, dsn):
                 from pggit_chaos.checks.amcheck import create_amcheck
 
                 create_amcheck(dsn)  # a throwaway database: ours to add amcheck to

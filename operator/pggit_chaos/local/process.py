@@ -17,12 +17,14 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pggit_chaos.errors import FaultError
 from pggit_chaos.faults.base import FaultEvidence, FaultIntent, Figure, WorkloadWindow
 from pggit_chaos.local.server import CLUSTER_PREFIX, SOCKET_PREFIX, EmbeddedPostgres, child_pids
+from pggit_chaos.local.state import StateFile
 
 #: Server log messages that only crash recovery writes (PostgreSQL 10 and later).
 CRASH_RECOVERY_MESSAGES = (
@@ -346,3 +348,28 @@ def kill_stray_cluster(undo: dict[str, Any], timeout: float = 10.0) -> str:
         shutil.rmtree(socket_dir, ignore_errors=True)
         lines.append(f"removed {socket_dir}")
     return "; ".join(lines)
+
+
+@contextlib.contextmanager
+def recorded_embedded_pggit(
+    state: StateFile, description: str, *, dbname: str = "pggit",
+) -> Iterator[tuple[EmbeddedPostgres, str]]:
+    """:func:`~pggit_chaos.local.server.embedded_pggit` whose folders are in ``state``
+    before they exist (as the local substrate's server): whatever a SIGKILL leaves, from
+    initdb on, ``pggit-chaos cleanup`` finds and removes. The record is cleared once the
+    cluster is destroyed; a folder that could not be removed stays recorded."""
+    from pggit_chaos.pggit import install
+
+    server = EmbeddedPostgres()
+    server.reserve()
+    intent = FaultIntent(type="embedded-postgres", target=str(server.data_dir),
+                         undo=cluster_undo(server), description=description)
+    state.record(intent)
+    try:
+        server.start()
+        dsn = server.create_database(dbname)
+        install(dsn)
+        yield server, dsn
+    finally:
+        server.destroy()  # raises when a folder stays: then so does the record
+        state.clear(intent.id)

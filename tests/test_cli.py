@@ -459,3 +459,12 @@ def test_an_interrupt_says_what_is_still_recorded(tmp_path: Path,
     said = _left_by_this_process()
     assert said.startswith("NOT everything was undone") and folder in said, said
     assert said.endswith("run `pggit-chaos cleanup`"), said
+
+
+
+def test_report_of_a_schedule_takes_no_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from pggit_chaos.cli import main
+
+    code = main(["report", "staging/nightly", "--schedule", "--run", "3f2a"])
+    assert code == 2
+    assert "--run names a run of an experiment" in capsys.readouterr().err

@@ -377,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n  pggit-chaos report -n staging primary-pod-kill"
         + "\n  pggit-chaos report staging/primary-pod-kill --run 3f2a9c1b   (a run kept in "
         "status.history)"
+        + "\n  pggit-chaos report staging/nightly-failover --schedule   (every run a schedule "
+        "keeps, and index.html)"
         + "\n\nexit codes: 0 written, 2 error (one line on stderr)",
     )
     report.add_argument("experiment", metavar="[NAMESPACE/]NAME")
@@ -386,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run", help="a run id (or its first characters) of the current run or "
                         "of one in status.history, kept when the experiment was run again "
                         "(chaos.pggit.io/rerun); default: the current run")
+    report.add_argument("--schedule", action="store_true",
+                        help="NAME is a PgGitChaosSchedule: render each of its runs still kept "
+                        "(its history) into a folder of its own, and index.html of them")
     report.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else "
                         "~/.kube/config, else the pod's service account)")
     report.set_defaults(handler=_cmd_report)
@@ -423,10 +428,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if slash and args.namespace and args.namespace != given_namespace:
         raise UsageError(f"{args.experiment} names namespace {given_namespace}, -n says "
                          f"{args.namespace}: give one", f"{PROG} report")
+    if args.schedule and args.run:
+        raise UsageError("--run names a run of an experiment: give it without --schedule",
+                         f"{PROG} report")
     client = KubeClient.from_environment(args.kubeconfig)
     ref = f"{given_namespace or args.namespace or client.namespace}/{name}"
     default = ref.replace("/", "-") + (f"-{args.run}" if args.run else "")
     folder = Path(args.output or Path("chaos-reports") / default)
+    if args.schedule:
+        from pggit_chaos.kube.report import fetch_schedule_report
+
+        made = fetch_schedule_report(ref, folder, client)
+        print(f"report of schedule {ref}: {made.index} ({len(made.runs)} run(s), each in a "
+              f"folder of its own in {folder})")
+        if made.unfinished:
+            print(f"{PROG}: note: no journal yet for {', '.join(made.unfinished)} (still "
+                  "running, or ended before its runner wrote one)", file=sys.stderr)
+        return 0
     files = fetch_report(ref, folder, client, run=args.run)
     which = f" run {args.run}" if args.run else ""
     print(f"report of {ref}{which}: {files.html} (and summary.md, timeline.png, junit.xml in "

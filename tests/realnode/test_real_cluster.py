@@ -952,7 +952,7 @@ def operator_metrics(client: KubeClient) -> str:
 
 
 def test_a_one_minute_schedule_creates_owned_runs_keeps_its_history_and_labels_metrics(
-        cluster: KubeClient) -> None:
+        cluster: KubeClient, tmp_path: Path) -> None:
     """The cron's minutes are real ones here (the emulator's tests drive a clock of their own
     through Forbid, Replace, pause and missed starts)."""
     from pggit_chaos.kube.client import SCHEDULES
@@ -1002,6 +1002,15 @@ def test_a_one_minute_schedule_creates_owned_runs_keeps_its_history_and_labels_m
                                 == "Passed"]) <= 1, "the history limit kept", 60)
         metrics = operator_metrics(cluster)
         assert f'schedule="{schedule}"' in metrics, metrics[-2000:]
+        # `pggit-chaos report NAME --schedule`: every kept run's report, and an index of them
+        from pggit_chaos.kube.report import fetch_schedule_report
+
+        made = fetch_schedule_report(f"{NS}/{schedule}", tmp_path / "schedule", cluster)
+        page = made.index.read_text()
+        assert made.runs, (made.unfinished, [r["metadata"]["name"] for r in runs()])
+        for files in made.runs:
+            assert f'href="{files.folder.name}/report.html"' in page, page
+            assert files.html is not None and files.html.exists()
     finally:
         cluster.delete(SCHEDULES, NS, schedule)
     wait_until(lambda: not runs(), "the runs go with their schedule", 240)

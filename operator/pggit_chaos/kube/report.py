@@ -10,6 +10,7 @@ engine's own report writer.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from pggit_chaos.engine.journal import Journal
 from pggit_chaos.engine.report import ReportFiles, write_report
 from pggit_chaos.errors import ConfigurationError, TargetUnavailable
 from pggit_chaos.kube import builders, names
-from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, KubeClient
+from pggit_chaos.kube.client import CONFIG_MAPS, EXPERIMENTS, SCHEDULES, KubeClient
 
-__all__ = ["fetch_report", "journal_of_run"]
+__all__ = ["ScheduleReport", "fetch_report", "fetch_schedule_report", "journal_of_run"]
 
 
 def journal_of_run(status: dict[str, Any], run: str) -> str | None:
@@ -74,3 +75,49 @@ def fetch_report(ref: str, folder: Path, client: KubeClient | None = None, *,
         history_path = folder / "history.jsonl"
         history_path.write_text(text, encoding="utf-8")
     return write_report(journal, folder, history_path, note)
+
+
+@dataclass
+class ScheduleReport:
+    """What :func:`fetch_schedule_report` wrote, and the runs it could not render yet."""
+
+    folder: Path
+    index: Path
+    runs: list[ReportFiles] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)
+    """Runs with no journal yet (still running, or ended before their runner wrote one)."""
+
+
+def fetch_schedule_report(ref: str, folder: Path, client: KubeClient | None = None,
+                          ) -> ScheduleReport:
+    """The report of every run the schedule ``NAMESPACE/NAME`` still keeps (its history, as
+    its limits left it), each in ``folder/<run>``, and ``folder/index.html`` of them."""
+    from pggit_chaos.engine.html_report import write_index
+    from pggit_chaos.spec.schedule import SCHEDULE_LABEL
+
+    namespace, _, name = ref.partition("/")
+    if not namespace or not name:
+        raise ConfigurationError(f"report takes NAMESPACE/NAME, not {ref!r}")
+    client = client or KubeClient.from_environment()
+    schedule = client.find(SCHEDULES, namespace, name)
+    if schedule is None:
+        raise TargetUnavailable(f"no schedule {ref}")
+    uid = (schedule.get("metadata") or {}).get("uid")
+    runs = [run for run in client.list(EXPERIMENTS, namespace,
+                                       label_selector=f"{SCHEDULE_LABEL}={name}")
+            if any(owner.get("uid") == uid
+                   for owner in (run.get("metadata") or {}).get("ownerReferences") or [])]
+    folder.mkdir(parents=True, exist_ok=True)
+    report = ScheduleReport(folder=folder, index=folder / "index.html")
+    for run in sorted(runs, key=lambda body: str(body["metadata"]["name"])):
+        run_name = str(run["metadata"]["name"])
+        if not (run.get("status") or {}).get("journalConfigMap"):
+            report.unfinished.append(run_name)
+            continue
+        try:
+            report.runs.append(fetch_report(f"{namespace}/{run_name}", folder / run_name,
+                                            client))
+        except TargetUnavailable:  # deleted by the history limits meanwhile
+            report.unfinished.append(run_name)
+    report.index = write_index(folder)
+    return report

@@ -456,8 +456,14 @@ def within(given: Any, stored: Any) -> bool:
 
 
 def journal_of(client: KubeClient, status: Body) -> Body:
+    """The run's journal as the runner stored it, with its workload history (kept beside it,
+    in parts when large) under ``history``."""
     config_map = client.get(CONFIG_MAPS, NS, status["journalConfigMap"])
     journal: Body = json.loads(builders.read_journal_config_map(config_map))
+    text, note = builders.read_journal_history(
+        config_map, lambda part: client.find(CONFIG_MAPS, NS, part))
+    assert text is not None, note
+    journal["history"] = [json.loads(line) for line in text.splitlines()]
     return journal
 
 
@@ -558,12 +564,12 @@ def test_a_history_larger_than_a_config_map_is_kept_in_parts_the_real_server_acc
                "the parts go with their experiment", 120)
 
 
-def _helm_upgrade(*sets: str) -> None:
+def _helm_upgrade(*values: str) -> None:
     done = subprocess.run(
         ["helm", "upgrade", "pggit-chaos", str(ROOT / "charts" / "pggit-chaos"), "-n",
-         "pggit-chaos-system", "--kubeconfig", str(KUBECONFIG), "--reuse-values",
-         *[arg for value in sets for arg in ("--set", value)], "--wait", "--wait-for-jobs",
-         "--timeout", "300s"], capture_output=True, text=True, timeout=400, check=False)
+         "pggit-chaos-system", "--kubeconfig", str(KUBECONFIG), "--reuse-values", *values,
+         "--wait", "--wait-for-jobs", "--timeout", "300s"],
+        capture_output=True, text=True, timeout=400, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
@@ -572,7 +578,7 @@ def test_runner_pods_pull_with_the_charts_runner_image_pull_secrets(cluster: Kub
     for a private registry): the real ServiceAccount admission copies the runner account's
     pull secrets into the runner Job's pod, which before got none (only the operator's pod
     had the chart's imagePullSecrets)."""
-    _helm_upgrade("runner.imagePullSecrets[0].name=rn-regcred")
+    _helm_upgrade("--set", "runner.imagePullSecrets[0].name=rn-regcred")
     try:
         account = cluster.get(SERVICE_ACCOUNTS, NS, "pggit-chaos-runner")
         assert account.get("imagePullSecrets") == [{"name": "rn-regcred"}], account
@@ -585,7 +591,9 @@ def test_runner_pods_pull_with_the_charts_runner_image_pull_secrets(cluster: Kub
         assert wait_terminal(cluster, name)["status"]["phase"] == "Passed", describe(cluster,
                                                                                       name)
     finally:
-        _helm_upgrade("runner.imagePullSecrets=null")
+        # `--set ...=null` with --reuse-values kept the list in the rendered chart (helm
+        # 3.x on the real node); an explicit empty list removes it.
+        _helm_upgrade("--set-json", "runner.imagePullSecrets=[]")
     assert "imagePullSecrets" not in cluster.get(SERVICE_ACCOUNTS, NS, "pggit-chaos-runner")
 
 # -- disk-pressure on the demo's own volume (a 1 GiB local PersistentVolume) ----------------------

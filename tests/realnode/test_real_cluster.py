@@ -951,6 +951,60 @@ def test_a_rerun_runs_a_finished_experiment_again_and_keeps_its_report(
     assert second["runId"] in new.summary.read_text()
 
 
+
+def test_a_run_dropped_from_status_history_takes_its_journal_with_it(
+        cluster: KubeClient) -> None:
+    """Ten past runs kept in ``status.history``: the next rerun drops the oldest, and the
+    operator deletes that run's journal ConfigMap and its history's parts (a rerun experiment
+    kept every journal, up to 8 MB each, until it was deleted). A history entry naming any
+    other ConfigMap deletes nothing."""
+    import uuid
+
+    from pggit_chaos.kube.client import CONFIG_MAPS
+
+    name = start(cluster, manifest("06", "rn-rerun-prune", verification={"checks": []}))
+    body = wait_terminal(cluster, name)
+    assert body["status"]["phase"] == "Passed", describe(cluster, name)
+    owner = [{"apiVersion": "chaos.pggit.io/v1alpha1", "kind": "PgGitChaosExperiment",
+              "name": name, "uid": body["metadata"]["uid"]}]
+
+    def config_map(cm_name: str) -> str:
+        cluster.create(CONFIG_MAPS, NS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": cm_name, "ownerReferences": owner}, "data": {"kept": "for the test"}})
+        return cm_name
+    runs = [str(uuid.uuid4()) for _ in range(10)]
+    journals = [config_map(names.journal_config_map_name(name, run)) for run in runs]
+    parts = [config_map(names.journal_part_name(journals[-1], n)) for n in (1, 2)]
+    decoy = config_map("rn-rerun-prune-decoy")
+    history = [{"runId": run, "phase": "Passed", "verdict": "Pass", "journalConfigMap": cm}
+               for run, cm in zip(runs, journals, strict=True)]
+    history[-2]["journalConfigMap"] = decoy  # not the name its run's journal gets
+    cluster.patch(EXPERIMENTS, NS, name, {"status": {"history": history}},
+                  subresource="status")
+
+    def rerun(value: str) -> Body:
+        before = cluster.get(EXPERIMENTS, NS, name)["status"]["runId"]
+        cluster.patch(EXPERIMENTS, NS, name, {"metadata": {"annotations": {
+            names.RERUN_ANNOTATION: value}}})
+
+        def ended() -> bool:
+            status = cluster.get(EXPERIMENTS, NS, name).get("status") or {}
+            return status.get("runId") != before and status.get("phase") in TERMINAL
+        wait_until(ended, f"run {value} ended\n{describe(cluster, name)}", 300)
+        status: Body = cluster.get(EXPERIMENTS, NS, name)["status"]
+        return status
+    status = rerun("1")
+    assert len(status["history"]) == 10 and status["history"][-1]["runId"] == runs[-2]
+    assert all(cluster.find(CONFIG_MAPS, NS, cm) is None for cm in [journals[-1], *parts])
+    assert all(cluster.find(CONFIG_MAPS, NS, cm) is not None for cm in journals[:-2])
+    status = rerun("2")
+    assert runs[-2] not in [run["runId"] for run in status["history"]]
+    assert cluster.find(CONFIG_MAPS, NS, decoy) is not None  # named wrongly: left alone
+    cluster.delete(EXPERIMENTS, NS, name)
+    wait_until(lambda: all(cluster.find(CONFIG_MAPS, NS, cm) is None
+                           for cm in [*journals, decoy]), "the rest go with the experiment",
+               120)
+
 def operator_metrics(client: KubeClient) -> str:
     from urllib.request import urlopen
 

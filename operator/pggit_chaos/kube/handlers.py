@@ -26,6 +26,7 @@ from pggit_chaos.config import Settings
 from pggit_chaos.errors import ChaosError, InvalidExperiment, one_line
 from pggit_chaos.kube import builders, faults, names, substrate
 from pggit_chaos.kube.client import (
+    CONFIG_MAPS,
     EXPERIMENTS,
     JOBS,
     NAMESPACES,
@@ -748,6 +749,8 @@ class Handlers:
         if stale:
             self.client.patch(EXPERIMENTS, namespace, name,
                               {"metadata": {"annotations": stale}})
+        for dropped in history[HISTORY_LIMIT:]:
+            self._delete_journal(namespace, name, dropped)
         patch: dict[str, Any] = {field: None for field in _RUN_FIELDS}
         was = past.get("verdict") or past.get("phase") or "no verdict"
         patch.update({
@@ -760,6 +763,22 @@ class Handlers:
         self._patch_status(body, patch)
         self._post(body, "Rerun", "Normal", str(patch["message"]),
                    key=f"rerun-{uuid.uuid5(uuid.NAMESPACE_OID, value).hex[:12]}")
+
+    def _delete_journal(self, namespace: str, experiment: str, run: Mapping[str, Any]) -> None:
+        """Delete the journal ConfigMap of a run no longer in ``status.history`` and the parts
+        of its history (``<journal>-1``, ``-2``, ... up to the first one not there): a
+        rerun experiment would otherwise keep every run's journal, up to 8 MB each, until it
+        is deleted. Only the name the runner gives that run's journal (a status naming any
+        other ConfigMap deletes nothing), and only the ``delete`` verb."""
+        name = run.get("journalConfigMap")
+        run_id = run.get("runId")
+        if not (isinstance(name, str) and isinstance(run_id, str) and run_id
+                and name == names.journal_config_map_name(experiment, run_id)):
+            return
+        self.client.delete(CONFIG_MAPS, namespace, name)
+        number = 1
+        while self.client.delete(CONFIG_MAPS, namespace, names.journal_part_name(name, number)):
+            number += 1
 
     # -- stop: delete and abort ----------------------------------------------------------------
     def _stop(self, body: Body, elapsed: float) -> str:

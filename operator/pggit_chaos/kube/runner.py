@@ -339,7 +339,7 @@ def _store_journal(client: KubeClient, body: dict[str, Any], journal: Journal,
     try:
         config_maps = builders.journal_config_maps(
             name, namespace, body, journal.to_json(indent=None),
-            history.to_jsonl_gzip() if history_max_bytes > 0 and history.ops else None,
+            history.to_jsonl_gzip() if history.ops else None,
             run_id=journal.run_id, history_max_bytes=history_max_bytes)
         # The parts first: the journal's names them. Each run has its own names and its
         # runner Job never restarts (backoffLimit 0), so nothing is there to overwrite.

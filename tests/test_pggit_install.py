@@ -336,6 +336,29 @@ def test_a_dns_server_that_does_not_answer_yet_is_waited_for(
     assert len(tries) == 3
 
 
+def test_the_runners_lease_waits_for_a_resolver_that_does_not_answer_yet(
+        pggit_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's first connection is its lease (target_cleanup): on the real node it failed
+    after 20 s of DNS silence and ended 12-primary-failover Error, since only pggit's own
+    connections waited for the resolver."""
+    from pggit_chaos.target_cleanup import lease
+
+    real_connect = psycopg.connect
+    tries: list[str] = []
+
+    def resolver_busy_twice(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+        tries.append("try")
+        if len(tries) <= 2:
+            raise psycopg.OperationalError(
+                "failed to resolve host 'pggit-postgres.default.svc': [Errno -3] Temporary "
+                "failure in name resolution")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(psycopg, "connect", resolver_busy_twice)
+    with lease(pggit_dsn, "0123456789abcdef"):
+        assert len(tries) == 3
+
+
 def test_a_name_the_resolver_does_not_know_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     real_connect = psycopg.connect
     tries: list[str] = []

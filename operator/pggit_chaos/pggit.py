@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import conninfo
@@ -255,28 +256,39 @@ def _one_line(text: str, dsn: str) -> str:
 
 #: getaddrinfo's EAI_AGAIN: the resolver gave no answer (a DNS server busy or restarting), which
 #: is not an answer about the name: a connection is tried again for this long before it fails.
-#: Seen once on a real node, where a runner's first connection failed that way and the next
-#: experiment's resolved the same name at once.
-NAME_RESOLUTION_PATIENCE = 30.0
+#: Seen on a real node, where cluster DNS answered nothing for about 20 s (one getaddrinfo
+#: waits that long: 5 s per try, 2 tries, A and AAAA) and a runner's first connection failed;
+#: the next experiment resolved the same name at once.
+NAME_RESOLUTION_PATIENCE = 60.0
 _NO_ANSWER_YET = "Temporary failure in name resolution"
 
 
-def _connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = True) -> psycopg.Connection:
+def psycopg_connect(dsn: str, **params: Any) -> psycopg.Connection:
+    """``psycopg.connect(dsn, **params)``, tried again while the resolver gives no answer
+    (EAI_AGAIN), for up to :data:`NAME_RESOLUTION_PATIENCE` s; any other error, or a name the
+    resolver does not know, is raised at once, as psycopg raises it."""
     deadline = time.monotonic() + NAME_RESOLUTION_PATIENCE
     while True:
         try:
-            return psycopg.connect(dsn, connect_timeout=max(1, round(timeout)),
-                                   autocommit=autocommit)
-        except psycopg.ProgrammingError as exc:  # malformed DSN
-            reason = _one_line(str(exc), dsn)
-            raise TargetUnavailable(f"invalid DSN {mask_dsn(dsn)}: {reason}") from None
-        except psycopg.Error as exc:
+            return psycopg.connect(dsn, **params)
+        except psycopg.OperationalError as exc:
             if _NO_ANSWER_YET in str(exc) and time.monotonic() < deadline:
                 time.sleep(1.0)
                 continue
-            raise TargetUnavailable(
-                f"cannot connect to {describe_target(dsn)}: {_one_line(str(exc), dsn)}"
-            ) from None
+            raise
+
+
+def _connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = True) -> psycopg.Connection:
+    try:
+        return psycopg_connect(dsn, connect_timeout=max(1, round(timeout)),
+                               autocommit=autocommit)
+    except psycopg.ProgrammingError as exc:  # malformed DSN
+        reason = _one_line(str(exc), dsn)
+        raise TargetUnavailable(f"invalid DSN {mask_dsn(dsn)}: {reason}") from None
+    except psycopg.Error as exc:
+        raise TargetUnavailable(
+            f"cannot connect to {describe_target(dsn)}: {_one_line(str(exc), dsn)}"
+        ) from None
 
 
 # -- install -------------------------------------------------------------------------------

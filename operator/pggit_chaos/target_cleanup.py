@@ -21,7 +21,7 @@ import psycopg
 
 from pggit_chaos import sweep
 from pggit_chaos.errors import TargetUnavailable
-from pggit_chaos.pggit import describe_target
+from pggit_chaos.pggit import describe_target, psycopg_connect
 
 #: Prefix of the workload's schema and branch (``engine.workload.RUN_PREFIX``).
 RUN_PREFIX = "chaos_run_"
@@ -31,7 +31,9 @@ LEASE_PREFIX = "pggit-chaos-probe/run/"
 
 def _connect(dsn: str, application_name: str = "pggit-chaos-cleanup") -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(
+        # The runner's first connection (its lease): a resolver with no answer yet is waited
+        # for, as every first connection to the target is (pggit.psycopg_connect).
+        return psycopg_connect(
             dsn, autocommit=True, connect_timeout=10, application_name=application_name
         )
     except psycopg.Error as exc:

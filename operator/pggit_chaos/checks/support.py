@@ -32,7 +32,7 @@ from pggit_chaos.checks.names import (
     run_prefix,
 )
 from pggit_chaos.checks.strategies import fit_identifier
-from pggit_chaos.pggit import Capabilities, capabilities
+from pggit_chaos.pggit import Capabilities, capabilities, psycopg_connect
 from pggit_chaos.sweep import Footprint, purge
 
 T = TypeVar("T")
@@ -94,7 +94,7 @@ def scale() -> int:
 
 def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A connection with statement and lock timeouts as hang guards."""
-    conn = psycopg.connect(
+    conn = psycopg_connect(  # a resolver with no answer yet is waited for
         dsn, autocommit=True, connect_timeout=10, application_name=application_name()
     )
     conn.execute(

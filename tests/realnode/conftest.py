@@ -210,10 +210,20 @@ def state_of(pid: int) -> str:
         return "?"
 
 
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def postgres_states(client: KubeClient) -> dict[int, str]:
-    """pid -> process state (R, S, T, ...) of the demo target's PostgreSQL processes."""
+    """pid -> process state (R, S, T, ...) of the demo target's PostgreSQL processes: those
+    whose executable is postgres, as pod-pause picks them (the readiness probe's
+    ``pg_isready -U postgres``, waiting on a stopped server, has "postgres" in its command
+    line and was counted as a server process that something had resumed)."""
     return {pid: state_of(pid) for pid in pod_pids(client, NS, DEMO_POD)
-            if "postgres" in cmdline(pid)}
+            if comm(pid) in ("postgres", "postmaster")}
 
 
 def kill_runner(client: KubeClient, pod: str) -> list[int]:
@@ -227,7 +237,7 @@ def kill_runner(client: KubeClient, pod: str) -> list[int]:
 
 def cfs_quota(client: KubeClient, pod: str, container_pid: int | None = None) -> int:
     """The CFS quota (µs per period; -1 none) of the cgroup the pod's postgres runs in."""
-    pids = [pid for pid in pod_pids(client, NS, pod) if "postgres" in cmdline(pid)]
+    pids = [pid for pid in pod_pids(client, NS, pod) if comm(pid) in ("postgres", "postmaster")]
     pid = container_pid or min(pids)
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)

@@ -217,13 +217,21 @@ def comm(pid: int) -> str:
         return ""
 
 
+def server_pids(client: KubeClient, pod: str) -> list[int]:
+    """The pod's live PostgreSQL processes: executable postgres, not exited. An exited backend
+    the postmaster has not reaped yet keeps its name but leaves its cgroups (its
+    /proc/PID/cgroup says "/"), and it is no server process to stop or throttle."""
+    return [pid for pid in pod_pids(client, NS, pod)
+            if comm(pid) in ("postgres", "postmaster") and state_of(pid) not in ("Z", "X", "?")]
+
+
 def postgres_states(client: KubeClient) -> dict[int, str]:
     """pid -> process state (R, S, T, ...) of the demo target's PostgreSQL processes: those
     whose executable is postgres, as pod-pause picks them (the readiness probe's
     ``pg_isready -U postgres``, waiting on a stopped server, has "postgres" in its command
     line and was counted as a server process that something had resumed)."""
-    return {pid: state_of(pid) for pid in pod_pids(client, NS, DEMO_POD)
-            if comm(pid) in ("postgres", "postmaster")}
+    return {pid: state for pid in server_pids(client, DEMO_POD)
+            if (state := state_of(pid)) not in ("Z", "X", "?")}
 
 
 def kill_runner(client: KubeClient, pod: str) -> list[int]:
@@ -237,15 +245,20 @@ def kill_runner(client: KubeClient, pod: str) -> list[int]:
 
 def cfs_quota(client: KubeClient, pod: str, container_pid: int | None = None) -> int:
     """The CFS quota (µs per period; -1 none) of the cgroup the pod's postgres runs in."""
-    pids = [pid for pid in pod_pids(client, NS, pod) if comm(pid) in ("postgres", "postmaster")]
-    pid = container_pid or min(pids)
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "cpu" in controllers.split(","):
+    # The postmaster first (the lowest pid); a backend exiting meanwhile is passed over.
+    for pid in [container_pid] if container_pid else sorted(server_pids(client, pod)):
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if "cpu" not in controllers.split(",") or path == "/":
+                continue
             mount = next(p for p in Path("/sys/fs/cgroup").iterdir()
                          if "cpu" in p.name.split(",") and (p / path.lstrip("/")).exists())
             return int((mount / path.lstrip("/") / "cpu.cfs_quota_us").read_text())
-    raise AssertionError(f"no cpu cgroup for pid {pid}")
+    raise AssertionError(f"no cpu cgroup for the PostgreSQL of pod {pod}")
 
 
 def runner_pod(client: KubeClient, status: Body) -> str:

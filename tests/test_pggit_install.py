@@ -314,16 +314,13 @@ def test_mask_dsn(dsn: str, expected: str) -> None:
     assert expected in masked and "pw" not in masked.replace("password", "")
 
 
-def test_a_dns_server_that_does_not_answer_yet_is_waited_for(
-        pggit_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """EAI_AGAIN ("Temporary failure in name resolution") is no answer about the name: the
-    connection is tried again. On a real node a runner's first connection failed that way
-    once and its experiment ended Error; the next one resolved the name at once. Here the
-    resolver's silence is libpq's own error for the first two tries, then the real server."""
+def resolver_busy_twice(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """psycopg.connect fails with libpq's own EAI_AGAIN error twice, then connects for real;
+    the list returned grows by one per try."""
     real_connect = psycopg.connect
     tries: list[str] = []
 
-    def resolver_busy_twice(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+    def connect(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
         tries.append("try")
         if len(tries) <= 2:
             raise psycopg.OperationalError(
@@ -331,7 +328,17 @@ def test_a_dns_server_that_does_not_answer_yet_is_waited_for(
                 "failure in name resolution")
         return real_connect(*args, **kwargs)
 
-    monkeypatch.setattr(psycopg, "connect", resolver_busy_twice)
+    monkeypatch.setattr(psycopg, "connect", connect)
+    return tries
+
+
+def test_a_dns_server_that_does_not_answer_yet_is_waited_for(
+        pggit_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EAI_AGAIN ("Temporary failure in name resolution") is no answer about the name: the
+    connection is tried again. On a real node a runner's first connection failed that way
+    once and its experiment ended Error; the next one resolved the name at once. Here the
+    resolver's silence is libpq's own error for the first two tries, then the real server."""
+    tries = resolver_busy_twice(monkeypatch)
     pggit.connect_check(pggit_dsn)
     assert len(tries) == 3
 
@@ -343,18 +350,7 @@ def test_the_runners_lease_waits_for_a_resolver_that_does_not_answer_yet(
     connections waited for the resolver."""
     from pggit_chaos.target_cleanup import lease
 
-    real_connect = psycopg.connect
-    tries: list[str] = []
-
-    def resolver_busy_twice(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
-        tries.append("try")
-        if len(tries) <= 2:
-            raise psycopg.OperationalError(
-                "failed to resolve host 'pggit-postgres.default.svc': [Errno -3] Temporary "
-                "failure in name resolution")
-        return real_connect(*args, **kwargs)
-
-    monkeypatch.setattr(psycopg, "connect", resolver_busy_twice)
+    tries = resolver_busy_twice(monkeypatch)
     with lease(pggit_dsn, "0123456789abcdef"):
         assert len(tries) == 3
 

@@ -37,13 +37,18 @@ def journal_of_run(status: dict[str, Any], run: str) -> str | None:
     return str(name) if name else None
 
 
+def _split(ref: str) -> tuple[str, str]:
+    namespace, _, name = ref.partition("/")
+    if not namespace or not name:
+        raise ConfigurationError(f"report takes NAMESPACE/NAME, not {ref!r}")
+    return namespace, name
+
+
 def fetch_report(ref: str, folder: Path, client: KubeClient | None = None, *,
                  run: str | None = None) -> ReportFiles:
     """Write the report of the experiment ``NAMESPACE/NAME`` (its current run, or the run
     whose id starts with ``run``) into ``folder``."""
-    namespace, _, name = ref.partition("/")
-    if not namespace or not name:
-        raise ConfigurationError(f"report takes NAMESPACE/NAME, not {ref!r}")
+    namespace, name = _split(ref)
     client = client or KubeClient.from_environment()
     body = client.find(EXPERIMENTS, namespace, name)
     if body is None:
@@ -93,20 +98,14 @@ def fetch_schedule_report(ref: str, folder: Path, client: KubeClient | None = No
     """The report of every run the schedule ``NAMESPACE/NAME`` still keeps (its history, as
     its limits left it), each in ``folder/<run>``, and ``folder/index.html`` of them."""
     from pggit_chaos.engine.html_report import write_index
-    from pggit_chaos.spec.schedule import SCHEDULE_LABEL
+    from pggit_chaos.kube.schedule_handlers import runs_of
 
-    namespace, _, name = ref.partition("/")
-    if not namespace or not name:
-        raise ConfigurationError(f"report takes NAMESPACE/NAME, not {ref!r}")
+    namespace, name = _split(ref)
     client = client or KubeClient.from_environment()
     schedule = client.find(SCHEDULES, namespace, name)
     if schedule is None:
         raise TargetUnavailable(f"no schedule {ref}")
-    uid = (schedule.get("metadata") or {}).get("uid")
-    runs = [run for run in client.list(EXPERIMENTS, namespace,
-                                       label_selector=f"{SCHEDULE_LABEL}={name}")
-            if any(owner.get("uid") == uid
-                   for owner in (run.get("metadata") or {}).get("ownerReferences") or [])]
+    runs = runs_of(client, namespace, name, str((schedule.get("metadata") or {}).get("uid")))
     folder.mkdir(parents=True, exist_ok=True)
     report = ScheduleReport(folder=folder, index=folder / "index.html")
     for run in sorted(runs, key=lambda body: str(body["metadata"]["name"])):

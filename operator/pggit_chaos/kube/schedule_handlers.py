@@ -26,7 +26,7 @@ from pggit_chaos.kube.schedules import TERMINAL, decide, rfc3339, run_manifest, 
 from pggit_chaos.metrics import parse_time
 from pggit_chaos.spec.schedule import PAUSE_ANNOTATION, SCHEDULE_LABEL, load_schedule_object
 
-__all__ = ["COMPONENT", "ScheduleHandlers", "schedule_of_run"]
+__all__ = ["COMPONENT", "ScheduleHandlers", "runs_of", "schedule_of_run"]
 
 COMPONENT = "pggit-chaos-operator"
 _log = logging.getLogger("pggit_chaos.operator.schedules")
@@ -64,6 +64,23 @@ def schedule_of_run(body: Mapping[str, Any]) -> str | None:
                 and ref.get("kind") == "PgGitChaosSchedule" and ref.get("name")):
             return str(ref["name"])
     return None
+
+
+def runs_of(client: KubeClient, namespace: str, name: str, uid: str) -> list[Body]:
+    """The experiments the schedule ``name`` (``uid``) owns: labelled with its name, owned by
+    its uid (not the runs of an earlier schedule of the same name)."""
+    runs = []
+    for body in client.list(EXPERIMENTS, namespace,
+                            label_selector=names.selector({SCHEDULE_LABEL: name})):
+        meta = _meta(body)
+        if (meta.get("labels") or {}).get(SCHEDULE_LABEL) != name:
+            continue
+        owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []
+                  if isinstance(ref, dict)]
+        if uid not in owners:
+            continue  # a run of an earlier schedule of the same name, or not a run
+        runs.append(body)
+    return runs
 
 
 class ScheduleHandlers:
@@ -217,19 +234,7 @@ class ScheduleHandlers:
         return max(0.0, (decision.next_time - self.clock()).total_seconds())
 
     def _runs(self, namespace: str, name: str, uid: str) -> list[Body]:
-        """The experiments this schedule owns (labelled with its name, owned by its uid)."""
-        runs = []
-        for body in self.client.list(EXPERIMENTS, namespace,
-                                     label_selector=names.selector({SCHEDULE_LABEL: name})):
-            meta = _meta(body)
-            if (meta.get("labels") or {}).get(SCHEDULE_LABEL) != name:
-                continue
-            owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []
-                      if isinstance(ref, dict)]
-            if uid not in owners:
-                continue  # a run of an earlier schedule of the same name, or not a run
-            runs.append(body)
-        return runs
+        return runs_of(self.client, namespace, name, uid)
 
     def _patch_status(self, body: Mapping[str, Any], patch: dict[str, Any]) -> None:
         meta = _meta(body)
